@@ -1,0 +1,29 @@
+//! The meshql catalog as code: `mesh.yaml` and the domains' ODCS v3.1 data
+//! contracts, parsed and validated with the file, line and column of every
+//! problem. This crate knows nothing of query execution.
+//!
+//! ```no_run
+//! use meshql_manifest::Catalog;
+//!
+//! // Strict: any problem in any file fails, listing all of them.
+//! let catalog = Catalog::load_strict("catalog")?;
+//! for contract in &catalog.contracts {
+//!     println!("{} owned by {:?}", contract.qualified_name(), contract.owner());
+//! }
+//! # Ok::<(), meshql_manifest::Error>(())
+//! ```
+
+mod decode;
+mod load;
+mod model;
+mod problem;
+mod yaml;
+
+pub use decode::{closest_names, edit_distance};
+pub use load::{Catalog, RESERVED_DOMAINS, is_identifier};
+pub use model::*;
+pub use problem::{Error, Problem, Result};
+pub use yaml::Pos;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,899 @@
+//! Loading a mesh directory: `mesh.yaml` and `<domain>/<product>.yaml`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::decode::{Ctx, Fields};
+use crate::model::*;
+use crate::problem::{Error, Problem, Result};
+use crate::yaml::{self, Node, Pos, Value};
+
+/// Domains meshql keeps for itself.
+pub const RESERVED_DOMAINS: &[&str] = &["meshql", "information_schema", "pg_catalog"];
+
+
+/// A loaded mesh: its configuration, the contracts that validated, and the
+/// problems of those that did not.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub dir: PathBuf,
+    pub mesh: MeshConfig,
+    pub contracts: Vec<Contract>,
+    /// Problems in contracts that were skipped (lenient loading).
+    pub problems: Vec<Problem>,
+}
+
+impl Catalog {
+    /// Loads leniently: a contract with problems is left out and its problems
+    /// kept in [`Catalog::problems`]; problems in `mesh.yaml` are fatal.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Catalog> {
+        let dir = dir.as_ref();
+        let mesh_file = dir.join("mesh.yaml");
+        let text = read(&mesh_file)?;
+        let mut ctx = Ctx::new(&mesh_file);
+        let mesh = parse_into(&mut ctx, &text, |ctx, node| decode_mesh(ctx, node, dir));
+        if !ctx.problems.is_empty() {
+            return Err(Error::Invalid(ctx.problems));
+        }
+        let Some(mesh) = mesh else {
+            return Err(Error::Invalid(ctx.problems));
+        };
+
+        let mut files = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut domain_dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir() && !is_hidden(p) && p.file_name().is_some_and(|n| n != "policies"))
+            .collect();
+        domain_dirs.sort();
+        for d in domain_dirs {
+            let entries = std::fs::read_dir(&d).map_err(|source| Error::Io {
+                path: d.clone(),
+                source,
+            })?;
+            let mut in_domain: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && !is_hidden(p)
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                })
+                .collect();
+            in_domain.sort();
+            files.extend(in_domain);
+        }
+
+        let mut contracts: Vec<Contract> = Vec::with_capacity(files.len());
+        let mut problems = Vec::new();
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
+        for file in files {
+            let text = match read(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(Problem {
+                        file: file.clone(),
+                        pos: Pos { line: 1, col: 1 },
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let mut ctx = Ctx::new(&file);
+            let contract = parse_into(&mut ctx, &text, |ctx, node| decode_contract(ctx, node, &mesh));
+            if let Some(c) = &contract {
+                check_location(&mut ctx, c);
+                let key = c.qualified_name();
+                if let Some(first) = seen.get(&key) {
+                    ctx.err(
+                        c.product.pos,
+                        format!(
+                            "duplicate product `{key}`: already defined in {}",
+                            first.display()
+                        ),
+                    );
+                }
+            }
+            if ctx.problems.is_empty() {
+                if let Some(c) = contract {
+                    seen.insert(c.qualified_name(), file.clone());
+                    contracts.push(c);
+                }
+            } else {
+                problems.extend(ctx.problems);
+            }
+        }
+        Ok(Catalog {
+            dir: dir.to_path_buf(),
+            mesh,
+            contracts,
+            problems,
+        })
+    }
+
+    /// Loads strictly: any problem anywhere is an error listing all of them.
+    pub fn load_strict(dir: impl AsRef<Path>) -> Result<Catalog> {
+        let catalog = Self::load(dir)?;
+        if catalog.problems.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(Error::Invalid(catalog.problems))
+        }
+    }
+
+    /// The domains with at least one product, sorted.
+    pub fn domains(&self) -> Vec<&str> {
+        let mut d: Vec<&str> = self.contracts.iter().map(|c| c.domain.as_str()).collect();
+        d.sort_unstable();
+        d.dedup();
+        d
+    }
+
+    pub fn contract(&self, domain: &str, product: &str) -> Option<&Contract> {
+        self.contracts
+            .iter()
+            .find(|c| c.domain == domain && c.product.name == product)
+    }
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') || n.starts_with('_'))
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_into<T>(
+    ctx: &mut Ctx<'_>,
+    text: &str,
+    decode: impl FnOnce(&mut Ctx<'_>, &Node) -> Option<T>,
+) -> Option<T> {
+    match yaml::parse(text) {
+        Ok(node) => decode(ctx, &node),
+        Err(e) => {
+            ctx.err(e.pos, e.message);
+            None
+        }
+    }
+}
+
+/// Whether `name` is a SQL identifier that needs no quoting.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+fn check_identifier(ctx: &mut Ctx<'_>, pos: Pos, what: &str, name: &str) -> bool {
+    if is_identifier(name) {
+        return true;
+    }
+    let suggestion: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    ctx.err(
+        pos,
+        format!(
+            "{what} `{name}` is not a valid SQL identifier: use lower-case letters, digits and underscores, starting with a letter or underscore (e.g. `{suggestion}`)"
+        ),
+    );
+    false
+}
+
+/// The file must sit at `<domain>/<product>.yaml` so that the catalog's
+/// layout and its SQL names agree.
+fn check_location(ctx: &mut Ctx<'_>, c: &Contract) {
+    let dir = c
+        .file
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let stem = c.file.file_stem().and_then(|n| n.to_str()).unwrap_or("");
+    if dir != c.domain {
+        ctx.err(
+            Pos { line: 1, col: 1 },
+            format!(
+                "contract for domain `{}` is in directory `{dir}`: move it to `{}/{}.yaml`",
+                c.domain, c.domain, c.product.name
+            ),
+        );
+    } else if stem != c.product.name {
+        ctx.err(
+            c.product.pos,
+            format!(
+                "product `{}` is defined in `{stem}.yaml`: name the file `{}.yaml`",
+                c.product.name, c.product.name
+            ),
+        );
+    }
+}
+
+const MESH_KEYS: &[&str] = &["apiVersion", "kind", "name", "description", "storage", "demo"];
+const STORAGE_KEYS: &[&str] = &[
+    "type",
+    "root",
+    "bucket",
+    "prefix",
+    "endpoint",
+    "region",
+    "pathStyle",
+    "allowHttp",
+    "accessKeyId",
+    "secretAccessKey",
+    "sessionToken",
+    "connectTimeoutSeconds",
+    "maxRetries",
+];
+
+fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig> {
+    let f = ctx.fields(node, "mesh.yaml", MESH_KEYS)?;
+    if let Some((v, pos)) = f.req_string(ctx, "apiVersion")
+        && v != "meshql/v1"
+    {
+        ctx.err(pos, format!("unsupported apiVersion `{v}`: expected `meshql/v1`"));
+    }
+    if let Some((v, pos)) = f.req_string(ctx, "kind")
+        && v != "Mesh"
+    {
+        ctx.err(pos, format!("kind must be `Mesh` in mesh.yaml, found `{v}`"));
+    }
+    let name = f.req_string(ctx, "name").map(|(n, _)| n);
+    let description = f.opt_string(ctx, "description");
+    let mut storage = BTreeMap::new();
+    if let Some(node) = f.get("storage") {
+        if let Value::Map(entries) = &node.value {
+            for (k, v) in entries {
+                let Some(sname) = ctx.string(k, "a storage name") else {
+                    continue;
+                };
+                check_identifier(ctx, k.pos, "storage name", &sname);
+                if let Some(kind) = decode_storage(ctx, v, &sname, dir) {
+                    storage.insert(
+                        sname.clone(),
+                        Storage {
+                            name: sname,
+                            pos: k.pos,
+                            kind,
+                        },
+                    );
+                }
+            }
+        } else {
+            ctx.err(node.pos, format!("`storage` must be a mapping of storage names, found {}", node.kind()));
+        }
+    }
+    let demo = f.get("demo").and_then(|n| {
+        let d = ctx.fields(n, "`demo`", &["storage", "scale"])?;
+        let (st, pos) = d.req_string(ctx, "storage")?;
+        if !storage.contains_key(&st) {
+            ctx.err(pos, format!("`demo.storage` names undefined storage `{st}`"));
+        }
+        let scale = match d.get("scale") {
+            Some(n) => match ctx.integer(n, "`demo.scale`") {
+                Some(s) if (1..=10_000).contains(&s) => s as u32,
+                Some(_) => {
+                    ctx.err(n.pos, "`demo.scale` must be between 1 and 10000");
+                    1
+                }
+                None => 1,
+            },
+            None => 1,
+        };
+        Some(DemoConfig { storage: st, scale })
+    });
+    Some(MeshConfig {
+        file: ctx.file.to_path_buf(),
+        name: name?,
+        description,
+        storage,
+        demo,
+    })
+}
+
+fn decode_storage(ctx: &mut Ctx<'_>, node: &Node, name: &str, dir: &Path) -> Option<StorageKind> {
+    let what = format!("storage `{name}`");
+    let f = ctx.fields(node, &what, STORAGE_KEYS)?;
+    let (kind, kpos) = f.req_string(ctx, "type")?;
+    let only = |ctx: &mut Ctx<'_>, f: &Fields<'_>, allowed: &[&str]| {
+        for key in STORAGE_KEYS {
+            if !allowed.contains(key)
+                && let Some(n) = f.get(key)
+            {
+                ctx.err(n.pos, format!("`{key}` does not apply to a storage of type `{kind}`"));
+            }
+        }
+    };
+    match kind.as_str() {
+        "local" => {
+            only(ctx, &f, &["type", "root"]);
+            let (root, _) = f.req_string(ctx, "root")?;
+            let root = PathBuf::from(root);
+            let root = if root.is_absolute() { root } else { dir.join(root) };
+            Some(StorageKind::Local { root })
+        }
+        "s3" => {
+            let (bucket, bpos) = f.req_string(ctx, "bucket")?;
+            if bucket.is_empty() || bucket.contains('/') {
+                ctx.err(bpos, format!("`bucket` must be a bucket name without `/`, found `{bucket}`"));
+            }
+            let u64_of = |ctx: &mut Ctx<'_>, key: &str, default: u64| match f.get(key) {
+                Some(n) => match ctx.integer(n, &format!("`{key}`")) {
+                    Some(v) if v >= 0 => v as u64,
+                    Some(_) => {
+                        ctx.err(n.pos, format!("`{key}` must not be negative"));
+                        default
+                    }
+                    None => default,
+                },
+                None => default,
+            };
+            let connect_timeout_secs = u64_of(ctx, "connectTimeoutSeconds", 5);
+            let max_retries = u64_of(ctx, "maxRetries", 2) as usize;
+            let endpoint = f.opt_string(ctx, "endpoint");
+            let allow_http = f
+                .opt_bool(ctx, "allowHttp")
+                .unwrap_or_else(|| endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
+            Some(StorageKind::S3(S3Storage {
+                bucket,
+                prefix: f
+                    .opt_string(ctx, "prefix")
+                    .unwrap_or_default()
+                    .trim_matches('/')
+                    .to_string(),
+                endpoint,
+                region: f.opt_string(ctx, "region"),
+                path_style: f.opt_bool(ctx, "pathStyle").unwrap_or(false),
+                allow_http,
+                access_key_id: f.opt_string(ctx, "accessKeyId"),
+                secret_access_key: f.opt_string(ctx, "secretAccessKey"),
+                session_token: f.opt_string(ctx, "sessionToken"),
+                connect_timeout_secs,
+                max_retries,
+            }))
+        }
+        other => {
+            ctx.err(kpos, format!("unknown storage type `{other}`: expected `local` or `s3`"));
+            None
+        }
+    }
+}
+
+const CONTRACT_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "id",
+    "name",
+    "version",
+    "status",
+    "domain",
+    "dataProduct",
+    "tenant",
+    "description",
+    "team",
+    "schema",
+    "servers",
+    "slaProperties",
+    "slaDefaultElement",
+    "quality",
+    "support",
+    "price",
+    "roles",
+    "tags",
+    "customProperties",
+    "authoritativeDefinitions",
+    "contractCreatedTs",
+];
+const SCHEMA_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "physicalName",
+    "physicalType",
+    "logicalType",
+    "businessName",
+    "description",
+    "dataGranularityDescription",
+    "properties",
+    "quality",
+    "tags",
+    "customProperties",
+    "authoritativeDefinitions",
+];
+const PROPERTY_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "physicalName",
+    "physicalType",
+    "logicalType",
+    "logicalTypeOptions",
+    "businessName",
+    "description",
+    "required",
+    "unique",
+    "primaryKey",
+    "primaryKeyPosition",
+    "partitioned",
+    "partitionKeyPosition",
+    "classification",
+    "tags",
+    "criticalDataElement",
+    "examples",
+    "quality",
+    "encryptedName",
+    "transformSourceObjects",
+    "transformLogic",
+    "transformDescription",
+    "items",
+    "properties",
+    "customProperties",
+    "authoritativeDefinitions",
+];
+const SERVER_KEYS: &[&str] = &[
+    "id",
+    "server",
+    "type",
+    "description",
+    "environment",
+    "format",
+    "location",
+    "path",
+    "delimiter",
+    "endpointUrl",
+    "region",
+    "roles",
+    "customProperties",
+];
+const SLA_KEYS: &[&str] = &[
+    "id",
+    "property",
+    "value",
+    "valueExt",
+    "unit",
+    "element",
+    "driver",
+    "description",
+    "scheduler",
+    "schedule",
+];
+const QUALITY_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "type",
+    "rule",
+    "query",
+    "dimension",
+    "method",
+    "severity",
+    "businessImpact",
+    "metric",
+    "arguments",
+    "mustBe",
+    "mustNotBe",
+    "mustBeGreaterThan",
+    "mustBeGreaterOrEqualTo",
+    "mustBeLessThan",
+    "mustBeLessOrEqualTo",
+    "mustBeBetween",
+    "mustNotBeBetween",
+    "unit",
+    "engine",
+    "implementation",
+    "schedule",
+    "scheduler",
+    "tags",
+    "customProperties",
+    "authoritativeDefinitions",
+];
+const TEAM_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "members",
+    "tags",
+    "customProperties",
+    "authoritativeDefinitions",
+];
+const MEMBER_KEYS: &[&str] = &[
+    "id",
+    "username",
+    "name",
+    "role",
+    "description",
+    "dateIn",
+    "dateOut",
+    "replacedByUsername",
+    "tags",
+    "customProperties",
+    "authoritativeDefinitions",
+];
+const STATUSES: &[&str] = &["proposed", "draft", "active", "deprecated", "retired"];
+const CLASSIFICATIONS_HINT: &str = "e.g. public, internal, confidential, restricted, pii";
+
+fn decode_contract(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Contract> {
+    let f = ctx.fields(node, "the contract", CONTRACT_KEYS)?;
+    let api_version = f.req_string(ctx, "apiVersion").map(|(v, pos)| {
+        if !v.starts_with("v3.") {
+            ctx.err(pos, format!("unsupported apiVersion `{v}`: meshql reads ODCS v3.x contracts (e.g. `v3.1.0`)"));
+        }
+        v
+    });
+    if let Some((kind, pos)) = f.req_string(ctx, "kind")
+        && kind != "DataContract"
+    {
+        ctx.err(pos, format!("kind must be `DataContract`, found `{kind}`"));
+    }
+    let id = f.req_string(ctx, "id").map(|(v, _)| v);
+    let name = f.req_string(ctx, "name").map(|(v, _)| v);
+    let version = f.req(ctx, "version").and_then(|n| ctx.text(n, "`version`"));
+    let status = f.req_string(ctx, "status").map(|(v, pos)| {
+        if !STATUSES.contains(&v.as_str()) {
+            ctx.err(pos, format!("unknown status `{v}`: expected one of {}", STATUSES.join(", ")));
+        }
+        v
+    });
+    let domain = f.req_string(ctx, "domain").and_then(|(d, pos)| {
+        if !check_identifier(ctx, pos, "domain", &d) {
+            return None;
+        }
+        if RESERVED_DOMAINS.contains(&d.as_str()) {
+            ctx.err(pos, format!("domain `{d}` is reserved for meshql's system tables"));
+            return None;
+        }
+        Some(d)
+    });
+    let data_product = f.opt_string(ctx, "dataProduct");
+    let description = f.get("description").and_then(|n| decode_description(ctx, n));
+    let team = f.get("team").and_then(|n| decode_team(ctx, n));
+    let tags = f.get("tags").map(|n| ctx.string_list(n, "`tags`")).unwrap_or_default();
+    let custom_properties = f
+        .get("customProperties")
+        .map(|n| decode_custom_properties(ctx, n))
+        .unwrap_or_default();
+
+    let product = f.req(ctx, "schema").and_then(|n| {
+        let items = ctx.list(n, "`schema`")?;
+        match items {
+            [] => {
+                ctx.err(n.pos, "`schema` must describe the product's table");
+                None
+            }
+            [one] => decode_schema(ctx, one),
+            [first, second, ..] => {
+                decode_schema(ctx, first);
+                ctx.err(second.pos, "meshql publishes one table per contract: split the other schema objects into contracts of their own");
+                None
+            }
+        }
+    });
+    let servers = f.req(ctx, "servers").and_then(|n| {
+        let items = ctx.list(n, "`servers`")?;
+        if items.is_empty() {
+            ctx.err(n.pos, "`servers` must say where the product's data lives");
+        }
+        Some(items.iter().filter_map(|s| decode_server(ctx, s, mesh)).collect::<Vec<_>>())
+    });
+    let sla = f
+        .get("slaProperties")
+        .and_then(|n| ctx.list(n, "`slaProperties`"))
+        .map(|items| items.iter().filter_map(|s| decode_sla(ctx, s)).collect())
+        .unwrap_or_default();
+    let quality = f
+        .get("quality")
+        .map(|n| decode_quality_list(ctx, n))
+        .unwrap_or_default();
+
+    Some(Contract {
+        file: ctx.file.to_path_buf(),
+        api_version: api_version?,
+        id: id?,
+        name: name?,
+        version: version?,
+        status: status?,
+        domain: domain?,
+        data_product,
+        description,
+        team,
+        product: product?,
+        servers: servers?,
+        sla,
+        quality,
+        tags,
+        custom_properties,
+    })
+}
+
+fn decode_description(ctx: &mut Ctx<'_>, node: &Node) -> Option<String> {
+    if let Value::Scalar(..) = node.value {
+        return ctx.string(node, "`description`");
+    }
+    let f = ctx.fields(
+        node,
+        "`description`",
+        &["purpose", "usage", "limitations", "authoritativeDefinitions", "customProperties"],
+    )?;
+    f.opt_string(ctx, "purpose")
+        .or_else(|| f.opt_string(ctx, "usage"))
+}
+
+fn decode_team(ctx: &mut Ctx<'_>, node: &Node) -> Option<Team> {
+    let decode_members = |ctx: &mut Ctx<'_>, n: &Node| -> Vec<TeamMember> {
+        let Some(items) = ctx.list(n, "team members") else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|m| {
+                let f = ctx.fields(m, "a team member", MEMBER_KEYS)?;
+                let (username, _) = f.req_string(ctx, "username")?;
+                Some(TeamMember {
+                    username,
+                    role: f.opt_string(ctx, "role"),
+                })
+            })
+            .collect()
+    };
+    match &node.value {
+        // ODCS v3.0 wrote the team as a list of members.
+        Value::Seq(_) => Some(Team {
+            name: None,
+            members: decode_members(ctx, node),
+        }),
+        _ => {
+            let f = ctx.fields(node, "`team`", TEAM_KEYS)?;
+            Some(Team {
+                name: f.opt_string(ctx, "name"),
+                members: f.get("members").map(|n| decode_members(ctx, n)).unwrap_or_default(),
+            })
+        }
+    }
+}
+
+fn decode_custom_properties(ctx: &mut Ctx<'_>, node: &Node) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(items) = ctx.list(node, "`customProperties`") else {
+        return out;
+    };
+    for item in items {
+        let Some(f) = ctx.fields(item, "a custom property", &["id", "property", "value", "description"]) else {
+            continue;
+        };
+        let property = f.req_string(ctx, "property");
+        let value = f.req(ctx, "value").and_then(|n| ctx.text(n, "`value`"));
+        if let (Some((p, _)), Some(v)) = (property, value) {
+            out.insert(p, v);
+        }
+    }
+    out
+}
+
+fn decode_schema(ctx: &mut Ctx<'_>, node: &Node) -> Option<Product> {
+    let f = ctx.fields(node, "a schema object", SCHEMA_KEYS)?;
+    let name = f
+        .req_string(ctx, "name")
+        .filter(|(n, pos)| check_identifier(ctx, *pos, "product name", n));
+    let description = f.opt_string(ctx, "description");
+    let columns = f.req(ctx, "properties").and_then(|n| {
+        let items = ctx.list(n, "`properties`")?;
+        if items.is_empty() {
+            ctx.err(n.pos, "a product needs at least one column in `properties`");
+        }
+        let mut cols: Vec<Column> = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match decode_column(ctx, item) {
+                Some(c) => {
+                    if cols.iter().any(|o| o.name == c.name) {
+                        ctx.err(c.pos, format!("column `{}` is declared twice", c.name));
+                        ok = false;
+                    }
+                    cols.push(c);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(cols)
+    });
+    let (name, pos) = name?;
+    Some(Product {
+        name,
+        pos,
+        description,
+        columns: columns?,
+    })
+}
+
+fn decode_column(ctx: &mut Ctx<'_>, node: &Node) -> Option<Column> {
+    let f = ctx.fields(node, "a column", PROPERTY_KEYS)?;
+    let name = f
+        .req_string(ctx, "name")
+        .filter(|(n, pos)| check_identifier(ctx, *pos, "column name", n));
+    let logical = f.get("logicalType").and_then(|n| ctx.string(n, "`logicalType`").map(|s| (s, n.pos)));
+    let physical = f.get("physicalType").and_then(|n| ctx.string(n, "`physicalType`").map(|s| (s, n.pos)));
+    let data_type = match (&logical, &physical) {
+        (_, Some((p, ppos))) => match ColumnType::parse_physical(p) {
+            Ok(t) => {
+                if let Some((l, lpos)) = &logical {
+                    match ColumnType::from_logical(l) {
+                        Err(e) => {
+                            ctx.err(*lpos, e);
+                            None
+                        }
+                        Ok(_) if !t.fits_logical(l) => {
+                            ctx.err(*ppos, format!("physicalType `{p}` does not fit logicalType `{l}`"));
+                            None
+                        }
+                        Ok(_) => Some(t),
+                    }
+                } else {
+                    Some(t)
+                }
+            }
+            Err(e) => {
+                ctx.err(*ppos, e);
+                None
+            }
+        },
+        (Some((l, lpos)), None) => match ColumnType::from_logical(l) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                ctx.err(*lpos, e);
+                None
+            }
+        },
+        (None, None) => {
+            ctx.err(f.pos, "a column needs a `logicalType` or a `physicalType`");
+            None
+        }
+    };
+    let classification = f.opt_string(ctx, "classification");
+    if let Some(c) = &classification
+        && c.trim().is_empty()
+    {
+        ctx.err(f.pos, format!("`classification` must not be empty ({CLASSIFICATIONS_HINT})"));
+    }
+    let primary_key = f.opt_bool(ctx, "primaryKey").unwrap_or(false);
+    let required = f.opt_bool(ctx, "required").unwrap_or(false) || primary_key;
+    let unique = f.opt_bool(ctx, "unique").unwrap_or(false) || primary_key;
+    let tags = f.get("tags").map(|n| ctx.string_list(n, "`tags`")).unwrap_or_default();
+    if let Some(n) = f.get("quality") {
+        decode_quality_list(ctx, n);
+    }
+    if let Some(n) = f.get("customProperties") {
+        decode_custom_properties(ctx, n);
+    }
+    let description = f.opt_string(ctx, "description");
+    let (name, pos) = name?;
+    Some(Column {
+        name,
+        pos,
+        data_type: data_type?,
+        logical_type: logical.map(|(l, _)| l),
+        physical_type: physical.map(|(p, _)| p),
+        required,
+        primary_key,
+        unique,
+        classification,
+        tags,
+        description,
+    })
+}
+
+fn decode_server(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Server> {
+    let f = ctx.fields(node, "a server", SERVER_KEYS)?;
+    let (server, spos) = f.req_string(ctx, "server")?;
+    let storage = mesh.storage.get(&server);
+    if storage.is_none() {
+        let names: Vec<&str> = mesh.storage.keys().map(String::as_str).collect();
+        let hint = match crate::decode::closest(&server, names.iter().copied()) {
+            Some(c) => format!(" (did you mean `{c}`?)"),
+            None if names.is_empty() => " (mesh.yaml defines no storage)".to_string(),
+            None => format!(" (defined: {})", names.join(", ")),
+        };
+        ctx.err(
+            spos,
+            format!("server `{server}` names a storage that mesh.yaml does not define{hint}"),
+        );
+    }
+    let kind = f.req_string(ctx, "type").map(|(t, tpos)| {
+        if let Some(st) = storage {
+            let expected = match st.kind {
+                StorageKind::Local { .. } => "local",
+                StorageKind::S3(_) => "s3",
+            };
+            if t != expected {
+                ctx.err(tpos, format!("server type `{t}` does not match storage `{server}`, which is `{expected}`"));
+            }
+        }
+        t
+    });
+    let format = match f.get("format") {
+        Some(n) => ctx.string(n, "`format`").filter(|fmt| {
+            if fmt != "parquet" {
+                ctx.err(n.pos, format!("unsupported format `{fmt}`: meshql reads `parquet` products"));
+                false
+            } else {
+                true
+            }
+        }),
+        None => Some("parquet".to_string()),
+    };
+    let path = f.req_string(ctx, "path").map(|(p, ppos)| {
+        if p.split('/').any(|seg| seg == "..") || p.starts_with('/') || p.contains("://") {
+            ctx.err(ppos, format!("`path` must be relative to the storage, found `{p}`"));
+        }
+        p
+    });
+    if let Some(n) = f.get("location") {
+        ctx.err(n.pos, "meshql locates data through a named storage: use `server: <storage>` and `path` instead of `location`");
+    }
+    let environment = f.opt_string(ctx, "environment");
+    if storage.is_none() {
+        return None;
+    }
+    Some(Server {
+        server,
+        pos: spos,
+        kind: kind?,
+        format: format?,
+        path: path?,
+        environment,
+    })
+}
+
+fn decode_sla(ctx: &mut Ctx<'_>, node: &Node) -> Option<SlaProperty> {
+    let f = ctx.fields(node, "an SLA property", SLA_KEYS)?;
+    let property = f.req_string(ctx, "property").map(|(p, _)| p);
+    let value = f.req(ctx, "value").and_then(|n| ctx.text(n, "`value`"));
+    Some(SlaProperty {
+        property: property?,
+        value: value?,
+        unit: f.opt_string(ctx, "unit"),
+        element: f.opt_string(ctx, "element"),
+    })
+}
+
+fn decode_quality_list(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Quality> {
+    let Some(items) = ctx.list(node, "`quality`") else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let f = ctx.fields(item, "a quality rule", QUALITY_KEYS)?;
+            for key in ["mustBe", "mustNotBe", "mustBeGreaterThan", "mustBeGreaterOrEqualTo", "mustBeLessThan", "mustBeLessOrEqualTo"] {
+                if let Some(n) = f.get(key) {
+                    ctx.number(n, &format!("`{key}`"));
+                }
+            }
+            let kind = f.opt_string(ctx, "type").unwrap_or_else(|| "library".into());
+            if !["text", "library", "sql", "custom"].contains(&kind.as_str()) {
+                ctx.err(f.pos, format!("unknown quality type `{kind}`: expected text, library, sql or custom"));
+            }
+            let query = f.opt_string(ctx, "query");
+            if kind == "sql" && query.is_none() {
+                ctx.err(f.pos, "a quality rule of type `sql` needs a `query`");
+            }
+            Some(Quality {
+                name: f.opt_string(ctx, "name"),
+                kind,
+                description: f.opt_string(ctx, "description"),
+                rule: f.opt_string(ctx, "rule"),
+                query,
+                dimension: f.opt_string(ctx, "dimension"),
+                severity: f.opt_string(ctx, "severity"),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,336 @@
+//! The catalog-as-code model: `mesh.yaml` and ODCS v3.1 data contracts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::yaml::Pos;
+
+/// `mesh.yaml`: the mesh's name, its storage and the demo data settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshConfig {
+    pub file: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub storage: BTreeMap<String, Storage>,
+    pub demo: Option<DemoConfig>,
+}
+
+/// Where the demo generator writes its data, and at what scale.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoConfig {
+    pub storage: String,
+    pub scale: u32,
+}
+
+/// A named storage location that contracts' `servers[]` refer to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Storage {
+    pub name: String,
+    pub pos: Pos,
+    pub kind: StorageKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum StorageKind {
+    /// A directory on the local file system (absolute, or relative to the
+    /// catalog directory when loaded).
+    Local { root: PathBuf },
+    /// An S3-compatible bucket.
+    S3(S3Storage),
+}
+
+#[derive(Clone, Serialize)]
+pub struct S3Storage {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    pub allow_http: bool,
+    pub access_key_id: Option<String>,
+    #[serde(skip)]
+    pub secret_access_key: Option<String>,
+    #[serde(skip)]
+    pub session_token: Option<String>,
+    /// Seconds to wait for a connection before the product is reported unreachable.
+    pub connect_timeout_secs: u64,
+    pub max_retries: usize,
+}
+
+impl fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Credentials never appear in logs or error messages.
+        f.debug_struct("S3Storage")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An ODCS v3.1 data contract describing one data product.
+#[derive(Debug, Clone, Serialize)]
+pub struct Contract {
+    pub file: PathBuf,
+    pub api_version: String,
+    pub id: String,
+    /// The contract's human name.
+    pub name: String,
+    pub version: String,
+    pub status: String,
+    /// The owning domain: the SQL schema.
+    pub domain: String,
+    pub data_product: Option<String>,
+    pub description: Option<String>,
+    pub team: Option<Team>,
+    /// The product: the SQL table.
+    pub product: Product,
+    pub servers: Vec<Server>,
+    pub sla: Vec<SlaProperty>,
+    pub quality: Vec<Quality>,
+    pub tags: Vec<String>,
+    pub custom_properties: BTreeMap<String, String>,
+}
+
+impl Contract {
+    /// `domain.product`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.domain, self.product.name)
+    }
+
+    /// The owning team's name, if the contract names one.
+    pub fn owner(&self) -> Option<&str> {
+        self.team.as_ref().and_then(|t| t.name.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Team {
+    pub name: Option<String>,
+    pub members: Vec<TeamMember>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TeamMember {
+    pub username: String,
+    pub role: Option<String>,
+}
+
+/// The contract's schema object: one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Product {
+    pub name: String,
+    pub pos: Pos,
+    pub description: Option<String>,
+    pub columns: Vec<Column>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Column {
+    pub name: String,
+    pub pos: Pos,
+    pub data_type: ColumnType,
+    pub logical_type: Option<String>,
+    pub physical_type: Option<String>,
+    pub required: bool,
+    pub primary_key: bool,
+    pub unique: bool,
+    pub classification: Option<String>,
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+}
+
+/// The column types meshql maps to Arrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ColumnType {
+    Boolean,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Decimal { precision: u8, scale: i8 },
+    String,
+    Binary,
+    Date,
+    Time,
+    /// Timestamp without time zone, microseconds.
+    Timestamp,
+    /// Timestamp in UTC, microseconds.
+    TimestampTz,
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Boolean => write!(f, "boolean"),
+            ColumnType::Int8 => write!(f, "tinyint"),
+            ColumnType::Int16 => write!(f, "smallint"),
+            ColumnType::Int32 => write!(f, "int"),
+            ColumnType::Int64 => write!(f, "bigint"),
+            ColumnType::Float32 => write!(f, "real"),
+            ColumnType::Float64 => write!(f, "double"),
+            ColumnType::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+            ColumnType::String => write!(f, "varchar"),
+            ColumnType::Binary => write!(f, "varbinary"),
+            ColumnType::Date => write!(f, "date"),
+            ColumnType::Time => write!(f, "time"),
+            ColumnType::Timestamp => write!(f, "timestamp"),
+            ColumnType::TimestampTz => write!(f, "timestamp with time zone"),
+        }
+    }
+}
+
+impl ColumnType {
+    /// Parses an ODCS `physicalType` such as `bigint`, `decimal(12,2)` or
+    /// `timestamp with time zone`.
+    pub fn parse_physical(text: &str) -> Result<ColumnType, String> {
+        let t = text.trim().to_ascii_lowercase();
+        let t = t.split_whitespace().collect::<Vec<_>>().join(" ");
+        let base = t.split('(').next().unwrap_or("").trim();
+        let args: Vec<&str> = t
+            .find('(')
+            .and_then(|i| t[i + 1..].strip_suffix(')'))
+            .map(|a| a.split(',').map(str::trim).collect())
+            .unwrap_or_default();
+        let ty = match base {
+            "boolean" | "bool" => ColumnType::Boolean,
+            "tinyint" | "int8" | "byte" => ColumnType::Int8,
+            "smallint" | "int16" | "short" => ColumnType::Int16,
+            "int" | "integer" | "int32" => ColumnType::Int32,
+            "bigint" | "int64" | "long" => ColumnType::Int64,
+            "real" | "float" | "float32" => ColumnType::Float32,
+            "double" | "double precision" | "float64" => ColumnType::Float64,
+            "decimal" | "numeric" => {
+                let (p, s) = match args.as_slice() {
+                    [p] => (p.parse::<u8>().ok(), Some(0)),
+                    [p, s] => (p.parse::<u8>().ok(), s.parse::<i8>().ok()),
+                    _ => (None, None),
+                };
+                match (p, s) {
+                    (Some(p), Some(s)) if (1..=38).contains(&p) && s >= 0 && (s as u8) <= p => {
+                        return Ok(ColumnType::Decimal {
+                            precision: p,
+                            scale: s,
+                        });
+                    }
+                    _ => {
+                        return Err(format!(
+                            "`{text}` is not a valid decimal: write decimal(precision, scale) with 1 <= precision <= 38 and 0 <= scale <= precision"
+                        ));
+                    }
+                }
+            }
+            "varchar" | "string" | "text" | "char" | "character varying" | "utf8" => {
+                ColumnType::String
+            }
+            "binary" | "varbinary" | "bytes" | "blob" | "bytea" => ColumnType::Binary,
+            "date" => ColumnType::Date,
+            "time" => ColumnType::Time,
+            "timestamp" | "timestamp_ntz" | "timestamp without time zone" | "datetime" => {
+                ColumnType::Timestamp
+            }
+            "timestamptz" | "timestamp_tz" | "timestamp_ltz" | "timestamp with time zone" => {
+                ColumnType::TimestampTz
+            }
+            _ => {
+                return Err(format!(
+                    "meshql cannot map physicalType `{text}` to a SQL type (supported: boolean, tinyint, smallint, int, bigint, real, double, decimal(p,s), varchar, varbinary, date, time, timestamp, timestamp with time zone)"
+                ));
+            }
+        };
+        let takes_length = matches!(ty, ColumnType::String | ColumnType::Binary);
+        if !args.is_empty() && !takes_length {
+            return Err(format!("`{text}`: type `{base}` takes no arguments"));
+        }
+        Ok(ty)
+    }
+
+    /// The default physical type of an ODCS `logicalType`.
+    pub fn from_logical(logical: &str) -> Result<ColumnType, String> {
+        Ok(match logical {
+            "string" => ColumnType::String,
+            "integer" => ColumnType::Int64,
+            "number" => ColumnType::Float64,
+            "boolean" => ColumnType::Boolean,
+            "date" => ColumnType::Date,
+            "timestamp" => ColumnType::TimestampTz,
+            "time" => ColumnType::Time,
+            "object" | "array" => {
+                return Err(format!(
+                    "meshql cannot map logicalType `{logical}`: nested columns are not supported yet"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown logicalType `{other}` (ODCS allows string, integer, number, boolean, date, timestamp, time, object, array)"
+                ));
+            }
+        })
+    }
+
+    /// Whether a column of this type may carry the given ODCS `logicalType`.
+    pub fn fits_logical(&self, logical: &str) -> bool {
+        match logical {
+            "string" => matches!(self, ColumnType::String | ColumnType::Binary),
+            "integer" => matches!(
+                self,
+                ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64
+            ) || matches!(self, ColumnType::Decimal { scale: 0, .. }),
+            "number" => matches!(
+                self,
+                ColumnType::Float32
+                    | ColumnType::Float64
+                    | ColumnType::Decimal { .. }
+                    | ColumnType::Int8
+                    | ColumnType::Int16
+                    | ColumnType::Int32
+                    | ColumnType::Int64
+            ),
+            "boolean" => matches!(self, ColumnType::Boolean),
+            "date" => matches!(self, ColumnType::Date),
+            "timestamp" => matches!(self, ColumnType::Timestamp | ColumnType::TimestampTz),
+            "time" => matches!(self, ColumnType::Time),
+            _ => false,
+        }
+    }
+}
+
+/// A contract's `servers[]` entry: where the product's data lives.
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    /// The name of a storage defined in `mesh.yaml`.
+    pub server: String,
+    pub pos: Pos,
+    pub kind: String,
+    pub format: String,
+    /// File, directory or prefix inside the storage.
+    pub path: String,
+    pub environment: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlaProperty {
+    pub property: String,
+    pub value: String,
+    pub unit: Option<String>,
+    pub element: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Quality {
+    pub name: Option<String>,
+    pub kind: String,
+    pub description: Option<String>,
+    pub rule: Option<String>,
+    pub query: Option<String>,
+    pub dimension: Option<String>,
+    pub severity: Option<String>,
+}

@@ -1,0 +1,163 @@
+use std::path::Path;
+
+use crate::{Catalog, ColumnType, Error};
+
+const MESH: &str = "apiVersion: meshql/v1\nkind: Mesh\nname: test\nstorage:\n  local:\n    type: local\n    root: data\n";
+
+fn contract(domain: &str, product: &str, columns: &str) -> String {
+    format!(
+        "apiVersion: v3.1.0\nkind: DataContract\nid: {domain}-{product}\nname: {product}\nversion: 1.0.0\nstatus: active\ndomain: {domain}\nteam:\n  name: {domain}-team\nschema:\n  - name: {product}\n    properties:\n{columns}servers:\n  - server: local\n    type: local\n    path: {domain}/{product}\n"
+    )
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+}
+
+fn problems(err: Error) -> Vec<String> {
+    match err {
+        Error::Invalid(p) => p.iter().map(|p| p.to_string()).collect(),
+        other => panic!("expected validation problems, got {other}"),
+    }
+}
+
+#[test]
+fn a_valid_contract_loads_with_mapped_types() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", MESH);
+    write(
+        dir.path(),
+        "sales/orders.yaml",
+        &contract(
+            "sales",
+            "orders",
+            "      - name: order_id\n        logicalType: integer\n        physicalType: bigint\n        primaryKey: true\n      - name: total\n        logicalType: number\n        physicalType: decimal(12, 2)\n      - name: email\n        logicalType: string\n        classification: pii\n",
+        ),
+    );
+    let catalog = Catalog::load_strict(dir.path()).expect("valid");
+    let c = catalog.contract("sales", "orders").expect("loaded");
+    assert_eq!(c.owner(), Some("sales-team"));
+    let types: Vec<ColumnType> = c.product.columns.iter().map(|c| c.data_type).collect();
+    assert_eq!(
+        types,
+        vec![
+            ColumnType::Int64,
+            ColumnType::Decimal {
+                precision: 12,
+                scale: 2
+            },
+            ColumnType::String
+        ]
+    );
+    assert!(c.product.columns[0].required, "a primary key is required");
+    assert_eq!(c.product.columns[2].classification.as_deref(), Some("pii"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", MESH);
+    let text = "apiVersion: v3.1.0\nkind: DataContract\nid: x\nname: broken\nversion: 1\nstatus: active\ndomain: sales\nownr: me\nschema:\n  - name: Bad-Name\n    properties:\n      - name: a\n        physicalType: geometry\n      - logicalType: string\nservers:\n  - server: nowhere\n    type: local\n    path: x\n";
+    write(dir.path(), "sales/broken.yaml", text);
+    let all = problems(Catalog::load_strict(dir.path()).expect_err("broken"));
+    let joined = all.join("\n");
+    assert!(joined.contains("broken.yaml:8:1: unknown key `ownr`"), "{joined}");
+    assert!(
+        joined.contains("broken.yaml:10:11: product name `Bad-Name` is not a valid SQL identifier"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("broken.yaml:13:23: meshql cannot map physicalType `geometry`"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("broken.yaml:14:9: missing required field `name` in a column"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("broken.yaml:16:13: server `nowhere` names a storage that mesh.yaml does not define"),
+        "{joined}"
+    );
+    assert_eq!(all.len(), 5, "{joined}");
+}
+
+#[test]
+fn malformed_yaml_and_missing_fields_are_located() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", MESH);
+    write(dir.path(), "sales/bad.yaml", "apiVersion: v3.1.0\nkind: [DataContract\n");
+    write(dir.path(), "sales/thin.yaml", "apiVersion: v3.1.0\nkind: DataContract\n");
+    let all = problems(Catalog::load_strict(dir.path()).expect_err("broken")).join("\n");
+    assert!(all.contains("bad.yaml:3:1: invalid YAML"), "{all}");
+    for field in ["id", "name", "version", "status", "domain", "schema", "servers"] {
+        assert!(
+            all.contains(&format!("thin.yaml:1:1: missing required field `{field}`")),
+            "{field}: {all}"
+        );
+    }
+}
+
+#[test]
+fn lenient_loading_keeps_the_good_products_and_reports_the_broken_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", MESH);
+    write(
+        dir.path(),
+        "sales/orders.yaml",
+        &contract("sales", "orders", "      - name: id\n        logicalType: integer\n"),
+    );
+    write(
+        dir.path(),
+        "sales/refunds.yaml",
+        &contract("sales", "refunds", "      - name: id\n        logicalType: blob\n"),
+    );
+    let catalog = Catalog::load(dir.path()).expect("lenient load succeeds");
+    assert_eq!(catalog.contracts.len(), 1);
+    assert_eq!(catalog.contracts[0].qualified_name(), "sales.orders");
+    assert_eq!(catalog.problems.len(), 1);
+    assert!(catalog.problems[0].message.contains("unknown logicalType `blob`"));
+    assert!(Catalog::load_strict(dir.path()).is_err());
+}
+
+#[test]
+fn duplicate_products_and_misplaced_files_are_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", MESH);
+    let c = contract("sales", "orders", "      - name: id\n        logicalType: integer\n");
+    write(dir.path(), "sales/orders.yaml", &c);
+    write(dir.path(), "sales/orders.yml", &c);
+    write(dir.path(), "payments/orders.yaml", &c);
+    let all = problems(Catalog::load_strict(dir.path()).expect_err("dupes")).join("\n");
+    assert!(all.contains("duplicate product `sales.orders`: already defined in"), "{all}");
+    assert!(
+        all.contains("contract for domain `sales` is in directory `payments`"),
+        "{all}"
+    );
+}
+
+#[test]
+fn mesh_yaml_problems_are_fatal_even_when_lenient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "mesh.yaml",
+        "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  lake:\n    type: s3\n    endpiont: http://x\n",
+    );
+    let all = problems(Catalog::load(dir.path()).expect_err("bad mesh")).join("\n");
+    assert!(all.contains("mesh.yaml:7:5: unknown key `endpiont` in storage `lake` (did you mean `endpoint`?)"), "{all}");
+    assert!(all.contains("missing required field `bucket`"), "{all}");
+}
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "mesh.yaml",
+        "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  lake:\n    type: s3\n    bucket: b\n    secretAccessKey: hunter2\n",
+    );
+    let catalog = Catalog::load(dir.path()).expect("loads");
+    assert!(!format!("{catalog:?}").contains("hunter2"));
+}

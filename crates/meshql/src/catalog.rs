@@ -1,0 +1,180 @@
+//! The mesh as a DataFusion catalog: catalog `mesh`, one schema per domain,
+//! one table per data product. Tables are planned from their contracts and
+//! opened lazily, on first scan, so a mesh of any size opens without
+//! touching storage and one unreachable product affects no other.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use meshql_manifest::{Contract, Storage};
+use tokio::sync::OnceCell;
+
+use crate::error::Error;
+use crate::storage::product_url;
+use crate::types::{check_data_schema, contract_schema};
+
+/// Name of the catalog that holds the mesh's domains.
+pub const CATALOG_NAME: &str = "mesh";
+
+/// One data product: its contract, the schema the contract declares, and
+/// the storage behind it, opened on first use.
+#[derive(Debug)]
+pub(crate) struct ProductTable {
+    pub(crate) contract: Arc<Contract>,
+    schema: SchemaRef,
+    url: String,
+    opened: OnceCell<Arc<ListingTable>>,
+}
+
+impl ProductTable {
+    pub(crate) fn new(contract: Arc<Contract>, storage: &Storage) -> Self {
+        let server = &contract.servers[0];
+        Self {
+            schema: contract_schema(&contract),
+            url: product_url(storage, server),
+            contract,
+            opened: OnceCell::new(),
+        }
+    }
+
+    fn fail(&self, message: String) -> DataFusionError {
+        DataFusionError::External(Box::new(Error::Product {
+            product: self.contract.qualified_name(),
+            message,
+        }))
+    }
+
+    /// Opens the product's storage and checks its data against the
+    /// contract. A failure is not remembered: the next query tries again.
+    async fn open(&self, state: &dyn Session) -> DfResult<Arc<ListingTable>> {
+        self.opened
+            .get_or_try_init(|| async {
+                let url = ListingTableUrl::parse(&self.url)
+                    .map_err(|e| self.fail(format!("invalid location `{}`: {e}", self.url)))?;
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet")
+                    .with_session_config_options(state.config());
+                let data_schema = options.infer_schema(state, &url).await.map_err(|e| {
+                    self.fail(format!(
+                        "cannot read its storage at {}: {}",
+                        self.url,
+                        crate::error::clean_datafusion_message(&e)
+                    ))
+                })?;
+                if data_schema.fields().is_empty() {
+                    return Err(self.fail(format!("found no Parquet files at {}", self.url)));
+                }
+                check_data_schema(&self.schema, &data_schema).map_err(|m| self.fail(m))?;
+                let config = ListingTableConfig::new(url)
+                    .with_listing_options(options)
+                    .with_schema(self.schema.clone());
+                let table = ListingTable::try_new(config).map_err(|e| self.fail(e.to_string()))?;
+                Ok(Arc::new(table))
+            })
+            .await
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl TableProvider for ProductTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Filters are used to prune files and row groups, and are always
+        // evaluated again above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let table = self.open(state).await?;
+        table.scan(state, projection, filters, limit).await
+    }
+}
+
+/// One domain: a SQL schema whose tables are the domain's products.
+#[derive(Debug, Default)]
+pub(crate) struct DomainSchema {
+    pub(crate) products: BTreeMap<String, Arc<ProductTable>>,
+}
+
+#[async_trait]
+impl SchemaProvider for DomainSchema {
+    fn owner_name(&self) -> Option<&str> {
+        None
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.products.keys().cloned().collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .products
+            .get(name)
+            .map(|p| Arc::clone(p) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.products.contains_key(name)
+    }
+}
+
+/// The `mesh` catalog: the domains and their products.
+#[derive(Debug, Default)]
+pub(crate) struct MeshCatalog {
+    pub(crate) domains: BTreeMap<String, Arc<DomainSchema>>,
+}
+
+impl CatalogProvider for MeshCatalog {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema_names(&self) -> Vec<String> {
+        self.domains.keys().cloned().collect()
+    }
+
+    /// An unknown domain is an empty schema, so that a missing
+    /// `domain.product` fails like a missing product, with its full name.
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        match self.domains.get(name) {
+            Some(d) => Some(Arc::clone(d) as Arc<dyn SchemaProvider>),
+            None => Some(Arc::new(DomainSchema::default())),
+        }
+    }
+}

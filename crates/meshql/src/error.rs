@@ -1,0 +1,81 @@
+use datafusion::error::DataFusionError;
+
+/// Errors of the meshql engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The mesh's catalog files are invalid or unreadable.
+    #[error(transparent)]
+    Manifest(#[from] meshql_manifest::Error),
+    /// A SQL statement could not be parsed or planned; the message says
+    /// where, and what exists nearby.
+    #[error("{0}")]
+    Sql(String),
+    /// The statement is not allowed: meshql is a read-only engine.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A data product's storage could not be opened or does not match its contract.
+    #[error("data product {product}: {message}")]
+    Product { product: String, message: String },
+    /// The query was cancelled.
+    #[error("query cancelled")]
+    Cancelled,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Any other failure while executing a query.
+    #[error("{}", clean_datafusion_message(.0))]
+    Execution(#[source] DataFusionError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// DataFusion wraps errors in layers of context; the user wants the message.
+pub(crate) fn clean_datafusion_message(e: &DataFusionError) -> String {
+    let mut current = e;
+    loop {
+        match current {
+            DataFusionError::Context(_, inner) => current = inner,
+            DataFusionError::Diagnostic(_, inner) => current = inner,
+            DataFusionError::Shared(inner) => current = inner,
+            DataFusionError::External(inner) => {
+                if let Some(product) = inner.downcast_ref::<Error>() {
+                    return product.to_string();
+                }
+                if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+                    current = df;
+                    continue;
+                }
+                return inner.to_string();
+            }
+            DataFusionError::ArrowError(inner, _) => return inner.to_string(),
+            DataFusionError::ObjectStore(inner) => return inner.to_string(),
+            DataFusionError::Plan(m) | DataFusionError::Execution(m) => return m.clone(),
+            DataFusionError::SQL(inner, _) => return inner.to_string(),
+            DataFusionError::SchemaError(inner, _) => return inner.to_string(),
+            other => return other.strip_backtrace(),
+        }
+    }
+}
+
+/// Finds a meshql product error inside a DataFusion error, if there is one.
+pub(crate) fn product_error(e: &DataFusionError) -> Option<&Error> {
+    let mut current = e;
+    loop {
+        match current {
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                current = inner
+            }
+            DataFusionError::Shared(inner) => current = inner,
+            DataFusionError::External(inner) => {
+                if let Some(err) = inner.downcast_ref::<Error>() {
+                    return Some(err);
+                }
+                current = inner.downcast_ref::<DataFusionError>()?;
+            }
+            _ => return None,
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! meshql: governed, federated SQL over domain data products.
+//!
+//! A mesh is a directory of data contracts (`catalog/<domain>/<product>.yaml`)
+//! and a `mesh.yaml` that says where their data lives. [`Mesh::open`] reads
+//! it without touching storage; [`Mesh::session`] gives a [`Session`] that
+//! runs SQL as a [`Principal`]; products are named `domain.product`.
+//!
+//! ```no_run
+//! # async fn run() -> meshql::Result<()> {
+//! use meshql::{Mesh, Principal};
+//!
+//! let mesh = Mesh::open("catalog")?;
+//! let session = mesh.session(Principal::new("analyst").with_role("analyst"));
+//! let batches = session
+//!     .sql("SELECT region, count(*) FROM sales.orders GROUP BY region")
+//!     .await?
+//!     .collect()
+//!     .await
+//!     .map_err(meshql::Error::Execution)?;
+//! println!("{}", arrow::util::pretty::pretty_format_batches(&batches).unwrap());
+//! # Ok(())
+//! # }
+//! ```
+
+mod catalog;
+pub mod demo;
+mod error;
+mod principal;
+mod session;
+mod storage;
+mod types;
+
+pub use catalog::CATALOG_NAME;
+pub use error::{Error, Result};
+pub use meshql_manifest as manifest;
+pub use principal::Principal;
+pub use session::{Mesh, Session};
+
+/// Arrow type of a contract column type.
+pub fn arrow_type(t: manifest::ColumnType) -> arrow::datatypes::DataType {
+    types::arrow_type(t)
+}

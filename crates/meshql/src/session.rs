@@ -1,0 +1,337 @@
+//! Opening a mesh and running SQL against it as a principal.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use arrow::record_batch::RecordBatch;
+use meshql_manifest::{Catalog, Contract, Problem};
+
+use crate::catalog::{CATALOG_NAME, MeshCatalog, ProductTable};
+use crate::error::{Error, Result, clean_datafusion_message, product_error};
+use crate::principal::Principal;
+
+/// An opened mesh: the validated catalog and the products behind it.
+/// Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Mesh {
+    inner: Arc<MeshInner>,
+}
+
+struct MeshInner {
+    catalog: Catalog,
+    provider: Arc<MeshCatalog>,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("name", &self.inner.catalog.mesh.name)
+            .field("products", &self.inner.catalog.contracts.len())
+            .finish()
+    }
+}
+
+impl Mesh {
+    /// Opens a mesh leniently: contracts with problems are left out and
+    /// reported by [`Mesh::problems`]; everything else is usable.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Mesh> {
+        Self::from_catalog(Catalog::load(dir)?)
+    }
+
+    /// Opens a mesh strictly: any problem in any file is an error that lists
+    /// them all.
+    pub fn open_strict(dir: impl AsRef<Path>) -> Result<Mesh> {
+        Self::from_catalog(Catalog::load_strict(dir)?)
+    }
+
+    /// Builds the mesh from an already loaded catalog. No storage is touched.
+    pub fn from_catalog(catalog: Catalog) -> Result<Mesh> {
+        let runtime = Arc::new(RuntimeEnv::default());
+        crate::storage::register_stores(&runtime, &catalog.mesh.storage)?;
+        let mut provider = MeshCatalog::default();
+        for contract in &catalog.contracts {
+            let Some(storage) = catalog.mesh.storage.get(&contract.servers[0].server) else {
+                continue;
+            };
+            let table = ProductTable::new(Arc::new(contract.clone()), storage);
+            let domain = provider.domains.entry(contract.domain.clone()).or_default();
+            Arc::get_mut(domain)
+                .expect("domains are not shared while the mesh is built")
+                .products
+                .insert(contract.product.name.clone(), Arc::new(table));
+        }
+        Ok(Mesh {
+            inner: Arc::new(MeshInner {
+                catalog,
+                provider: Arc::new(provider),
+                runtime,
+            }),
+        })
+    }
+
+    /// The mesh's catalog: `mesh.yaml` and the contracts that loaded.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Problems of contracts that were left out when opened leniently.
+    pub fn problems(&self) -> &[Problem] {
+        &self.inner.catalog.problems
+    }
+
+    /// The contract of `domain.product`.
+    pub fn contract(&self, domain: &str, product: &str) -> Option<&Contract> {
+        self.inner.catalog.contract(domain, product)
+    }
+
+    /// Every product's `domain.product` name, sorted.
+    pub fn product_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .catalog
+            .contracts
+            .iter()
+            .map(Contract::qualified_name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A session that runs queries as `principal`.
+    pub fn session(&self, principal: Principal) -> Session {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG_NAME, "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.inner.runtime));
+        ctx.register_catalog(CATALOG_NAME, Arc::clone(&self.inner.provider) as _);
+        Session {
+            mesh: self.clone(),
+            principal,
+            ctx,
+        }
+    }
+}
+
+/// Queries run as one principal against one mesh.
+pub struct Session {
+    mesh: Mesh,
+    principal: Principal,
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// Plans one read-only SQL statement. Errors say where in the statement
+    /// the problem is and, for unknown products, which names exist.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        guard(sql)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        self.ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| self.explain(sql, e))
+    }
+
+    /// Runs a statement and streams its results batch by batch.
+    pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let df = self.sql(sql).await?;
+        df.execute_stream().await.map_err(|e| self.explain(sql, e))
+    }
+
+    /// Runs a statement and collects all its results.
+    pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let df = self.sql(sql).await?;
+        df.collect().await.map_err(|e| self.explain(sql, e))
+    }
+
+    /// Turns an engine error into the error a user can act on.
+    pub fn explain(&self, sql: &str, e: DataFusionError) -> Error {
+        if let Some(Error::Product { product, message }) = product_error(&e) {
+            return Error::Product {
+                product: product.clone(),
+                message: message.clone(),
+            };
+        }
+        let message = clean_datafusion_message(&e);
+        if let Some(name) = between(&message, "table '", "' not found") {
+            return self.unknown_product(sql, name);
+        }
+        if let Some(schema) = message.strip_prefix("failed to resolve schema: ") {
+            return self.unknown_product(sql, schema);
+        }
+        match e {
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(..)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(..) => Error::Sql(message),
+            DataFusionError::Context(..) | DataFusionError::Diagnostic(..)
+                if matches!(e.find_root(), DataFusionError::SQL(..) | DataFusionError::Plan(..) | DataFusionError::SchemaError(..)) =>
+            {
+                Error::Sql(message)
+            }
+            other => Error::Execution(other),
+        }
+    }
+
+    fn unknown_product(&self, sql: &str, name: &str) -> Error {
+        let name = name.strip_prefix("mesh.").unwrap_or(name);
+        // Unqualified names were looked up in the (empty) default schema.
+        let name = name.strip_prefix("public.").unwrap_or(name);
+        let names = self.mesh.product_names();
+        let suggestions = meshql_manifest::closest_names(name, names.iter().map(String::as_str));
+        let last = name.rsplit('.').next().unwrap_or(name);
+        let mut msg = format!("product `{name}` does not exist");
+        if let Some((line, col)) = find_word(sql, name).or_else(|| find_word(sql, last)) {
+            msg.push_str(&format!(" (line {line}, column {col})"));
+        }
+        match suggestions.as_slice() {
+            [] => msg.push_str("; `\\d` or `SHOW TABLES` lists the products"),
+            [one] => msg.push_str(&format!("; did you mean `{one}`?")),
+            many => {
+                let list: Vec<String> = many.iter().take(3).map(|s| format!("`{s}`")).collect();
+                msg.push_str(&format!("; did you mean one of {}?", list.join(", ")));
+            }
+        }
+        Error::Sql(msg)
+    }
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = s.find(start)? + start.len();
+    let j = s[i..].find(end)? + i;
+    Some(&s[i..j])
+}
+
+/// Line and column (1-based) of the first whole-word, case-insensitive
+/// occurrence of `word` in `sql`.
+fn find_word(sql: &str, word: &str) -> Option<(usize, usize)> {
+    let hay = sql.to_lowercase();
+    let needle = word.trim_matches('"').to_lowercase();
+    if needle.is_empty() {
+        return None;
+    }
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(i) = hay[from..].find(&needle) {
+        let start = from + i;
+        let end = start + needle.len();
+        let before_ok = hay[..start].chars().next_back().is_none_or(|c| !is_ident(c));
+        let after_ok = hay[end..].chars().next().is_none_or(|c| !is_ident(c));
+        if before_ok && after_ok {
+            let line = hay[..start].matches('\n').count() + 1;
+            let col = hay[..start].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Some((line, col));
+        }
+        from = end;
+    }
+    None
+}
+
+/// meshql is read-only: only queries, EXPLAIN, SHOW and DESCRIBE run.
+fn guard(sql: &str) -> Result<()> {
+    let statements = match DFParser::parse_sql_with_dialect(sql, &GenericDialect {}) {
+        Ok(s) => s,
+        // Let the planner report syntax errors with their position.
+        Err(_) => return Ok(()),
+    };
+    for statement in &statements {
+        check_statement(statement)?;
+    }
+    Ok(())
+}
+
+fn check_statement(statement: &DfStatement) -> Result<()> {
+    let denied = |what: &str| {
+        Err(Error::PermissionDenied(format!(
+            "{what} is not allowed: meshql is a read-only engine and reaches data only through its contracts"
+        )))
+    };
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(_)
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowSchemas { .. }
+            | Statement::ShowVariable { .. }
+            | Statement::ExplainTable { .. } => Ok(()),
+            Statement::Explain { statement, .. } => {
+                check_statement(&DfStatement::Statement(statement.clone()))
+            }
+            other => {
+                let text = other.to_string();
+                let verb: String = text
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_uppercase();
+                denied(&verb)
+            }
+        },
+        DfStatement::Explain(e) => check_statement(&e.statement),
+        DfStatement::CreateExternalTable(_) => denied("CREATE EXTERNAL TABLE"),
+        DfStatement::CopyTo(_) => denied("COPY"),
+        DfStatement::Reset(_) => denied("RESET"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_found_with_line_and_column() {
+        assert_eq!(find_word("select *\n  from sales.ordrs", "ordrs"), Some((2, 14)));
+        assert_eq!(find_word("select ordrs_x from ordrs", "ordrs"), Some((1, 21)));
+        assert_eq!(find_word("select 1", "ordrs"), None);
+        assert_eq!(find_word("SELECT * FROM Sales.Ordrs", "sales.ordrs"), Some((1, 15)));
+    }
+
+    #[test]
+    fn the_guard_refuses_writes_and_allows_reads() {
+        assert!(guard("SELECT 1").is_ok());
+        assert!(guard("EXPLAIN SELECT 1").is_ok());
+        assert!(guard("SHOW TABLES").is_ok());
+        for sql in [
+            "INSERT INTO sales.orders VALUES (1)",
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc'",
+            "COPY (SELECT 1) TO '/tmp/x.parquet'",
+            "DROP TABLE sales.orders",
+            "SET datafusion.execution.batch_size = 1",
+            "EXPLAIN DELETE FROM sales.orders",
+        ] {
+            assert!(
+                matches!(guard(sql), Err(Error::PermissionDenied(_))),
+                "{sql} must be refused"
+            );
+        }
+    }
+}

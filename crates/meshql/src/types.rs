@@ -1,0 +1,158 @@
+//! Contract column types as Arrow types, and the check of a product's data
+//! against its contract.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use meshql_manifest::{ColumnType, Contract};
+
+pub(crate) fn arrow_type(t: ColumnType) -> DataType {
+    match t {
+        ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Int8 => DataType::Int8,
+        ColumnType::Int16 => DataType::Int16,
+        ColumnType::Int32 => DataType::Int32,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float32 => DataType::Float32,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+        ColumnType::String => DataType::Utf8,
+        ColumnType::Binary => DataType::Binary,
+        ColumnType::Date => DataType::Date32,
+        ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    }
+}
+
+/// The product's schema as its contract declares it: the schema every
+/// principal's queries are planned against, before any storage is touched.
+pub(crate) fn contract_schema(contract: &Contract) -> SchemaRef {
+    let fields: Vec<Field> = contract
+        .product
+        .columns
+        .iter()
+        .map(|c| Field::new(&c.name, arrow_type(c.data_type), !c.required))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Whether data of type `actual` can be read as the declared type without
+/// losing information.
+fn compatible(declared: &DataType, actual: &DataType) -> bool {
+    use DataType::*;
+    if declared == actual {
+        return true;
+    }
+    match (declared, actual) {
+        (Utf8, Utf8 | LargeUtf8 | Utf8View) => true,
+        (Binary, Binary | LargeBinary | BinaryView | FixedSizeBinary(_)) => true,
+        (Int64, Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32) => true,
+        (Int32, Int8 | Int16 | UInt8 | UInt16) => true,
+        (Int16, Int8 | UInt8) => true,
+        (Float64, Float16 | Float32) => true,
+        (Decimal128(p, s), Decimal128(p2, s2)) => s == s2 && p2 <= p,
+        (Decimal128(p, s), Decimal32(p2, s2) | Decimal64(p2, s2)) => s == s2 && p2 <= p,
+        (Timestamp(_, tz), Timestamp(_, tz2)) => tz.is_some() == tz2.is_some(),
+        (Date32, Date64) => true,
+        (Time64(_), Time32(_) | Time64(_)) => true,
+        _ => false,
+    }
+}
+
+fn sql_name(t: &DataType) -> String {
+    use DataType::*;
+    match t {
+        Utf8 | LargeUtf8 | Utf8View => "varchar".into(),
+        Int8 => "tinyint".into(),
+        Int16 => "smallint".into(),
+        Int32 => "int".into(),
+        Int64 => "bigint".into(),
+        Float32 => "real".into(),
+        Float64 => "double".into(),
+        Decimal128(p, s) | Decimal32(p, s) | Decimal64(p, s) => format!("decimal({p},{s})"),
+        Date32 | Date64 => "date".into(),
+        Timestamp(_, None) => "timestamp".into(),
+        Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        Boolean => "boolean".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Checks the data's schema against the contract. Columns the data has but
+/// the contract does not declare are not published; declared columns must be
+/// present with a compatible type.
+pub(crate) fn check_data_schema(declared: &Schema, data: &Schema) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for field in declared.fields() {
+        match data.field_with_name(field.name()) {
+            Err(_) => {
+                let hint = meshql_manifest::closest_names(
+                    field.name(),
+                    data.fields().iter().map(|f| f.name().as_str()),
+                );
+                let hint = match hint.first() {
+                    Some(h) => format!(" (the data has `{h}`)"),
+                    None => String::new(),
+                };
+                problems.push(format!(
+                    "column `{}` is declared in the contract but missing from the data{hint}",
+                    field.name()
+                ));
+            }
+            Ok(actual) if !compatible(field.data_type(), actual.data_type()) => {
+                problems.push(format!(
+                    "column `{}`: the contract declares {}, the data has {}",
+                    field.name(),
+                    sql_name(field.data_type()),
+                    sql_name(actual.data_type())
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the data does not match the contract: {}",
+            problems.join("; ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_views_and_narrower_integers_are_compatible() {
+        let declared = Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int64, true),
+            Field::new("c", DataType::Decimal128(12, 2), true),
+        ]);
+        let data = Schema::new(vec![
+            Field::new("a", DataType::Utf8View, true),
+            Field::new("b", DataType::Int32, true),
+            Field::new("c", DataType::Decimal128(10, 2), true),
+            Field::new("extra", DataType::Int32, true),
+        ]);
+        assert_eq!(check_data_schema(&declared, &data), Ok(()));
+    }
+
+    #[test]
+    fn mismatches_name_each_column() {
+        let declared = Schema::new(vec![
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new("customer_id", DataType::Int64, true),
+        ]);
+        let data = Schema::new(vec![
+            Field::new("amount", DataType::Float64, true),
+            Field::new("customerid", DataType::Int64, true),
+        ]);
+        let err = check_data_schema(&declared, &data).expect_err("mismatch");
+        assert!(err.contains("column `amount`: the contract declares decimal(12,2), the data has double"), "{err}");
+        assert!(err.contains("column `customer_id` is declared in the contract but missing from the data (the data has `customerid`)"), "{err}");
+    }
+}

@@ -1,0 +1,159 @@
+//! Opening meshes: lazily, leniently, and with clear errors per product.
+
+use meshql::{Error, Mesh};
+
+use crate::util::*;
+
+const UNREACHABLE_S3: &str = "  lake:\n    type: s3\n    bucket: nowhere\n    endpoint: http://127.0.0.1:1\n    pathStyle: true\n    accessKeyId: k\n    secretAccessKey: s\n    connectTimeoutSeconds: 1\n    maxRetries: 0\n";
+
+fn mesh_yaml(data: &std::path::Path) -> String {
+    format!(
+        "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  demo:\n    type: local\n    root: {}\n{UNREACHABLE_S3}",
+        data.display()
+    )
+}
+
+#[tokio::test]
+async fn a_mesh_of_ten_thousand_contracts_opens_without_touching_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    for d in 0..100 {
+        for p in 0..100 {
+            let domain = format!("domain_{d:03}");
+            let product = format!("product_{p:03}");
+            write(
+                dir.path(),
+                &format!("{domain}/{product}.yaml"),
+                &contract(&domain, &product, &[("id", "bigint"), ("name", "varchar")], "lake", "s3", &format!("{domain}/{product}")),
+            );
+        }
+    }
+    // Every product's storage is an S3 endpoint nothing listens on: opening
+    // the mesh and reading its metadata would fail if they touched storage.
+    let mesh = Mesh::open_strict(dir.path()).expect("opens");
+    assert_eq!(mesh.product_names().len(), 10_000);
+    let session = mesh.session(admin());
+    let tables = session
+        .collect("SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'mesh' AND table_schema LIKE 'domain_%'")
+        .await
+        .expect("metadata query");
+    assert_eq!(rows(&tables), vec![vec!["10000".to_string()]]);
+    let columns = session
+        .collect("SELECT data_type FROM information_schema.columns WHERE table_schema = 'domain_042' AND table_name = 'product_007' ORDER BY ordinal_position")
+        .await
+        .expect("columns");
+    assert_eq!(rows(&columns), vec![vec!["Int64".to_string()], vec!["Utf8".to_string()]]);
+    // Planning (not executing) a query on a product is also storage-free.
+    session
+        .sql("SELECT a.id FROM domain_001.product_001 a JOIN domain_002.product_002 b ON a.id = b.id")
+        .await
+        .expect("plans without storage");
+}
+
+#[tokio::test]
+async fn an_unreachable_product_fails_alone_and_names_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    write(
+        dir.path(),
+        "sales/remote_orders.yaml",
+        &contract("sales", "remote_orders", &[("order_id", "bigint")], "lake", "s3", "orders/"),
+    );
+    write(
+        dir.path(),
+        "catalog/products.yaml",
+        &contract("catalog", "products", &[("product_id", "bigint"), ("name", "varchar")], "demo", "local", "catalog/products/products.parquet"),
+    );
+    let mesh = Mesh::open_strict(dir.path()).expect("opens");
+    let session = mesh.session(admin());
+    let err = session
+        .collect("SELECT count(*) FROM sales.remote_orders")
+        .await
+        .expect_err("storage is unreachable");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Product { .. }), "{msg}");
+    assert!(msg.starts_with("data product sales.remote_orders: cannot read its storage at s3://nowhere/orders/"), "{msg}");
+    assert!(!msg.contains("secretAccessKey") && !msg.contains("\"s\""), "{msg}");
+    let ok = session
+        .collect("SELECT count(*) FROM catalog.products")
+        .await
+        .expect("the other product still works");
+    assert_eq!(rows(&ok), vec![vec!["320".to_string()]]);
+}
+
+#[tokio::test]
+async fn data_that_drifted_from_its_contract_is_reported_per_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    write(
+        dir.path(),
+        "catalog/products.yaml",
+        &contract(
+            "catalog",
+            "products",
+            &[("product_id", "bigint"), ("list_price", "double"), ("sku", "varchar")],
+            "demo",
+            "local",
+            "catalog/products/products.parquet",
+        ),
+    );
+    let mesh = Mesh::open_strict(dir.path()).expect("opens");
+    let err = mesh
+        .session(admin())
+        .collect("SELECT product_id FROM catalog.products")
+        .await
+        .expect_err("drifted");
+    let msg = err.to_string();
+    assert!(msg.contains("data product catalog.products: the data does not match the contract"), "{msg}");
+    assert!(msg.contains("column `list_price`: the contract declares double, the data has decimal(10,2)"), "{msg}");
+    assert!(msg.contains("column `sku` is declared in the contract but missing from the data"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_product_with_no_files_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", &mesh_yaml(dir.path()));
+    write(dir.path(), "sales/empty.yaml", &contract("sales", "empty", &[("id", "bigint")], "demo", "local", "nothing/here"));
+    let mesh = Mesh::open_strict(dir.path()).expect("opens");
+    let err = mesh.session(admin()).collect("SELECT * FROM sales.empty").await.expect_err("no data");
+    assert!(err.to_string().starts_with("data product sales.empty: "), "{err}");
+}
+
+#[tokio::test]
+async fn a_broken_contract_is_left_out_leniently_and_fails_strictly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    write(
+        dir.path(),
+        "catalog/products.yaml",
+        &contract("catalog", "products", &[("product_id", "bigint")], "demo", "local", "catalog/products/products.parquet"),
+    );
+    write(dir.path(), "sales/orders.yaml", &contract("sales", "orders", &[("order_id", "geometry")], "demo", "local", "sales/orders"));
+    let mesh = Mesh::open(dir.path()).expect("lenient open succeeds");
+    assert_eq!(mesh.product_names(), vec!["catalog.products".to_string()]);
+    assert_eq!(mesh.problems().len(), 1);
+    let problem = mesh.problems()[0].to_string();
+    assert!(problem.contains("orders.yaml:14:23: meshql cannot map physicalType `geometry`"), "{problem}");
+    let session = mesh.session(admin());
+    session.collect("SELECT count(*) FROM catalog.products").await.expect("the good product works");
+
+    let err = Mesh::open_strict(dir.path()).expect_err("strict open fails");
+    assert!(err.to_string().contains("orders.yaml:14:23"), "{err}");
+}
+
+#[tokio::test]
+async fn writes_and_file_reads_are_refused() {
+    let session = demo_mesh().session(admin());
+    for sql in [
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'",
+        "INSERT INTO sales.orders SELECT * FROM sales.orders",
+        "COPY (SELECT 1) TO '/tmp/meshql-copy.parquet'",
+        "CREATE TABLE t AS SELECT 1",
+        "SET datafusion.execution.target_partitions = 1",
+    ] {
+        let err = session.collect(sql).await.expect_err(sql);
+        assert!(matches!(err, Error::PermissionDenied(_)), "{sql}: {err}");
+    }
+    let err = session.collect("SELECT * FROM '/etc/passwd'").await.expect_err("no file reads");
+    assert!(!matches!(err, Error::Execution(_)), "{err}");
+}

@@ -1,0 +1,7 @@
+//! meshql end to end: the real binary, a real S3-compatible server on
+//! 127.0.0.1, and meshes written to temporary directories.
+
+mod catalog;
+mod s3;
+mod shell;
+mod util;

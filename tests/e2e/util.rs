@@ -1,0 +1,60 @@
+use std::path::{Path, PathBuf};
+
+use arrow::record_batch::RecordBatch;
+use meshql::{Mesh, Principal};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The bundled demo mesh, with its data generated.
+pub fn demo_mesh() -> Mesh {
+    let catalog = meshql::manifest::Catalog::load_strict(root().join("catalog")).expect("demo mesh is valid");
+    meshql::demo::ensure(&catalog).expect("demo data");
+    Mesh::from_catalog(catalog).expect("opens")
+}
+
+/// Where the demo data lives once generated.
+pub fn demo_data() -> PathBuf {
+    demo_mesh();
+    root().join("data/demo")
+}
+
+pub fn admin() -> Principal {
+    Principal::new("admin").with_role("platform_admin")
+}
+
+/// Results as text rows, for comparisons.
+pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let options = arrow::util::display::FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let fmts: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options).expect("formats"))
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
+        }
+    }
+    out
+}
+
+pub fn write(dir: &Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+}
+
+/// A contract with the given columns (`name: type` pairs) on `server` at `path`.
+pub fn contract(domain: &str, product: &str, columns: &[(&str, &str)], server: &str, kind: &str, path: &str) -> String {
+    let mut cols = String::new();
+    for (name, ty) in columns {
+        cols.push_str(&format!("      - name: {name}\n        physicalType: {ty}\n"));
+    }
+    format!(
+        "apiVersion: v3.1.0\nkind: DataContract\nid: {domain}.{product}\nname: {product}\nversion: 1.0.0\nstatus: active\ndomain: {domain}\nteam:\n  name: {domain}-team\nschema:\n  - name: {product}\n    properties:\n{cols}servers:\n  - server: {server}\n    type: {kind}\n    path: {path}\n"
+    )
+}
