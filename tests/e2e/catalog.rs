@@ -24,7 +24,14 @@ async fn a_mesh_of_ten_thousand_contracts_opens_without_touching_storage() {
             write(
                 dir.path(),
                 &format!("{domain}/{product}.yaml"),
-                &contract(&domain, &product, &[("id", "bigint"), ("name", "varchar")], "lake", "s3", &format!("{domain}/{product}")),
+                &contract(
+                    &domain,
+                    &product,
+                    &[("id", "bigint"), ("name", "varchar")],
+                    "lake",
+                    "s3",
+                    &format!("{domain}/{product}"),
+                ),
             );
         }
     }
@@ -42,7 +49,10 @@ async fn a_mesh_of_ten_thousand_contracts_opens_without_touching_storage() {
         .collect("SELECT data_type FROM information_schema.columns WHERE table_schema = 'domain_042' AND table_name = 'product_007' ORDER BY ordinal_position")
         .await
         .expect("columns");
-    assert_eq!(rows(&columns), vec![vec!["Int64".to_string()], vec!["Utf8".to_string()]]);
+    assert_eq!(
+        rows(&columns),
+        vec![vec!["Int64".to_string()], vec!["Utf8".to_string()]]
+    );
     // Planning (not executing) a query on a product is also storage-free.
     session
         .sql("SELECT a.id FROM domain_001.product_001 a JOIN domain_002.product_002 b ON a.id = b.id")
@@ -57,12 +67,26 @@ async fn an_unreachable_product_fails_alone_and_names_itself() {
     write(
         dir.path(),
         "sales/remote_orders.yaml",
-        &contract("sales", "remote_orders", &[("order_id", "bigint")], "lake", "s3", "orders/"),
+        &contract(
+            "sales",
+            "remote_orders",
+            &[("order_id", "bigint")],
+            "lake",
+            "s3",
+            "orders/",
+        ),
     );
     write(
         dir.path(),
         "catalog/products.yaml",
-        &contract("catalog", "products", &[("product_id", "bigint"), ("name", "varchar")], "demo", "local", "catalog/products/products.parquet"),
+        &contract(
+            "catalog",
+            "products",
+            &[("product_id", "bigint"), ("name", "varchar")],
+            "demo",
+            "local",
+            "catalog/products/products.parquet",
+        ),
     );
     let mesh = Mesh::open_strict(dir.path()).expect("opens");
     let session = mesh.session(admin());
@@ -72,8 +96,16 @@ async fn an_unreachable_product_fails_alone_and_names_itself() {
         .expect_err("storage is unreachable");
     let msg = err.to_string();
     assert!(matches!(err, Error::Product { .. }), "{msg}");
-    assert!(msg.starts_with("data product sales.remote_orders: cannot read its storage at s3://nowhere/orders/"), "{msg}");
-    assert!(!msg.contains("secretAccessKey") && !msg.contains("\"s\""), "{msg}");
+    assert!(
+        msg.starts_with(
+            "data product sales.remote_orders: cannot read its storage at s3://nowhere/orders/"
+        ),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("secretAccessKey") && !msg.contains("\"s\""),
+        "{msg}"
+    );
     let ok = session
         .collect("SELECT count(*) FROM catalog.products")
         .await
@@ -91,7 +123,11 @@ async fn data_that_drifted_from_its_contract_is_reported_per_column() {
         &contract(
             "catalog",
             "products",
-            &[("product_id", "bigint"), ("list_price", "double"), ("sku", "varchar")],
+            &[
+                ("product_id", "bigint"),
+                ("list_price", "double"),
+                ("sku", "varchar"),
+            ],
             "demo",
             "local",
             "catalog/products/products.parquet",
@@ -104,19 +140,48 @@ async fn data_that_drifted_from_its_contract_is_reported_per_column() {
         .await
         .expect_err("drifted");
     let msg = err.to_string();
-    assert!(msg.contains("data product catalog.products: the data does not match the contract"), "{msg}");
-    assert!(msg.contains("column `list_price`: the contract declares double, the data has decimal(10,2)"), "{msg}");
-    assert!(msg.contains("column `sku` is declared in the contract but missing from the data"), "{msg}");
+    assert!(
+        msg.contains("data product catalog.products: the data does not match the contract"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(
+            "column `list_price`: the contract declares double, the data has decimal(10,2)"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("column `sku` is declared in the contract but missing from the data"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
 async fn a_product_with_no_files_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "mesh.yaml", &mesh_yaml(dir.path()));
-    write(dir.path(), "sales/empty.yaml", &contract("sales", "empty", &[("id", "bigint")], "demo", "local", "nothing/here"));
+    write(
+        dir.path(),
+        "sales/empty.yaml",
+        &contract(
+            "sales",
+            "empty",
+            &[("id", "bigint")],
+            "demo",
+            "local",
+            "nothing/here",
+        ),
+    );
     let mesh = Mesh::open_strict(dir.path()).expect("opens");
-    let err = mesh.session(admin()).collect("SELECT * FROM sales.empty").await.expect_err("no data");
-    assert!(err.to_string().starts_with("data product sales.empty: "), "{err}");
+    let err = mesh
+        .session(admin())
+        .collect("SELECT * FROM sales.empty")
+        .await
+        .expect_err("no data");
+    assert!(
+        err.to_string().starts_with("data product sales.empty: "),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -126,16 +191,40 @@ async fn a_broken_contract_is_left_out_leniently_and_fails_strictly() {
     write(
         dir.path(),
         "catalog/products.yaml",
-        &contract("catalog", "products", &[("product_id", "bigint")], "demo", "local", "catalog/products/products.parquet"),
+        &contract(
+            "catalog",
+            "products",
+            &[("product_id", "bigint")],
+            "demo",
+            "local",
+            "catalog/products/products.parquet",
+        ),
     );
-    write(dir.path(), "sales/orders.yaml", &contract("sales", "orders", &[("order_id", "geometry")], "demo", "local", "sales/orders"));
+    write(
+        dir.path(),
+        "sales/orders.yaml",
+        &contract(
+            "sales",
+            "orders",
+            &[("order_id", "geometry")],
+            "demo",
+            "local",
+            "sales/orders",
+        ),
+    );
     let mesh = Mesh::open(dir.path()).expect("lenient open succeeds");
     assert_eq!(mesh.product_names(), vec!["catalog.products".to_string()]);
     assert_eq!(mesh.problems().len(), 1);
     let problem = mesh.problems()[0].to_string();
-    assert!(problem.contains("orders.yaml:14:23: meshql cannot map physicalType `geometry`"), "{problem}");
+    assert!(
+        problem.contains("orders.yaml:14:23: meshql cannot map physicalType `geometry`"),
+        "{problem}"
+    );
     let session = mesh.session(admin());
-    session.collect("SELECT count(*) FROM catalog.products").await.expect("the good product works");
+    session
+        .collect("SELECT count(*) FROM catalog.products")
+        .await
+        .expect("the good product works");
 
     let err = Mesh::open_strict(dir.path()).expect_err("strict open fails");
     assert!(err.to_string().contains("orders.yaml:14:23"), "{err}");
@@ -154,6 +243,9 @@ async fn writes_and_file_reads_are_refused() {
         let err = session.collect(sql).await.expect_err(sql);
         assert!(matches!(err, Error::PermissionDenied(_)), "{sql}: {err}");
     }
-    let err = session.collect("SELECT * FROM '/etc/passwd'").await.expect_err("no file reads");
+    let err = session
+        .collect("SELECT * FROM '/etc/passwd'")
+        .await
+        .expect_err("no file reads");
     assert!(!matches!(err, Error::Execution(_)), "{err}");
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use meshql::Mesh;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::util::*;
 
@@ -28,7 +28,9 @@ pub async fn start(bucket: &str) -> S3Server {
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
     builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
@@ -66,7 +68,11 @@ pub async fn upload(endpoint: &str, bucket: &str, prefix: &str, local: &Path) {
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "parquet") {
-                let rel = path.strip_prefix(local).expect("relative").to_string_lossy().replace('\\', "/");
+                let rel = path
+                    .strip_prefix(local)
+                    .expect("relative")
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 let key = object_store::path::Path::from(format!("{prefix}/{rel}"));
                 let bytes = std::fs::read(&path).expect("read");
                 store.put(&key, bytes.into()).await.expect("upload");
@@ -93,7 +99,10 @@ pub fn s3_mesh(dir: &Path, endpoint: &str, bucket: &str, key: &str, secret: &str
         for file in std::fs::read_dir(&domain).expect("domain") {
             let file = file.expect("entry").path();
             let text = std::fs::read_to_string(&file).expect("contract");
-            let text = text.replace("server: demo\n    type: local", "server: lake\n    type: s3");
+            let text = text.replace(
+                "server: demo\n    type: local",
+                "server: lake\n    type: s3",
+            );
             let rel = file.strip_prefix(&catalog).expect("relative");
             write(dir, &rel.to_string_lossy(), &text);
         }
@@ -114,12 +123,23 @@ async fn products_on_s3_answer_exactly_as_on_local_disk() {
     let server = start("lakehouse").await;
     upload(&server.endpoint, "lakehouse", "mesh/v1", &demo_data()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    s3_mesh(dir.path(), &server.endpoint, "lakehouse", ACCESS_KEY, SECRET_KEY);
+    s3_mesh(
+        dir.path(),
+        &server.endpoint,
+        "lakehouse",
+        ACCESS_KEY,
+        SECRET_KEY,
+    );
 
-    let s3 = Mesh::open_strict(dir.path()).expect("opens").session(admin());
+    let s3 = Mesh::open_strict(dir.path())
+        .expect("opens")
+        .session(admin());
     let local = demo_mesh().session(admin());
     for sql in QUESTIONS {
-        let remote = s3.collect(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let remote = s3
+            .collect(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         let expected = local.collect(sql).await.expect("local");
         assert_eq!(rows(&remote), rows(&expected), "{sql}");
         assert!(!rows(&remote).is_empty(), "{sql}");
@@ -131,9 +151,20 @@ async fn wrong_credentials_give_an_error_naming_the_product_without_the_secret()
     let server = start("lakehouse").await;
     upload(&server.endpoint, "lakehouse", "mesh/v1", &demo_data()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    s3_mesh(dir.path(), &server.endpoint, "lakehouse", ACCESS_KEY, "not-the-secret");
-    let session = Mesh::open_strict(dir.path()).expect("opens").session(admin());
-    let err = session.collect("SELECT count(*) FROM sales.orders").await.expect_err("denied by S3");
+    s3_mesh(
+        dir.path(),
+        &server.endpoint,
+        "lakehouse",
+        ACCESS_KEY,
+        "not-the-secret",
+    );
+    let session = Mesh::open_strict(dir.path())
+        .expect("opens")
+        .session(admin());
+    let err = session
+        .collect("SELECT count(*) FROM sales.orders")
+        .await
+        .expect_err("denied by S3");
     let msg = err.to_string();
     assert!(msg.starts_with("data product sales.orders: cannot read its storage at s3://lakehouse/mesh/v1/sales/orders/"), "{msg}");
     assert!(!msg.contains("not-the-secret"), "{msg}");

@@ -13,7 +13,10 @@ fn meshql(args: &[&str]) -> Output {
 fn meshql_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     demo_data();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshql"));
-    cmd.current_dir(cwd).args(args).env_remove("MESHQL_MESH").env_remove("MESHQL_USER");
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("MESHQL_MESH")
+        .env_remove("MESHQL_USER");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -30,7 +33,12 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn no_flags_from_the_repository_root_uses_the_demo_mesh() {
-    let o = meshql(&["-c", "SELECT count(*) AS customers FROM customers.customers", "--format", "csv"]);
+    let o = meshql(&[
+        "-c",
+        "SELECT count(*) AS customers FROM customers.customers",
+        "--format",
+        "csv",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "customers\n2000\n");
     assert!(stderr(&o).contains("(1 row, "), "{}", stderr(&o));
@@ -38,7 +46,10 @@ fn no_flags_from_the_repository_root_uses_the_demo_mesh() {
 
 #[test]
 fn table_output_and_row_count() {
-    let o = meshql(&["-c", "SELECT segment, count(*) AS n FROM customers.customers GROUP BY segment ORDER BY segment"]);
+    let o = meshql(&[
+        "-c",
+        "SELECT segment, count(*) AS n FROM customers.customers GROUP BY segment ORDER BY segment",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("| segment    | n    |"), "{out}");
@@ -65,11 +76,20 @@ fn every_output_format() {
     assert_eq!(parsed[1]["product_id"], 1001);
 
     let ndjson = stdout(&meshql(&["-q", "--format", "ndjson", "-c", sql]));
-    let objects: Vec<serde_json::Value> = ndjson.lines().map(|l| serde_json::from_str(l).expect("a JSON object per line")).collect();
+    let objects: Vec<serde_json::Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
     assert_eq!(objects.len(), 2);
     assert_eq!(objects[0]["product_id"], 1000);
 
-    let empty = stdout(&meshql(&["-q", "--format", "json", "-c", "SELECT * FROM catalog.products WHERE product_id < 0"]));
+    let empty = stdout(&meshql(&[
+        "-q",
+        "--format",
+        "json",
+        "-c",
+        "SELECT * FROM catalog.products WHERE product_id < 0",
+    ]));
     assert_eq!(empty.trim(), "[]");
 }
 
@@ -77,10 +97,21 @@ fn every_output_format() {
 fn output_goes_to_a_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("out.csv");
-    let o = meshql(&["-q", "--format", "csv", "--output", file.to_str().expect("utf8"), "-c", "SELECT count(*) AS n FROM sales.orders"]);
+    let o = meshql(&[
+        "-q",
+        "--format",
+        "csv",
+        "--output",
+        file.to_str().expect("utf8"),
+        "-c",
+        "SELECT count(*) AS n FROM sales.orders",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "");
-    assert_eq!(std::fs::read_to_string(&file).expect("written"), "n\n20000\n");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("written"),
+        "n\n20000\n"
+    );
 }
 
 #[test]
@@ -132,7 +163,10 @@ fn backslash_d_lists_products_with_owner_and_status() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     for header in ["domain", "product", "owner", "status", "description"] {
-        assert!(out.lines().nth(1).is_some_and(|l| l.contains(header)), "{header}: {out}");
+        assert!(
+            out.lines().nth(1).is_some_and(|l| l.contains(header)),
+            "{header}: {out}"
+        );
     }
     for (domain, product, owner) in [
         ("customers", "customers", "customer-data"),
@@ -144,7 +178,10 @@ fn backslash_d_lists_products_with_owner_and_status() {
         ("marketing", "campaign_performance", "growth-marketing"),
     ] {
         assert!(
-            out.lines().any(|l| l.contains(&format!("| {domain} ")) && l.contains(&format!("| {product} ")) && l.contains(owner) && l.contains("active")),
+            out.lines().any(|l| l.contains(&format!("| {domain} "))
+                && l.contains(&format!("| {product} "))
+                && l.contains(owner)
+                && l.contains("active")),
             "{domain}.{product}: {out}"
         );
     }
@@ -155,16 +192,38 @@ fn backslash_d_product_describes_columns_classification_owner_and_sla() {
     let o = meshql(&["-c", "\\d customers.customers"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    let email = out.lines().find(|l| l.contains("| email ")).unwrap_or_else(|| panic!("{out}"));
-    assert!(email.contains("varchar") && email.contains("pii") && email.contains("contact"), "{email}");
-    let id = out.lines().find(|l| l.contains("| customer_id ")).unwrap_or_else(|| panic!("{out}"));
-    assert!(id.contains("bigint") && id.contains("PK") && id.contains("NO"), "{id}");
-    assert!(out.contains("Owner:    customer-data: ana.lopez (owner)"), "{out}");
-    assert!(out.contains("SLA:      frequency 1 d; latency 4 h on customers.signup_date"), "{out}");
+    let email = out
+        .lines()
+        .find(|l| l.contains("| email "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        email.contains("varchar") && email.contains("pii") && email.contains("contact"),
+        "{email}"
+    );
+    let id = out
+        .lines()
+        .find(|l| l.contains("| customer_id "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        id.contains("bigint") && id.contains("PK") && id.contains("NO"),
+        "{id}"
+    );
+    assert!(
+        out.contains("Owner:    customer-data: ana.lopez (owner)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SLA:      frequency 1 d; latency 4 h on customers.signup_date"),
+        "{out}"
+    );
 
     let o = meshql(&["-c", "\\d sales.order"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("product `sales.order` does not exist; did you mean `sales.orders`?"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("product `sales.order` does not exist; did you mean `sales.orders`?"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -172,7 +231,7 @@ fn backslash_dn_lists_domains() {
     let out = stdout(&meshql(&["--format", "csv", "-c", "\\dn"]));
     assert_eq!(
         out,
-        "domain,products,owners\ncatalog,2,\"merchandising, fulfilment\"\ncustomers,1,customer-data\nmarketing,1,growth-marketing\npayments,1,payments-platform\nsales,2,sales-engineering\n"
+        "domain,products,owners\ncatalog,2,\"fulfilment, merchandising\"\ncustomers,1,customer-data\nmarketing,1,growth-marketing\npayments,1,payments-platform\nsales,2,sales-engineering\n"
     );
 }
 
@@ -180,14 +239,28 @@ fn backslash_dn_lists_domains() {
 fn timing_and_pset_toggle() {
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("t.sql");
-    std::fs::write(&script, "\\timing off\n\\pset format ndjson\nSELECT 1 AS x;\n\\?\n").expect("write");
+    std::fs::write(
+        &script,
+        "\\timing off\n\\pset format ndjson\nSELECT 1 AS x;\n\\?\n",
+    )
+    .expect("write");
     let o = meshql(&["-f", script.to_str().expect("utf8")]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).starts_with("{\"x\":1}\n"), "{}", stdout(&o));
-    assert!(stdout(&o).contains("\\d DOMAIN.PRODUCT"), "help is printed: {}", stdout(&o));
+    assert!(
+        stdout(&o).contains("\\d DOMAIN.PRODUCT"),
+        "help is printed: {}",
+        stdout(&o)
+    );
     let err = stderr(&o);
-    assert!(err.contains("Timing is off.") && err.contains("Output format is ndjson."), "{err}");
-    assert!(err.contains("(1 row)\n"), "no time when timing is off: {err}");
+    assert!(
+        err.contains("Timing is off.") && err.contains("Output format is ndjson."),
+        "{err}"
+    );
+    assert!(
+        err.contains("(1 row)\n"),
+        "no time when timing is off: {err}"
+    );
 }
 
 #[test]
@@ -195,7 +268,12 @@ fn an_unknown_product_suggests_names_and_points_at_the_position() {
     let o = meshql(&["-c", "SELECT *\nFROM sales.ordrs"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.contains("product `sales.ordrs` does not exist (line 2, column 6); did you mean `sales.orders`?"), "{err}");
+    assert!(
+        err.contains(
+            "product `sales.ordrs` does not exist (line 2, column 6); did you mean `sales.orders`?"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -223,39 +301,77 @@ fn a_file_error_names_the_file_and_line() {
 fn writes_are_refused_with_a_permission_error() {
     let o = meshql(&["-c", "DROP TABLE sales.orders"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("permission denied: DROP TABLE is not allowed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("permission denied: DROP TABLE is not allowed"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn check_passes_on_the_demo_mesh_and_reports_every_problem_otherwise() {
     let o = meshql(&["check", "--data"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("7 products in 5 domains, no problems"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("7 products in 5 domains, no problems"),
+        "{}",
+        stdout(&o)
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
-    write(dir.path(), "mesh.yaml", "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  demo:\n    type: local\n    root: data\n");
-    write(dir.path(), "sales/orders.yaml", &contract("sales", "orders", &[("id", "bigint")], "demo", "local", "x"));
-    write(dir.path(), "sales/bad.yaml", "apiVersion: v3.1.0\nkind: DataContract\nid: b\nname: bad\nversion: 1\nstatus: active\ndomain: sales\nschema: []\nservers: []\nowner: me\n");
+    write(
+        dir.path(),
+        "mesh.yaml",
+        "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  demo:\n    type: local\n    root: data\n",
+    );
+    write(
+        dir.path(),
+        "sales/orders.yaml",
+        &contract("sales", "orders", &[("id", "bigint")], "demo", "local", "x"),
+    );
+    write(
+        dir.path(),
+        "sales/bad.yaml",
+        "apiVersion: v3.1.0\nkind: DataContract\nid: b\nname: bad\nversion: 1\nstatus: active\ndomain: sales\nschema: []\nservers: []\nowner: me\n",
+    );
     let o = meshql(&["--mesh", dir.path().to_str().expect("utf8"), "check"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("the mesh has 3 problems"), "{err}");
-    assert!(err.contains("bad.yaml:8:9: `schema` must describe the product's table"), "{err}");
+    assert!(
+        err.contains("bad.yaml:8:9: `schema` must describe the product's table"),
+        "{err}"
+    );
     assert!(err.contains("bad.yaml:10:1: unknown key `owner`"), "{err}");
 
     // Opened leniently, the shell warns and goes on with the good product.
     let o = meshql(&["--mesh", dir.path().to_str().expect("utf8"), "-c", "\\d"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("warning: left out of the mesh: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: left out of the mesh: "),
+        "{}",
+        stderr(&o)
+    );
     assert!(stdout(&o).contains("| orders "), "{}", stdout(&o));
 }
 
 #[test]
 fn demo_generate_writes_every_product() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = meshql(&["demo", "generate", "--scale", "1", "--out", dir.path().to_str().expect("utf8")]);
+    let o = meshql(&[
+        "demo",
+        "generate",
+        "--scale",
+        "1",
+        "--out",
+        dir.path().to_str().expect("utf8"),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("2000 customers, 20000 orders"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2000 customers, 20000 orders"),
+        "{}",
+        stderr(&o)
+    );
     for rel in [
         "customers/customers/customers.parquet",
         "sales/orders/orders-2025-01.parquet",
@@ -285,7 +401,10 @@ fn ctrl_c_cancels_the_running_query() {
         .expect("spawn");
     let pid = child.id().to_string();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let sent = Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
     assert!(sent.success());
     let o = child.wait_with_output().expect("wait");
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -297,17 +416,37 @@ async fn aws_environment_variables_override_mesh_yaml_credentials() {
     let server = crate::s3::start("envbucket").await;
     crate::s3::upload(&server.endpoint, "envbucket", "mesh/v1", &demo_data()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    crate::s3::s3_mesh(dir.path(), &server.endpoint, "envbucket", crate::s3::ACCESS_KEY, "wrong-secret");
+    crate::s3::s3_mesh(
+        dir.path(),
+        &server.endpoint,
+        "envbucket",
+        crate::s3::ACCESS_KEY,
+        "wrong-secret",
+    );
     let mesh = dir.path().to_str().expect("utf8").to_string();
     let sql = "SELECT count(*) AS n FROM sales.orders";
     let (m1, m2) = (mesh.clone(), mesh);
-    let denied = tokio::task::spawn_blocking(move || meshql_in(&root(), &["--mesh", &m1, "-q", "--format", "csv", "-c", sql], &[]))
-        .await
-        .expect("join");
+    let denied = tokio::task::spawn_blocking(move || {
+        meshql_in(
+            &root(),
+            &["--mesh", &m1, "-q", "--format", "csv", "-c", sql],
+            &[],
+        )
+    })
+    .await
+    .expect("join");
     assert_eq!(denied.status.code(), Some(1));
-    assert!(!stderr(&denied).contains("wrong-secret"), "{}", stderr(&denied));
+    assert!(
+        !stderr(&denied).contains("wrong-secret"),
+        "{}",
+        stderr(&denied)
+    );
     let allowed = tokio::task::spawn_blocking(move || {
-        meshql_in(&root(), &["--mesh", &m2, "-q", "--format", "csv", "-c", sql], &[("AWS_SECRET_ACCESS_KEY", crate::s3::SECRET_KEY)])
+        meshql_in(
+            &root(),
+            &["--mesh", &m2, "-q", "--format", "csv", "-c", sql],
+            &[("AWS_SECRET_ACCESS_KEY", crate::s3::SECRET_KEY)],
+        )
     })
     .await
     .expect("join");

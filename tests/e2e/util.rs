@@ -10,7 +10,8 @@ pub fn root() -> PathBuf {
 
 /// The bundled demo mesh, with its data generated.
 pub fn demo_mesh() -> Mesh {
-    let catalog = meshql::manifest::Catalog::load_strict(root().join("catalog")).expect("demo mesh is valid");
+    let catalog =
+        meshql::manifest::Catalog::load_strict(root().join("catalog")).expect("demo mesh is valid");
     meshql::demo::ensure(&catalog).expect("demo data");
     Mesh::from_catalog(catalog).expect("opens")
 }
@@ -33,7 +34,10 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
         let fmts: Vec<_> = b
             .columns()
             .iter()
-            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options).expect("formats"))
+            .map(|c| {
+                arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
+                    .expect("formats")
+            })
             .collect();
         for r in 0..b.num_rows() {
             out.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
@@ -49,10 +53,19 @@ pub fn write(dir: &Path, rel: &str, text: &str) {
 }
 
 /// A contract with the given columns (`name: type` pairs) on `server` at `path`.
-pub fn contract(domain: &str, product: &str, columns: &[(&str, &str)], server: &str, kind: &str, path: &str) -> String {
+pub fn contract(
+    domain: &str,
+    product: &str,
+    columns: &[(&str, &str)],
+    server: &str,
+    kind: &str,
+    path: &str,
+) -> String {
     let mut cols = String::new();
     for (name, ty) in columns {
-        cols.push_str(&format!("      - name: {name}\n        physicalType: {ty}\n"));
+        cols.push_str(&format!(
+            "      - name: {name}\n        physicalType: {ty}\n"
+        ));
     }
     format!(
         "apiVersion: v3.1.0\nkind: DataContract\nid: {domain}.{product}\nname: {product}\nversion: 1.0.0\nstatus: active\ndomain: {domain}\nteam:\n  name: {domain}-team\nschema:\n  - name: {product}\n    properties:\n{cols}servers:\n  - server: {server}\n    type: {kind}\n    path: {path}\n"

@@ -71,7 +71,11 @@ impl sqllogictest::AsyncDB for MeshDb {
                 .inner()
                 .clone(),
         };
-        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
         let options = FormatOptions::default().with_null("NULL");
         let mut rows = Vec::new();
         for batch in &batches {
@@ -87,7 +91,11 @@ impl sqllogictest::AsyncDB for MeshDb {
                         .iter()
                         .map(|f| {
                             let s = f.value(row).to_string();
-                            if s.is_empty() { "(empty)".to_string() } else { s }
+                            if s.is_empty() {
+                                "(empty)".to_string()
+                            } else {
+                                s
+                            }
                         })
                         .collect(),
                 );
@@ -125,7 +133,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("tests/slt"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .filter(|p| filters.is_empty() || filters.iter().any(|f| p.to_string_lossy().contains(f.as_str())))
+        .filter(|p| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| p.to_string_lossy().contains(f.as_str()))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
@@ -143,7 +156,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
             }
         });
-        let name = file.strip_prefix(root()).unwrap_or(file).display().to_string();
+        let name = file
+            .strip_prefix(root())
+            .unwrap_or(file)
+            .display()
+            .to_string();
         if complete {
             runner
                 .update_test_file(
@@ -169,6 +186,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} slt file(s) failed: {}", failures.len(), failures.join(", ")).into())
+        Err(format!(
+            "{} slt file(s) failed: {}",
+            failures.len(),
+            failures.join(", ")
+        )
+        .into())
     }
 }

@@ -4,8 +4,8 @@
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::execution::SendableRecordBatchStream;
-use meshql::{Mesh, Session};
 use meshql::manifest::Contract;
+use meshql::{Mesh, Session};
 
 #[async_trait]
 pub trait Backend: Send + Sync {

@@ -70,8 +70,7 @@ fn strings(columns: &[(&str, Vec<String>)]) -> RecordBatch {
         .iter()
         .map(|(_, v)| Arc::new(StringArray::from(v.clone())) as ArrayRef)
         .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-        .expect("columns of equal length")
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("columns of equal length")
 }
 
 fn one_line(s: &str, max: usize) -> String {
@@ -85,15 +84,38 @@ fn one_line(s: &str, max: usize) -> String {
 
 pub fn list_products(contracts: &[Contract]) -> RecordBatch {
     strings(&[
-        ("domain", contracts.iter().map(|c| c.domain.clone()).collect()),
-        ("product", contracts.iter().map(|c| c.product.name.clone()).collect()),
-        ("owner", contracts.iter().map(|c| c.owner().unwrap_or("").to_string()).collect()),
-        ("status", contracts.iter().map(|c| c.status.clone()).collect()),
+        (
+            "domain",
+            contracts.iter().map(|c| c.domain.clone()).collect(),
+        ),
+        (
+            "product",
+            contracts.iter().map(|c| c.product.name.clone()).collect(),
+        ),
+        (
+            "owner",
+            contracts
+                .iter()
+                .map(|c| c.owner().unwrap_or("").to_string())
+                .collect(),
+        ),
+        (
+            "status",
+            contracts.iter().map(|c| c.status.clone()).collect(),
+        ),
         (
             "description",
             contracts
                 .iter()
-                .map(|c| one_line(c.description.as_deref().or(c.product.description.as_deref()).unwrap_or(""), 70))
+                .map(|c| {
+                    one_line(
+                        c.description
+                            .as_deref()
+                            .or(c.product.description.as_deref())
+                            .unwrap_or(""),
+                        70,
+                    )
+                })
                 .collect(),
         ),
     ])
@@ -110,13 +132,27 @@ pub fn list_domains(contracts: &[Contract]) -> RecordBatch {
                     owners.push(owner);
                 }
             }
-            None => domains.push((c.domain.clone(), 1, if owner.is_empty() { vec![] } else { vec![owner] })),
+            None => domains.push((
+                c.domain.clone(),
+                1,
+                if owner.is_empty() {
+                    vec![]
+                } else {
+                    vec![owner]
+                },
+            )),
         }
     }
     domains.sort();
+    for d in &mut domains {
+        d.2.sort();
+    }
     strings(&[
         ("domain", domains.iter().map(|d| d.0.clone()).collect()),
-        ("products", domains.iter().map(|d| d.1.to_string()).collect()),
+        (
+            "products",
+            domains.iter().map(|d| d.1.to_string()).collect(),
+        ),
         ("owners", domains.iter().map(|d| d.2.join(", ")).collect()),
     ])
 }
@@ -126,12 +162,35 @@ pub fn describe(c: &Contract) -> (RecordBatch, Vec<String>) {
     let cols = &c.product.columns;
     let batch = strings(&[
         ("column", cols.iter().map(|c| c.name.clone()).collect()),
-        ("type", cols.iter().map(|c| c.data_type.to_string()).collect()),
-        ("nullable", cols.iter().map(|c| if c.required { "NO" } else { "YES" }.to_string()).collect()),
-        ("key", cols.iter().map(|c| if c.primary_key { "PK" } else { "" }.to_string()).collect()),
-        ("classification", cols.iter().map(|c| c.classification.clone().unwrap_or_default()).collect()),
+        (
+            "type",
+            cols.iter().map(|c| c.data_type.to_string()).collect(),
+        ),
+        (
+            "nullable",
+            cols.iter()
+                .map(|c| if c.required { "NO" } else { "YES" }.to_string())
+                .collect(),
+        ),
+        (
+            "key",
+            cols.iter()
+                .map(|c| if c.primary_key { "PK" } else { "" }.to_string())
+                .collect(),
+        ),
+        (
+            "classification",
+            cols.iter()
+                .map(|c| c.classification.clone().unwrap_or_default())
+                .collect(),
+        ),
         ("tags", cols.iter().map(|c| c.tags.join(", ")).collect()),
-        ("description", cols.iter().map(|c| one_line(c.description.as_deref().unwrap_or(""), 50)).collect()),
+        (
+            "description",
+            cols.iter()
+                .map(|c| one_line(c.description.as_deref().unwrap_or(""), 50))
+                .collect(),
+        ),
     ]);
     let mut lines = vec![format!(
         "Product:  {} ({}), contract {} v{}, {}",
@@ -181,7 +240,12 @@ pub fn describe(c: &Contract) -> (RecordBatch, Vec<String>) {
         let q: Vec<String> = c
             .quality
             .iter()
-            .map(|q| q.name.clone().or_else(|| q.description.clone()).unwrap_or_else(|| q.kind.clone()))
+            .map(|q| {
+                q.name
+                    .clone()
+                    .or_else(|| q.description.clone())
+                    .unwrap_or_else(|| q.kind.clone())
+            })
             .collect();
         lines.push(format!("Quality:  {}", q.join("; ")));
     }
@@ -203,7 +267,10 @@ mod tests {
             Ok(Command::Describe("sales.orders".into()))
         );
         assert_eq!("\\dn".parse::<Command>(), Ok(Command::ListDomains));
-        assert_eq!("\\timing off".parse::<Command>(), Ok(Command::Timing(Some(false))));
+        assert_eq!(
+            "\\timing off".parse::<Command>(),
+            Ok(Command::Timing(Some(false)))
+        );
         assert_eq!(
             "\\pset format csv".parse::<Command>(),
             Ok(Command::Format(PrintFormat::Csv))

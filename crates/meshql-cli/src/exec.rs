@@ -49,7 +49,9 @@ pub async fn run_statement(
             }
             done.store(true, Ordering::Relaxed);
             clear_spinner();
-            format.write_all(out, &schema, &batches).map_err(|e| fail(&e))?;
+            format
+                .write_all(out, &schema, &batches)
+                .map_err(|e| fail(&e))?;
         } else {
             let mut writer = StreamWriter::new(format, out, &schema);
             while let Some(batch) = stream.next().await {
@@ -115,7 +117,7 @@ pub fn group_digits(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

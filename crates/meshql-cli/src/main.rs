@@ -134,7 +134,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "generated demo data at scale {scale} into {} in {:.1} s: {} customers, {} orders, {} order items, {} products, {} inventory levels, {} transactions, {} campaign days",
                 out.display(),
                 start.elapsed().as_secs_f64(),
-                s.customers, s.orders, s.order_items, s.products, s.inventory_levels, s.transactions, s.campaign_days
+                s.customers,
+                s.orders,
+                s.order_items,
+                s.products,
+                s.inventory_levels,
+                s.transactions,
+                s.campaign_days
             );
             return Ok(ExitCode::SUCCESS);
         }
@@ -154,7 +160,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .map(|s| matches!(&s.kind, meshql::manifest::StorageKind::Local { root } if root.join(".meshql-demo").exists()))
             .unwrap_or(true);
         if generating {
-            eprintln!("generating the demo mesh's data (scale {}) on first use...", demo.scale);
+            eprintln!(
+                "generating the demo mesh's data (scale {}) on first use...",
+                demo.scale
+            );
         }
         meshql::demo::ensure(&catalog)?;
     }
@@ -162,7 +171,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let session = mesh.session(Principal::new(cli.user.clone()));
     let out: Box<dyn Write> = match &cli.output {
         Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
         )),
         None => Box::new(std::io::stdout()),
     };
@@ -200,8 +210,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     for file in &cli.file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let code = run_items(&mut shell, &file.display().to_string(), &parse_script(&text));
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let code = run_items(
+            &mut shell,
+            &file.display().to_string(),
+            &parse_script(&text),
+        );
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }
@@ -231,7 +246,12 @@ fn run_items(shell: &mut Shell, source: &str, items: &[Item]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn check(dir: &Path, data: bool, runtime: &tokio::runtime::Runtime, user: &str) -> anyhow::Result<ExitCode> {
+fn check(
+    dir: &Path,
+    data: bool,
+    runtime: &tokio::runtime::Runtime,
+    user: &str,
+) -> anyhow::Result<ExitCode> {
     let catalog = match Catalog::load_strict(dir) {
         Ok(c) => c,
         Err(e) => {

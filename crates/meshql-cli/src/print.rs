@@ -63,7 +63,11 @@ impl PrintFormat {
                 if schema.fields().is_empty() {
                     return Ok(());
                 }
-                writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(batches)?
+                )?;
             }
             PrintFormat::Json => {
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -111,7 +115,11 @@ impl<'a> StreamWriter<'a> {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
         match self.format {
             PrintFormat::Csv | PrintFormat::Tsv => {
-                let delimiter = if self.format == PrintFormat::Csv { b',' } else { b'\t' };
+                let delimiter = if self.format == PrintFormat::Csv {
+                    b','
+                } else {
+                    b'\t'
+                };
                 let mut w = arrow::csv::WriterBuilder::new()
                     .with_header(!self.header_done)
                     .with_delimiter(delimiter)

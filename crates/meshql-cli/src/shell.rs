@@ -13,7 +13,7 @@ use crate::backend::Backend;
 use crate::command::{self, Command};
 use crate::exec::{ExecError, run_statement, summary};
 use crate::print::PrintFormat;
-use crate::split::split_statements;
+use crate::split::{is_complete, split_statements};
 
 pub struct Shell {
     pub backend: Box<dyn Backend>,
@@ -46,7 +46,7 @@ pub fn parse_script(text: &str) -> Vec<Item> {
     };
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
-        if line.trim_start().starts_with('\\') && split_statements(&chunk).is_empty() {
+        if line.trim_start().starts_with('\\') && is_complete(&chunk) {
             flush(&mut chunk, chunk_start, &mut items);
             items.push(Item::Meta(n, line.trim().to_string()));
             chunk_start = n + 1;
@@ -120,10 +120,15 @@ impl Shell {
                 let contracts = self.backend.contracts();
                 let Some(c) = contracts.iter().find(|c| c.qualified_name() == wanted) else {
                     let names = self.backend.product_names();
-                    let close = meshql::manifest::closest_names(&wanted, names.iter().map(String::as_str));
+                    let close =
+                        meshql::manifest::closest_names(&wanted, names.iter().map(String::as_str));
                     return Err(match close.first() {
-                        Some(s) => format!("product `{wanted}` does not exist; did you mean `{s}`?"),
-                        None => format!("product `{wanted}` does not exist; `\\d` lists the products"),
+                        Some(s) => {
+                            format!("product `{wanted}` does not exist; did you mean `{s}`?")
+                        }
+                        None => {
+                            format!("product `{wanted}` does not exist; `\\d` lists the products")
+                        }
                     });
                 };
                 let (batch, lines) = command::describe(c);
@@ -152,7 +157,10 @@ impl Shell {
         if let Some(h) = &history {
             let _ = editor.load_history(h);
         }
-        eprintln!("meshql {} — \\? for help, \\q to quit", env!("CARGO_PKG_VERSION"));
+        eprintln!(
+            "meshql {} — \\? for help, \\q to quit",
+            env!("CARGO_PKG_VERSION")
+        );
         loop {
             match editor.readline("meshql> ") {
                 Ok(line) => {
@@ -186,10 +194,45 @@ impl Shell {
 }
 
 const KEYWORDS: &[&str] = &[
-    "SELECT", "FROM", "WHERE", "GROUP BY", "ORDER BY", "HAVING", "LIMIT", "JOIN", "LEFT JOIN",
-    "INNER JOIN", "ON", "AS", "AND", "OR", "NOT", "IN", "IS NULL", "DISTINCT", "COUNT", "SUM",
-    "AVG", "MIN", "MAX", "CASE", "WHEN", "THEN", "ELSE", "END", "WITH", "UNION ALL", "EXPLAIN",
-    "SHOW TABLES", "DESCRIBE", "DATE_TRUNC", "EXTRACT", "BETWEEN", "LIKE", "DESC", "ASC",
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "GROUP BY",
+    "ORDER BY",
+    "HAVING",
+    "LIMIT",
+    "JOIN",
+    "LEFT JOIN",
+    "INNER JOIN",
+    "ON",
+    "AS",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "IS NULL",
+    "DISTINCT",
+    "COUNT",
+    "SUM",
+    "AVG",
+    "MIN",
+    "MAX",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "WITH",
+    "UNION ALL",
+    "EXPLAIN",
+    "SHOW TABLES",
+    "DESCRIBE",
+    "DATE_TRUNC",
+    "EXTRACT",
+    "BETWEEN",
+    "LIKE",
+    "DESC",
+    "ASC",
 ];
 const COMMANDS: &[&str] = &["\\d", "\\dn", "\\timing", "\\pset format", "\\?", "\\q"];
 
@@ -211,7 +254,11 @@ impl MeshHelper {
                 (
                     c.domain.clone(),
                     c.product.name.clone(),
-                    c.product.columns.iter().map(|col| col.name.clone()).collect(),
+                    c.product
+                        .columns
+                        .iter()
+                        .map(|col| col.name.clone())
+                        .collect(),
                 )
             })
             .collect();
@@ -229,7 +276,11 @@ impl MeshHelper {
     pub fn candidates(&self, token: &str) -> Vec<String> {
         let lower = token.to_lowercase();
         if token.starts_with('\\') {
-            return COMMANDS.iter().filter(|c| c.starts_with(token)).map(|c| c.to_string()).collect();
+            return COMMANDS
+                .iter()
+                .filter(|c| c.starts_with(token))
+                .map(|c| c.to_string())
+                .collect();
         }
         if let Some((prefix, partial)) = lower.rsplit_once('.') {
             let prefix = prefix.strip_prefix("mesh.").unwrap_or(prefix);
@@ -242,8 +293,16 @@ impl MeshHelper {
             if !in_domain.is_empty() {
                 return in_domain;
             }
-            if let Some((_, _, cols)) = self.products.iter().find(|(d, p, _)| format!("{d}.{p}") == prefix) {
-                return cols.iter().filter(|c| c.starts_with(partial)).map(|c| format!("{prefix}.{c}")).collect();
+            if let Some((_, _, cols)) = self
+                .products
+                .iter()
+                .find(|(d, p, _)| format!("{d}.{p}") == prefix)
+            {
+                return cols
+                    .iter()
+                    .filter(|c| c.starts_with(partial))
+                    .map(|c| format!("{prefix}.{c}"))
+                    .collect();
             }
             // An alias: any column.
             return self
@@ -264,9 +323,20 @@ impl MeshHelper {
             KEYWORDS
                 .iter()
                 .filter(|k| k.to_lowercase().starts_with(&lower))
-                .map(|k| if upper { k.to_string() } else { k.to_lowercase() }),
+                .map(|k| {
+                    if upper {
+                        k.to_string()
+                    } else {
+                        k.to_lowercase()
+                    }
+                }),
         );
-        out.extend(self.columns.iter().filter(|c| c.starts_with(&lower)).cloned());
+        out.extend(
+            self.columns
+                .iter()
+                .filter(|c| c.starts_with(&lower))
+                .cloned(),
+        );
         out
     }
 }
@@ -274,7 +344,12 @@ impl MeshHelper {
 impl Completer for MeshHelper {
     type Candidate = Pair;
 
-    fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
         let start = before
             .char_indices()
@@ -308,14 +383,14 @@ impl Validator for MeshHelper {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn scripts_mix_statements_and_commands() {
-        let items = parse_script("\\timing off\nselect 1;\nselect\n  2;\n\\d sales.orders\nselect 3");
+        let items =
+            parse_script("\\timing off\nselect 1;\nselect\n  2;\n\\d sales.orders\nselect 3");
         assert_eq!(
             items,
             vec![

@@ -3,6 +3,16 @@
 /// Statements of `text`, trimmed, without their `;`; empty ones dropped.
 /// Each comes with the 1-based line it starts on.
 pub fn split_statements(text: &str) -> Vec<(usize, String)> {
+    scan(text).0
+}
+
+/// Whether `text` ends outside a statement: nothing but whitespace and
+/// comments after its last `;`.
+pub fn is_complete(text: &str) -> bool {
+    !scan(text).1
+}
+
+fn scan(text: &str) -> (Vec<(usize, String)>, bool) {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut start_line = 1;
@@ -70,10 +80,11 @@ pub fn split_statements(text: &str) -> Vec<(usize, String)> {
         }
     }
     let s = current.trim();
+    let pending = !s.is_empty() || quote.is_some();
     if !s.is_empty() {
         out.push((start_line, s.to_string()));
     }
-    out
+    (out, pending)
 }
 
 #[cfg(test)]
@@ -82,9 +93,25 @@ mod tests {
 
     #[test]
     fn splits_outside_quotes_and_comments() {
-        let got = split_statements("select ';'; -- a; comment\nselect \"a;b\" /* x; */ from t;\n\n select 3");
+        let got = split_statements(
+            "select ';'; -- a; comment\nselect \"a;b\" /* x; */ from t;\n\n select 3",
+        );
         let texts: Vec<&str> = got.iter().map(|(_, s)| s.as_str()).collect();
-        assert_eq!(texts, vec!["select ';'", "select \"a;b\"   from t", "select 3"]);
-        assert_eq!(got.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![1, 2, 4]);
+        assert_eq!(
+            texts,
+            vec!["select ';'", "select \"a;b\"   from t", "select 3"]
+        );
+        assert_eq!(
+            got.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+            vec![1, 2, 4]
+        );
+    }
+
+    #[test]
+    fn completeness_ignores_trailing_comments() {
+        assert!(is_complete("-- only a comment; really\n"));
+        assert!(is_complete("select 1; /* done */\n"));
+        assert!(!is_complete("select 1; select\n"));
+        assert!(!is_complete("select 'open;\n"));
     }
 }

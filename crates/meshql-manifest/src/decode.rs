@@ -242,7 +242,10 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The candidates closest to `name`, best first: those within a third of the
 /// name's length in edits, or that contain it.
-pub fn closest_names<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+pub fn closest_names<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Vec<&'a str> {
     let lower = name.to_lowercase();
     let limit = (name.chars().count() / 3).max(1);
     let mut scored: Vec<(usize, &'a str)> = candidates
@@ -258,7 +261,10 @@ pub fn closest_names<'a>(name: &str, candidates: impl IntoIterator<Item = &'a st
     scored.into_iter().map(|(_, c)| c).collect()
 }
 
-pub(crate) fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     closest_names(name, candidates).into_iter().next()
 }
 

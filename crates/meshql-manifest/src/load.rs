@@ -11,7 +11,6 @@ use crate::yaml::{self, Node, Pos, Value};
 /// Domains meshql keeps for itself.
 pub const RESERVED_DOMAINS: &[&str] = &["meshql", "information_schema", "pg_catalog"];
 
-
 /// A loaded mesh: its configuration, the contracts that validated, and the
 /// problems of those that did not.
 #[derive(Debug, Clone)]
@@ -46,7 +45,9 @@ impl Catalog {
         })?;
         let mut domain_dirs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && !is_hidden(p) && p.file_name().is_some_and(|n| n != "policies"))
+            .filter(|p| {
+                p.is_dir() && !is_hidden(p) && p.file_name().is_some_and(|n| n != "policies")
+            })
             .collect();
         domain_dirs.sort();
         for d in domain_dirs {
@@ -82,7 +83,9 @@ impl Catalog {
                 }
             };
             let mut ctx = Ctx::new(&file);
-            let contract = parse_into(&mut ctx, &text, |ctx, node| decode_contract(ctx, node, &mesh));
+            let contract = parse_into(&mut ctx, &text, |ctx, node| {
+                decode_contract(ctx, node, &mesh)
+            });
             if let Some(c) = &contract {
                 check_location(&mut ctx, c);
                 let key = c.qualified_name();
@@ -220,7 +223,14 @@ fn check_location(ctx: &mut Ctx<'_>, c: &Contract) {
     }
 }
 
-const MESH_KEYS: &[&str] = &["apiVersion", "kind", "name", "description", "storage", "demo"];
+const MESH_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "name",
+    "description",
+    "storage",
+    "demo",
+];
 const STORAGE_KEYS: &[&str] = &[
     "type",
     "root",
@@ -242,12 +252,18 @@ fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig>
     if let Some((v, pos)) = f.req_string(ctx, "apiVersion")
         && v != "meshql/v1"
     {
-        ctx.err(pos, format!("unsupported apiVersion `{v}`: expected `meshql/v1`"));
+        ctx.err(
+            pos,
+            format!("unsupported apiVersion `{v}`: expected `meshql/v1`"),
+        );
     }
     if let Some((v, pos)) = f.req_string(ctx, "kind")
         && v != "Mesh"
     {
-        ctx.err(pos, format!("kind must be `Mesh` in mesh.yaml, found `{v}`"));
+        ctx.err(
+            pos,
+            format!("kind must be `Mesh` in mesh.yaml, found `{v}`"),
+        );
     }
     let name = f.req_string(ctx, "name").map(|(n, _)| n);
     let description = f.opt_string(ctx, "description");
@@ -271,14 +287,23 @@ fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig>
                 }
             }
         } else {
-            ctx.err(node.pos, format!("`storage` must be a mapping of storage names, found {}", node.kind()));
+            ctx.err(
+                node.pos,
+                format!(
+                    "`storage` must be a mapping of storage names, found {}",
+                    node.kind()
+                ),
+            );
         }
     }
     let demo = f.get("demo").and_then(|n| {
         let d = ctx.fields(n, "`demo`", &["storage", "scale"])?;
         let (st, pos) = d.req_string(ctx, "storage")?;
         if !storage.contains_key(&st) {
-            ctx.err(pos, format!("`demo.storage` names undefined storage `{st}`"));
+            ctx.err(
+                pos,
+                format!("`demo.storage` names undefined storage `{st}`"),
+            );
         }
         let scale = match d.get("scale") {
             Some(n) => match ctx.integer(n, "`demo.scale`") {
@@ -311,7 +336,10 @@ fn decode_storage(ctx: &mut Ctx<'_>, node: &Node, name: &str, dir: &Path) -> Opt
             if !allowed.contains(key)
                 && let Some(n) = f.get(key)
             {
-                ctx.err(n.pos, format!("`{key}` does not apply to a storage of type `{kind}`"));
+                ctx.err(
+                    n.pos,
+                    format!("`{key}` does not apply to a storage of type `{kind}`"),
+                );
             }
         }
     };
@@ -320,13 +348,20 @@ fn decode_storage(ctx: &mut Ctx<'_>, node: &Node, name: &str, dir: &Path) -> Opt
             only(ctx, &f, &["type", "root"]);
             let (root, _) = f.req_string(ctx, "root")?;
             let root = PathBuf::from(root);
-            let root = if root.is_absolute() { root } else { dir.join(root) };
+            let root = if root.is_absolute() {
+                root
+            } else {
+                dir.join(root)
+            };
             Some(StorageKind::Local { root })
         }
         "s3" => {
             let (bucket, bpos) = f.req_string(ctx, "bucket")?;
             if bucket.is_empty() || bucket.contains('/') {
-                ctx.err(bpos, format!("`bucket` must be a bucket name without `/`, found `{bucket}`"));
+                ctx.err(
+                    bpos,
+                    format!("`bucket` must be a bucket name without `/`, found `{bucket}`"),
+                );
             }
             let u64_of = |ctx: &mut Ctx<'_>, key: &str, default: u64| match f.get(key) {
                 Some(n) => match ctx.integer(n, &format!("`{key}`")) {
@@ -342,9 +377,11 @@ fn decode_storage(ctx: &mut Ctx<'_>, node: &Node, name: &str, dir: &Path) -> Opt
             let connect_timeout_secs = u64_of(ctx, "connectTimeoutSeconds", 5);
             let max_retries = u64_of(ctx, "maxRetries", 2) as usize;
             let endpoint = f.opt_string(ctx, "endpoint");
-            let allow_http = f
-                .opt_bool(ctx, "allowHttp")
-                .unwrap_or_else(|| endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
+            let allow_http = f.opt_bool(ctx, "allowHttp").unwrap_or_else(|| {
+                endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"))
+            });
             Some(StorageKind::S3(S3Storage {
                 bucket,
                 prefix: f
@@ -364,7 +401,10 @@ fn decode_storage(ctx: &mut Ctx<'_>, node: &Node, name: &str, dir: &Path) -> Opt
             }))
         }
         other => {
-            ctx.err(kpos, format!("unknown storage type `{other}`: expected `local` or `s3`"));
+            ctx.err(
+                kpos,
+                format!("unknown storage type `{other}`: expected `local` or `s3`"),
+            );
             None
         }
     }
@@ -525,7 +565,12 @@ fn decode_contract(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<
     let f = ctx.fields(node, "the contract", CONTRACT_KEYS)?;
     let api_version = f.req_string(ctx, "apiVersion").map(|(v, pos)| {
         if !v.starts_with("v3.") {
-            ctx.err(pos, format!("unsupported apiVersion `{v}`: meshql reads ODCS v3.x contracts (e.g. `v3.1.0`)"));
+            ctx.err(
+                pos,
+                format!(
+                    "unsupported apiVersion `{v}`: meshql reads ODCS v3.x contracts (e.g. `v3.1.0`)"
+                ),
+            );
         }
         v
     });
@@ -539,7 +584,13 @@ fn decode_contract(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<
     let version = f.req(ctx, "version").and_then(|n| ctx.text(n, "`version`"));
     let status = f.req_string(ctx, "status").map(|(v, pos)| {
         if !STATUSES.contains(&v.as_str()) {
-            ctx.err(pos, format!("unknown status `{v}`: expected one of {}", STATUSES.join(", ")));
+            ctx.err(
+                pos,
+                format!(
+                    "unknown status `{v}`: expected one of {}",
+                    STATUSES.join(", ")
+                ),
+            );
         }
         v
     });
@@ -548,15 +599,23 @@ fn decode_contract(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<
             return None;
         }
         if RESERVED_DOMAINS.contains(&d.as_str()) {
-            ctx.err(pos, format!("domain `{d}` is reserved for meshql's system tables"));
+            ctx.err(
+                pos,
+                format!("domain `{d}` is reserved for meshql's system tables"),
+            );
             return None;
         }
         Some(d)
     });
     let data_product = f.opt_string(ctx, "dataProduct");
-    let description = f.get("description").and_then(|n| decode_description(ctx, n));
+    let description = f
+        .get("description")
+        .and_then(|n| decode_description(ctx, n));
     let team = f.get("team").and_then(|n| decode_team(ctx, n));
-    let tags = f.get("tags").map(|n| ctx.string_list(n, "`tags`")).unwrap_or_default();
+    let tags = f
+        .get("tags")
+        .map(|n| ctx.string_list(n, "`tags`"))
+        .unwrap_or_default();
     let custom_properties = f
         .get("customProperties")
         .map(|n| decode_custom_properties(ctx, n))
@@ -582,7 +641,12 @@ fn decode_contract(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<
         if items.is_empty() {
             ctx.err(n.pos, "`servers` must say where the product's data lives");
         }
-        Some(items.iter().filter_map(|s| decode_server(ctx, s, mesh)).collect::<Vec<_>>())
+        Some(
+            items
+                .iter()
+                .filter_map(|s| decode_server(ctx, s, mesh))
+                .collect::<Vec<_>>(),
+        )
     });
     let sla = f
         .get("slaProperties")
@@ -621,7 +685,13 @@ fn decode_description(ctx: &mut Ctx<'_>, node: &Node) -> Option<String> {
     let f = ctx.fields(
         node,
         "`description`",
-        &["purpose", "usage", "limitations", "authoritativeDefinitions", "customProperties"],
+        &[
+            "purpose",
+            "usage",
+            "limitations",
+            "authoritativeDefinitions",
+            "customProperties",
+        ],
     )?;
     f.opt_string(ctx, "purpose")
         .or_else(|| f.opt_string(ctx, "usage"))
@@ -654,7 +724,10 @@ fn decode_team(ctx: &mut Ctx<'_>, node: &Node) -> Option<Team> {
             let f = ctx.fields(node, "`team`", TEAM_KEYS)?;
             Some(Team {
                 name: f.opt_string(ctx, "name"),
-                members: f.get("members").map(|n| decode_members(ctx, n)).unwrap_or_default(),
+                members: f
+                    .get("members")
+                    .map(|n| decode_members(ctx, n))
+                    .unwrap_or_default(),
             })
         }
     }
@@ -666,7 +739,11 @@ fn decode_custom_properties(ctx: &mut Ctx<'_>, node: &Node) -> BTreeMap<String, 
         return out;
     };
     for item in items {
-        let Some(f) = ctx.fields(item, "a custom property", &["id", "property", "value", "description"]) else {
+        let Some(f) = ctx.fields(
+            item,
+            "a custom property",
+            &["id", "property", "value", "description"],
+        ) else {
             continue;
         };
         let property = f.req_string(ctx, "property");
@@ -719,8 +796,12 @@ fn decode_column(ctx: &mut Ctx<'_>, node: &Node) -> Option<Column> {
     let name = f
         .req_string(ctx, "name")
         .filter(|(n, pos)| check_identifier(ctx, *pos, "column name", n));
-    let logical = f.get("logicalType").and_then(|n| ctx.string(n, "`logicalType`").map(|s| (s, n.pos)));
-    let physical = f.get("physicalType").and_then(|n| ctx.string(n, "`physicalType`").map(|s| (s, n.pos)));
+    let logical = f
+        .get("logicalType")
+        .and_then(|n| ctx.string(n, "`logicalType`").map(|s| (s, n.pos)));
+    let physical = f
+        .get("physicalType")
+        .and_then(|n| ctx.string(n, "`physicalType`").map(|s| (s, n.pos)));
     let data_type = match (&logical, &physical) {
         (_, Some((p, ppos))) => match ColumnType::parse_physical(p) {
             Ok(t) => {
@@ -731,7 +812,10 @@ fn decode_column(ctx: &mut Ctx<'_>, node: &Node) -> Option<Column> {
                             None
                         }
                         Ok(_) if !t.fits_logical(l) => {
-                            ctx.err(*ppos, format!("physicalType `{p}` does not fit logicalType `{l}`"));
+                            ctx.err(
+                                *ppos,
+                                format!("physicalType `{p}` does not fit logicalType `{l}`"),
+                            );
                             None
                         }
                         Ok(_) => Some(t),
@@ -761,12 +845,18 @@ fn decode_column(ctx: &mut Ctx<'_>, node: &Node) -> Option<Column> {
     if let Some(c) = &classification
         && c.trim().is_empty()
     {
-        ctx.err(f.pos, format!("`classification` must not be empty ({CLASSIFICATIONS_HINT})"));
+        ctx.err(
+            f.pos,
+            format!("`classification` must not be empty ({CLASSIFICATIONS_HINT})"),
+        );
     }
     let primary_key = f.opt_bool(ctx, "primaryKey").unwrap_or(false);
     let required = f.opt_bool(ctx, "required").unwrap_or(false) || primary_key;
     let unique = f.opt_bool(ctx, "unique").unwrap_or(false) || primary_key;
-    let tags = f.get("tags").map(|n| ctx.string_list(n, "`tags`")).unwrap_or_default();
+    let tags = f
+        .get("tags")
+        .map(|n| ctx.string_list(n, "`tags`"))
+        .unwrap_or_default();
     if let Some(n) = f.get("quality") {
         decode_quality_list(ctx, n);
     }
@@ -813,7 +903,12 @@ fn decode_server(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Se
                 StorageKind::S3(_) => "s3",
             };
             if t != expected {
-                ctx.err(tpos, format!("server type `{t}` does not match storage `{server}`, which is `{expected}`"));
+                ctx.err(
+                    tpos,
+                    format!(
+                        "server type `{t}` does not match storage `{server}`, which is `{expected}`"
+                    ),
+                );
             }
         }
         t
@@ -821,7 +916,10 @@ fn decode_server(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Se
     let format = match f.get("format") {
         Some(n) => ctx.string(n, "`format`").filter(|fmt| {
             if fmt != "parquet" {
-                ctx.err(n.pos, format!("unsupported format `{fmt}`: meshql reads `parquet` products"));
+                ctx.err(
+                    n.pos,
+                    format!("unsupported format `{fmt}`: meshql reads `parquet` products"),
+                );
                 false
             } else {
                 true
@@ -831,7 +929,10 @@ fn decode_server(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Se
     };
     let path = f.req_string(ctx, "path").map(|(p, ppos)| {
         if p.split('/').any(|seg| seg == "..") || p.starts_with('/') || p.contains("://") {
-            ctx.err(ppos, format!("`path` must be relative to the storage, found `{p}`"));
+            ctx.err(
+                ppos,
+                format!("`path` must be relative to the storage, found `{p}`"),
+            );
         }
         p
     });
@@ -839,9 +940,7 @@ fn decode_server(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Se
         ctx.err(n.pos, "meshql locates data through a named storage: use `server: <storage>` and `path` instead of `location`");
     }
     let environment = f.opt_string(ctx, "environment");
-    if storage.is_none() {
-        return None;
-    }
+    storage?;
     Some(Server {
         server,
         pos: spos,
@@ -872,14 +971,26 @@ fn decode_quality_list(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Quality> {
         .iter()
         .filter_map(|item| {
             let f = ctx.fields(item, "a quality rule", QUALITY_KEYS)?;
-            for key in ["mustBe", "mustNotBe", "mustBeGreaterThan", "mustBeGreaterOrEqualTo", "mustBeLessThan", "mustBeLessOrEqualTo"] {
+            for key in [
+                "mustBe",
+                "mustNotBe",
+                "mustBeGreaterThan",
+                "mustBeGreaterOrEqualTo",
+                "mustBeLessThan",
+                "mustBeLessOrEqualTo",
+            ] {
                 if let Some(n) = f.get(key) {
                     ctx.number(n, &format!("`{key}`"));
                 }
             }
-            let kind = f.opt_string(ctx, "type").unwrap_or_else(|| "library".into());
+            let kind = f
+                .opt_string(ctx, "type")
+                .unwrap_or_else(|| "library".into());
             if !["text", "library", "sql", "custom"].contains(&kind.as_str()) {
-                ctx.err(f.pos, format!("unknown quality type `{kind}`: expected text, library, sql or custom"));
+                ctx.err(
+                    f.pos,
+                    format!("unknown quality type `{kind}`: expected text, library, sql or custom"),
+                );
             }
             let query = f.opt_string(ctx, "query");
             if kind == "sql" && query.is_none() {

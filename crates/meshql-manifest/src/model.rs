@@ -156,7 +156,10 @@ pub enum ColumnType {
     Int64,
     Float32,
     Float64,
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     String,
     Binary,
     Date,
@@ -280,10 +283,12 @@ impl ColumnType {
     pub fn fits_logical(&self, logical: &str) -> bool {
         match logical {
             "string" => matches!(self, ColumnType::String | ColumnType::Binary),
-            "integer" => matches!(
-                self,
-                ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64
-            ) || matches!(self, ColumnType::Decimal { scale: 0, .. }),
+            "integer" => {
+                matches!(
+                    self,
+                    ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64
+                ) || matches!(self, ColumnType::Decimal { scale: 0, .. })
+            }
             "number" => matches!(
                 self,
                 ColumnType::Float32

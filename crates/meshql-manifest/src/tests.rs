@@ -63,7 +63,10 @@ fn every_problem_is_reported_at_once_with_file_and_line() {
     write(dir.path(), "sales/broken.yaml", text);
     let all = problems(Catalog::load_strict(dir.path()).expect_err("broken"));
     let joined = all.join("\n");
-    assert!(joined.contains("broken.yaml:8:1: unknown key `ownr`"), "{joined}");
+    assert!(
+        joined.contains("broken.yaml:8:1: unknown key `ownr`"),
+        "{joined}"
+    );
     assert!(
         joined.contains("broken.yaml:10:11: product name `Bad-Name` is not a valid SQL identifier"),
         "{joined}"
@@ -77,7 +80,9 @@ fn every_problem_is_reported_at_once_with_file_and_line() {
         "{joined}"
     );
     assert!(
-        joined.contains("broken.yaml:16:13: server `nowhere` names a storage that mesh.yaml does not define"),
+        joined.contains(
+            "broken.yaml:16:13: server `nowhere` names a storage that mesh.yaml does not define"
+        ),
         "{joined}"
     );
     assert_eq!(all.len(), 5, "{joined}");
@@ -87,11 +92,21 @@ fn every_problem_is_reported_at_once_with_file_and_line() {
 fn malformed_yaml_and_missing_fields_are_located() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "mesh.yaml", MESH);
-    write(dir.path(), "sales/bad.yaml", "apiVersion: v3.1.0\nkind: [DataContract\n");
-    write(dir.path(), "sales/thin.yaml", "apiVersion: v3.1.0\nkind: DataContract\n");
+    write(
+        dir.path(),
+        "sales/bad.yaml",
+        "apiVersion: v3.1.0\nkind: [DataContract\n",
+    );
+    write(
+        dir.path(),
+        "sales/thin.yaml",
+        "apiVersion: v3.1.0\nkind: DataContract\n",
+    );
     let all = problems(Catalog::load_strict(dir.path()).expect_err("broken")).join("\n");
     assert!(all.contains("bad.yaml:3:1: invalid YAML"), "{all}");
-    for field in ["id", "name", "version", "status", "domain", "schema", "servers"] {
+    for field in [
+        "id", "name", "version", "status", "domain", "schema", "servers",
+    ] {
         assert!(
             all.contains(&format!("thin.yaml:1:1: missing required field `{field}`")),
             "{field}: {all}"
@@ -106,18 +121,30 @@ fn lenient_loading_keeps_the_good_products_and_reports_the_broken_one() {
     write(
         dir.path(),
         "sales/orders.yaml",
-        &contract("sales", "orders", "      - name: id\n        logicalType: integer\n"),
+        &contract(
+            "sales",
+            "orders",
+            "      - name: id\n        logicalType: integer\n",
+        ),
     );
     write(
         dir.path(),
         "sales/refunds.yaml",
-        &contract("sales", "refunds", "      - name: id\n        logicalType: blob\n"),
+        &contract(
+            "sales",
+            "refunds",
+            "      - name: id\n        logicalType: blob\n",
+        ),
     );
     let catalog = Catalog::load(dir.path()).expect("lenient load succeeds");
     assert_eq!(catalog.contracts.len(), 1);
     assert_eq!(catalog.contracts[0].qualified_name(), "sales.orders");
     assert_eq!(catalog.problems.len(), 1);
-    assert!(catalog.problems[0].message.contains("unknown logicalType `blob`"));
+    assert!(
+        catalog.problems[0]
+            .message
+            .contains("unknown logicalType `blob`")
+    );
     assert!(Catalog::load_strict(dir.path()).is_err());
 }
 
@@ -125,12 +152,19 @@ fn lenient_loading_keeps_the_good_products_and_reports_the_broken_one() {
 fn duplicate_products_and_misplaced_files_are_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "mesh.yaml", MESH);
-    let c = contract("sales", "orders", "      - name: id\n        logicalType: integer\n");
+    let c = contract(
+        "sales",
+        "orders",
+        "      - name: id\n        logicalType: integer\n",
+    );
     write(dir.path(), "sales/orders.yaml", &c);
     write(dir.path(), "sales/orders.yml", &c);
     write(dir.path(), "payments/orders.yaml", &c);
     let all = problems(Catalog::load_strict(dir.path()).expect_err("dupes")).join("\n");
-    assert!(all.contains("duplicate product `sales.orders`: already defined in"), "{all}");
+    assert!(
+        all.contains("duplicate product `sales.orders`: already defined in"),
+        "{all}"
+    );
     assert!(
         all.contains("contract for domain `sales` is in directory `payments`"),
         "{all}"
@@ -146,7 +180,12 @@ fn mesh_yaml_problems_are_fatal_even_when_lenient() {
         "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  lake:\n    type: s3\n    endpiont: http://x\n",
     );
     let all = problems(Catalog::load(dir.path()).expect_err("bad mesh")).join("\n");
-    assert!(all.contains("mesh.yaml:7:5: unknown key `endpiont` in storage `lake` (did you mean `endpoint`?)"), "{all}");
+    assert!(
+        all.contains(
+            "mesh.yaml:7:5: unknown key `endpiont` in storage `lake` (did you mean `endpoint`?)"
+        ),
+        "{all}"
+    );
     assert!(all.contains("missing required field `bucket`"), "{all}");
 }
 

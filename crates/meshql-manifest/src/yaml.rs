@@ -119,13 +119,18 @@ impl MarkedEventReceiver for Builder {
                     },
                     anchor,
                 ),
-                Some(Frame::Map(entries, _, p, anchor)) => self.push(
-                    Node {
-                        value: Value::Map(entries),
-                        pos: p,
-                    },
-                    anchor,
-                ),
+                Some(Frame::Map(entries, _, p, anchor)) => {
+                    // The parser marks a block mapping at its first `:`; a
+                    // reader looks for it at its first key.
+                    let pos = entries.first().map_or(p, |(k, _)| k.pos);
+                    self.push(
+                        Node {
+                            value: Value::Map(entries),
+                            pos,
+                        },
+                        anchor,
+                    )
+                }
                 None => {}
             },
             Event::Alias(id) => match self.anchors.get(&id).cloned() {

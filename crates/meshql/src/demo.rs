@@ -50,7 +50,8 @@ pub fn ensure_at(out: &Path, scale: u32) -> Result<bool> {
         return Ok(false);
     }
     let parent = out.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| io(format!("cannot create {}", parent.display()), e))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| io(format!("cannot create {}", parent.display()), e))?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
         out.file_name().and_then(|n| n.to_str()).unwrap_or("demo"),
@@ -69,7 +70,10 @@ pub fn ensure_at(out: &Path, scale: u32) -> Result<bool> {
         if std::fs::read_to_string(out.join(MARKER)).is_ok_and(|m| m == expected) {
             return Ok(false);
         }
-        return Err(io(format!("cannot move demo data into {}", out.display()), e));
+        return Err(io(
+            format!("cannot move demo data into {}", out.display()),
+            e,
+        ));
     }
     Ok(true)
 }
@@ -178,43 +182,263 @@ struct Country {
 }
 
 const COUNTRIES: &[Country] = &[
-    Country { code: "DE", region: "EU", currency: "EUR", fx: 0.92, dial: "+49", weight: 9.0 },
-    Country { code: "FR", region: "EU", currency: "EUR", fx: 0.92, dial: "+33", weight: 7.0 },
-    Country { code: "NL", region: "EU", currency: "EUR", fx: 0.92, dial: "+31", weight: 3.0 },
-    Country { code: "ES", region: "EU", currency: "EUR", fx: 0.92, dial: "+34", weight: 4.0 },
-    Country { code: "IT", region: "EU", currency: "EUR", fx: 0.92, dial: "+39", weight: 4.0 },
-    Country { code: "IE", region: "EU", currency: "EUR", fx: 0.92, dial: "+353", weight: 1.0 },
-    Country { code: "SE", region: "EU", currency: "SEK", fx: 10.5, dial: "+46", weight: 2.0 },
-    Country { code: "PL", region: "EU", currency: "PLN", fx: 4.0, dial: "+48", weight: 2.0 },
-    Country { code: "US", region: "NA", currency: "USD", fx: 1.0, dial: "+1", weight: 26.0 },
-    Country { code: "CA", region: "NA", currency: "CAD", fx: 1.36, dial: "+1", weight: 5.0 },
-    Country { code: "MX", region: "NA", currency: "MXN", fx: 17.0, dial: "+52", weight: 3.0 },
-    Country { code: "JP", region: "APAC", currency: "JPY", fx: 150.0, dial: "+81", weight: 6.0 },
-    Country { code: "AU", region: "APAC", currency: "AUD", fx: 1.52, dial: "+61", weight: 5.0 },
-    Country { code: "SG", region: "APAC", currency: "SGD", fx: 1.34, dial: "+65", weight: 2.0 },
-    Country { code: "IN", region: "APAC", currency: "INR", fx: 83.0, dial: "+91", weight: 5.0 },
-    Country { code: "KR", region: "APAC", currency: "KRW", fx: 1350.0, dial: "+82", weight: 2.0 },
+    Country {
+        code: "DE",
+        region: "EU",
+        currency: "EUR",
+        fx: 0.92,
+        dial: "+49",
+        weight: 9.0,
+    },
+    Country {
+        code: "FR",
+        region: "EU",
+        currency: "EUR",
+        fx: 0.92,
+        dial: "+33",
+        weight: 7.0,
+    },
+    Country {
+        code: "NL",
+        region: "EU",
+        currency: "EUR",
+        fx: 0.92,
+        dial: "+31",
+        weight: 3.0,
+    },
+    Country {
+        code: "ES",
+        region: "EU",
+        currency: "EUR",
+        fx: 0.92,
+        dial: "+34",
+        weight: 4.0,
+    },
+    Country {
+        code: "IT",
+        region: "EU",
+        currency: "EUR",
+        fx: 0.92,
+        dial: "+39",
+        weight: 4.0,
+    },
+    Country {
+        code: "IE",
+        region: "EU",
+        currency: "EUR",
+        fx: 0.92,
+        dial: "+353",
+        weight: 1.0,
+    },
+    Country {
+        code: "SE",
+        region: "EU",
+        currency: "SEK",
+        fx: 10.5,
+        dial: "+46",
+        weight: 2.0,
+    },
+    Country {
+        code: "PL",
+        region: "EU",
+        currency: "PLN",
+        fx: 4.0,
+        dial: "+48",
+        weight: 2.0,
+    },
+    Country {
+        code: "US",
+        region: "NA",
+        currency: "USD",
+        fx: 1.0,
+        dial: "+1",
+        weight: 26.0,
+    },
+    Country {
+        code: "CA",
+        region: "NA",
+        currency: "CAD",
+        fx: 1.36,
+        dial: "+1",
+        weight: 5.0,
+    },
+    Country {
+        code: "MX",
+        region: "NA",
+        currency: "MXN",
+        fx: 17.0,
+        dial: "+52",
+        weight: 3.0,
+    },
+    Country {
+        code: "JP",
+        region: "APAC",
+        currency: "JPY",
+        fx: 150.0,
+        dial: "+81",
+        weight: 6.0,
+    },
+    Country {
+        code: "AU",
+        region: "APAC",
+        currency: "AUD",
+        fx: 1.52,
+        dial: "+61",
+        weight: 5.0,
+    },
+    Country {
+        code: "SG",
+        region: "APAC",
+        currency: "SGD",
+        fx: 1.34,
+        dial: "+65",
+        weight: 2.0,
+    },
+    Country {
+        code: "IN",
+        region: "APAC",
+        currency: "INR",
+        fx: 83.0,
+        dial: "+91",
+        weight: 5.0,
+    },
+    Country {
+        code: "KR",
+        region: "APAC",
+        currency: "KRW",
+        fx: 1350.0,
+        dial: "+82",
+        weight: 2.0,
+    },
 ];
 
 const FIRST_NAMES: &[&str] = &[
-    "Emma", "Liam", "Olivia", "Noah", "Sophia", "Lucas", "Mia", "Leon", "Hannah", "Finn", "Chloe",
-    "Hugo", "Lea", "Mateo", "Sofia", "Luca", "Giulia", "Aoife", "Sean", "Elsa", "Oskar", "Zofia",
-    "Jakub", "James", "Ava", "Ethan", "Isabella", "Mason", "Camila", "Diego", "Yuki", "Haruto",
-    "Sakura", "Ren", "Charlotte", "Jack", "Wei", "Mei", "Arjun", "Priya", "Aarav", "Ananya",
-    "Min-jun", "Seo-yeon", "Lena", "Marie", "Pierre", "Julia", "Daan", "Sanne",
+    "Emma",
+    "Liam",
+    "Olivia",
+    "Noah",
+    "Sophia",
+    "Lucas",
+    "Mia",
+    "Leon",
+    "Hannah",
+    "Finn",
+    "Chloe",
+    "Hugo",
+    "Lea",
+    "Mateo",
+    "Sofia",
+    "Luca",
+    "Giulia",
+    "Aoife",
+    "Sean",
+    "Elsa",
+    "Oskar",
+    "Zofia",
+    "Jakub",
+    "James",
+    "Ava",
+    "Ethan",
+    "Isabella",
+    "Mason",
+    "Camila",
+    "Diego",
+    "Yuki",
+    "Haruto",
+    "Sakura",
+    "Ren",
+    "Charlotte",
+    "Jack",
+    "Wei",
+    "Mei",
+    "Arjun",
+    "Priya",
+    "Aarav",
+    "Ananya",
+    "Min-jun",
+    "Seo-yeon",
+    "Lena",
+    "Marie",
+    "Pierre",
+    "Julia",
+    "Daan",
+    "Sanne",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Müller", "Schmidt", "Martin", "Bernard", "de Jong", "Jansen", "García", "López", "Rossi",
-    "Russo", "Murphy", "Kelly", "Andersson", "Nilsson", "Nowak", "Kowalski", "Smith", "Johnson",
-    "Williams", "Brown", "Tremblay", "Roy", "Hernández", "Martínez", "Sato", "Suzuki", "Takahashi",
-    "Wilson", "Taylor", "Tan", "Lim", "Sharma", "Patel", "Gupta", "Kim", "Lee", "Park", "Weber",
-    "Dubois", "Moreau", "Visser", "Romano", "Byrne", "Lindqvist", "Wiśniewski", "Davis", "Clark",
-    "Nguyen", "Chen", "Singh",
+    "Müller",
+    "Schmidt",
+    "Martin",
+    "Bernard",
+    "de Jong",
+    "Jansen",
+    "García",
+    "López",
+    "Rossi",
+    "Russo",
+    "Murphy",
+    "Kelly",
+    "Andersson",
+    "Nilsson",
+    "Nowak",
+    "Kowalski",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Tremblay",
+    "Roy",
+    "Hernández",
+    "Martínez",
+    "Sato",
+    "Suzuki",
+    "Takahashi",
+    "Wilson",
+    "Taylor",
+    "Tan",
+    "Lim",
+    "Sharma",
+    "Patel",
+    "Gupta",
+    "Kim",
+    "Lee",
+    "Park",
+    "Weber",
+    "Dubois",
+    "Moreau",
+    "Visser",
+    "Romano",
+    "Byrne",
+    "Lindqvist",
+    "Wiśniewski",
+    "Davis",
+    "Clark",
+    "Nguyen",
+    "Chen",
+    "Singh",
 ];
-const MAIL_DOMAINS: &[&str] = &["gmail.com", "outlook.com", "proton.me", "icloud.com", "yahoo.com"];
+const MAIL_DOMAINS: &[&str] = &[
+    "gmail.com",
+    "outlook.com",
+    "proton.me",
+    "icloud.com",
+    "yahoo.com",
+];
 const COMPANY_WORDS: &[&str] = &[
-    "northwind", "contoso", "fabrikam", "initech", "globex", "umbrella", "stark", "wayne", "acme",
-    "tyrell", "hooli", "vandelay", "wonka", "soylent", "cyberdyne",
+    "northwind",
+    "contoso",
+    "fabrikam",
+    "initech",
+    "globex",
+    "umbrella",
+    "stark",
+    "wayne",
+    "acme",
+    "tyrell",
+    "hooli",
+    "vandelay",
+    "wonka",
+    "soylent",
+    "cyberdyne",
 ];
 
 struct Category {
@@ -225,14 +449,118 @@ struct Category {
 }
 
 const CATEGORIES: &[Category] = &[
-    Category { name: "electronics", low: 19.0, high: 1499.0, nouns: &["Headphones", "Speaker", "Monitor", "Keyboard", "Webcam", "Tablet", "Charger", "Smartwatch", "Router", "SSD"] },
-    Category { name: "home", low: 9.0, high: 499.0, nouns: &["Lamp", "Kettle", "Blender", "Cookware Set", "Throw Blanket", "Vacuum", "Coffee Maker", "Knife Block"] },
-    Category { name: "apparel", low: 12.0, high: 249.0, nouns: &["Jacket", "Sneakers", "Hoodie", "Jeans", "T-Shirt", "Rain Coat", "Backpack"] },
-    Category { name: "beauty", low: 6.0, high: 129.0, nouns: &["Serum", "Moisturizer", "Shampoo", "Hair Dryer", "Perfume", "Sunscreen"] },
-    Category { name: "sports", low: 10.0, high: 899.0, nouns: &["Yoga Mat", "Dumbbells", "Running Shoes", "Bike Helmet", "Tent", "Water Bottle", "Road Bike"] },
-    Category { name: "books", low: 8.0, high: 69.0, nouns: &["Cookbook", "Novel", "Atlas", "Field Guide", "Textbook", "Comic Collection"] },
-    Category { name: "toys", low: 7.0, high: 199.0, nouns: &["Puzzle", "Building Set", "Board Game", "Plush Bear", "RC Car", "Train Set"] },
-    Category { name: "grocery", low: 3.0, high: 59.0, nouns: &["Coffee Beans", "Olive Oil", "Green Tea", "Dark Chocolate", "Granola", "Spice Kit"] },
+    Category {
+        name: "electronics",
+        low: 19.0,
+        high: 1499.0,
+        nouns: &[
+            "Headphones",
+            "Speaker",
+            "Monitor",
+            "Keyboard",
+            "Webcam",
+            "Tablet",
+            "Charger",
+            "Smartwatch",
+            "Router",
+            "SSD",
+        ],
+    },
+    Category {
+        name: "home",
+        low: 9.0,
+        high: 499.0,
+        nouns: &[
+            "Lamp",
+            "Kettle",
+            "Blender",
+            "Cookware Set",
+            "Throw Blanket",
+            "Vacuum",
+            "Coffee Maker",
+            "Knife Block",
+        ],
+    },
+    Category {
+        name: "apparel",
+        low: 12.0,
+        high: 249.0,
+        nouns: &[
+            "Jacket",
+            "Sneakers",
+            "Hoodie",
+            "Jeans",
+            "T-Shirt",
+            "Rain Coat",
+            "Backpack",
+        ],
+    },
+    Category {
+        name: "beauty",
+        low: 6.0,
+        high: 129.0,
+        nouns: &[
+            "Serum",
+            "Moisturizer",
+            "Shampoo",
+            "Hair Dryer",
+            "Perfume",
+            "Sunscreen",
+        ],
+    },
+    Category {
+        name: "sports",
+        low: 10.0,
+        high: 899.0,
+        nouns: &[
+            "Yoga Mat",
+            "Dumbbells",
+            "Running Shoes",
+            "Bike Helmet",
+            "Tent",
+            "Water Bottle",
+            "Road Bike",
+        ],
+    },
+    Category {
+        name: "books",
+        low: 8.0,
+        high: 69.0,
+        nouns: &[
+            "Cookbook",
+            "Novel",
+            "Atlas",
+            "Field Guide",
+            "Textbook",
+            "Comic Collection",
+        ],
+    },
+    Category {
+        name: "toys",
+        low: 7.0,
+        high: 199.0,
+        nouns: &[
+            "Puzzle",
+            "Building Set",
+            "Board Game",
+            "Plush Bear",
+            "RC Car",
+            "Train Set",
+        ],
+    },
+    Category {
+        name: "grocery",
+        low: 3.0,
+        high: 59.0,
+        nouns: &[
+            "Coffee Beans",
+            "Olive Oil",
+            "Green Tea",
+            "Dark Chocolate",
+            "Granola",
+            "Spice Kit",
+        ],
+    },
 ];
 const ADJECTIVES: &[&str] = &[
     "Aurora", "Nimbus", "Summit", "Harbor", "Cedar", "Vertex", "Lumen", "Atlas", "Breeze", "Ember",
@@ -284,10 +612,23 @@ fn card_number(rng: &mut Rng) -> (String, &'static str) {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &d)| if i % 2 == 0 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { d })
+        .map(|(i, &d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
         .sum();
     digits.push((10 - sum % 10) % 10);
-    (digits.iter().map(|d| char::from_digit(*d, 10).unwrap_or('0')).collect(), brand)
+    (
+        digits
+            .iter()
+            .map(|d| char::from_digit(*d, 10).unwrap_or('0'))
+            .collect(),
+        brand,
+    )
 }
 
 fn ts_type() -> DataType {
@@ -306,9 +647,11 @@ fn dec_builder(p: u8, s: i8) -> Result<Decimal128Builder> {
 
 fn write_parquet(path: &Path, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<usize> {
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Execution(e.into()))?;
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Execution(e.into()))?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io(format!("cannot create {}", dir.display()), e))?;
     }
     let file = File::create(path).map_err(|e| io(format!("cannot write {}", path.display()), e))?;
     let props = WriterProperties::builder()
@@ -350,10 +693,18 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
             let p = (p.floor() + 0.99).min(cat.high);
             let pid = 1000 + i as i64;
             id.append_value(pid);
-            name.append_value(if series > 1 { format!("{adj} {noun} {series}") } else { format!("{adj} {noun}") });
+            name.append_value(if series > 1 {
+                format!("{adj} {noun} {series}")
+            } else {
+                format!("{adj} {noun}")
+            });
             category.append_value(cat.name);
             price.append_value(cents(p));
-            products.push(Product { id: pid, list_price: p, popularity: 1.0 / (1.0 + (i % 97) as f64).sqrt() });
+            products.push(Product {
+                id: pid,
+                list_price: p,
+                popularity: 1.0 / (1.0 + (i % 97) as f64).sqrt(),
+            });
         }
         summary.products = write_parquet(
             &out.join("catalog/products/products.parquet"),
@@ -363,7 +714,12 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
                 Field::new("category", DataType::Utf8, false),
                 Field::new("list_price", DataType::Decimal128(10, 2), false),
             ],
-            vec![Arc::new(id.finish()), Arc::new(name.finish()), Arc::new(category.finish()), Arc::new(price.finish())],
+            vec![
+                Arc::new(id.finish()),
+                Arc::new(name.finish()),
+                Arc::new(category.finish()),
+                Arc::new(price.finish()),
+            ],
         )?;
     }
 
@@ -377,7 +733,11 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
             for w in WAREHOUSES {
                 pid.append_value(p.id);
                 wh.append_value(*w);
-                let stock = if rng.f64() < 0.06 { 0 } else { rng.range(3, 800) as i32 };
+                let stock = if rng.f64() < 0.06 {
+                    0
+                } else {
+                    rng.range(3, 800) as i32
+                };
                 on_hand.append_value(stock);
                 updated.append_value((last as i64) * DAY_US - rng.range(0, 72 * 3600) * 1_000_000);
             }
@@ -390,13 +750,22 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
                 Field::new("on_hand", DataType::Int32, false),
                 Field::new("updated_at", ts_type(), false),
             ],
-            vec![Arc::new(pid.finish()), Arc::new(wh.finish()), Arc::new(on_hand.finish()), Arc::new(updated.finish())],
+            vec![
+                Arc::new(pid.finish()),
+                Arc::new(wh.finish()),
+                Arc::new(on_hand.finish()),
+                Arc::new(updated.finish()),
+            ],
         )?;
     }
 
     // Customers.
     let n_customers = 2_000 * scale;
-    let country_weights: Vec<(usize, f64)> = COUNTRIES.iter().enumerate().map(|(i, c)| (i, c.weight)).collect();
+    let country_weights: Vec<(usize, f64)> = COUNTRIES
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, c.weight))
+        .collect();
     let mut customers = Vec::with_capacity(n_customers);
     {
         let mut id = Int64Builder::new();
@@ -417,7 +786,12 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
                 .to_lowercase()
                 .chars()
                 .map(|ch| match ch {
-                    'ü' => 'u', 'é' => 'e', 'í' => 'i', 'á' => 'a', 'ś' => 's', ' ' | '-' => '_',
+                    'ü' => 'u',
+                    'é' => 'e',
+                    'í' => 'i',
+                    'á' => 'a',
+                    'ś' => 's',
+                    ' ' | '-' => '_',
                     other => other,
                 })
                 .filter(|ch| ch.is_ascii_alphanumeric() || *ch == '.' || *ch == '_')
@@ -425,7 +799,15 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
             let domain = if seg == "consumer" {
                 (*rng.pick(MAIL_DOMAINS)).to_string()
             } else {
-                format!("{}.{}", rng.pick(COMPANY_WORDS), if c.region == "NA" { "com".to_string() } else { c.code.to_lowercase() })
+                format!(
+                    "{}.{}",
+                    rng.pick(COMPANY_WORDS),
+                    if c.region == "NA" {
+                        "com".to_string()
+                    } else {
+                        c.code.to_lowercase()
+                    }
+                )
             };
             let cid = 1 + i as i64;
             // Later signups are more common: the business grows.
@@ -433,14 +815,26 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
             id.append_value(cid);
             full_name.append_value(format!("{first_name} {last_name}"));
             email.append_value(format!("{local}{}@{domain}", cid % 100));
-            phone.append_value(format!("{} {} {:03} {:04}", c.dial, rng.range(20, 999), rng.range(0, 999), rng.range(0, 9999)));
+            phone.append_value(format!(
+                "{} {} {:03} {:04}",
+                c.dial,
+                rng.range(20, 999),
+                rng.range(0, 999),
+                rng.range(0, 9999)
+            ));
             country.append_value(c.code);
             region.append_value(c.region);
             segment.append_value(seg);
             signup.append_value(s);
             let n_cards = if rng.f64() < 0.25 { 2 } else { 1 };
             let cards = (0..n_cards).map(|_| card_number(&mut rng)).collect();
-            customers.push(Customer { id: cid, country: ci, signup: s, segment: seg, cards });
+            customers.push(Customer {
+                id: cid,
+                country: ci,
+                signup: s,
+                segment: seg,
+                cards,
+            });
         }
         summary.customers = write_parquet(
             &out.join("customers/customers/customers.parquet"),
@@ -455,8 +849,14 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
                 Field::new("signup_date", DataType::Date32, false),
             ],
             vec![
-                Arc::new(id.finish()), Arc::new(full_name.finish()), Arc::new(email.finish()), Arc::new(phone.finish()),
-                Arc::new(country.finish()), Arc::new(region.finish()), Arc::new(segment.finish()), Arc::new(signup.finish()),
+                Arc::new(id.finish()),
+                Arc::new(full_name.finish()),
+                Arc::new(email.finish()),
+                Arc::new(phone.finish()),
+                Arc::new(country.finish()),
+                Arc::new(region.finish()),
+                Arc::new(segment.finish()),
+                Arc::new(signup.finish()),
             ],
         )?;
     }
@@ -471,7 +871,11 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
         total_cents: i128,
     }
     let n_orders = 20_000 * scale;
-    let popularity: Vec<(usize, f64)> = products.iter().enumerate().map(|(i, p)| (i, p.popularity)).collect();
+    let popularity: Vec<(usize, f64)> = products
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, p.popularity))
+        .collect();
     let mut orders: Vec<Order> = Vec::with_capacity(n_orders);
     let mut items: Vec<(i64, i32, i64, i32, i128)> = Vec::with_capacity(n_orders * 3);
     let span = (last - first) as f64;
@@ -479,7 +883,12 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
         // Growth over time, with a peak in November and December.
         let date = first + (span * rng.f64().powf(0.8)).round() as i32;
         let month = month_of(date);
-        let season = match month { 11 => 1.0, 12 => 0.95, 1 | 2 => 0.55, _ => 0.6 };
+        let season = match month {
+            11 => 1.0,
+            12 => 0.95,
+            1 | 2 => 0.55,
+            _ => 0.6,
+        };
         if rng.f64() > season {
             continue;
         }
@@ -498,7 +907,11 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
             *rng.weighted(&[("delivered", 88.0), ("cancelled", 5.0), ("returned", 7.0)])
         };
         let c = &COUNTRIES[cust.country];
-        let boost = match cust.segment { "enterprise" => 3.0, "smb" => 1.8, _ => 1.0 };
+        let boost = match cust.segment {
+            "enterprise" => 3.0,
+            "smb" => 1.8,
+            _ => 1.0,
+        };
         let n_lines = 1 + (rng.f64().powf(1.8) * 5.0) as i32;
         let mut total = 0i128;
         for line in 1..=n_lines {
@@ -511,7 +924,14 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
             items.push((oid, line, p.id, qty, unit_cents));
         }
         let ts = date as i64 * DAY_US + rng.range(6 * 3600, 23 * 3600 + 3599) * 1_000_000;
-        orders.push(Order { id: oid, customer: ci, date, ts, status, total_cents: total });
+        orders.push(Order {
+            id: oid,
+            customer: ci,
+            date,
+            ts,
+            status,
+            total_cents: total,
+        });
     }
     // Ids follow time order, as a real sequence would.
     orders.sort_by_key(|o| (o.ts, o.id));
@@ -534,7 +954,10 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
     let mut item_pos = 0usize;
     let mut txn_id = 1i64;
     for (y, m) in months {
-        let month_orders: Vec<&Order> = orders.iter().filter(|o| year_month(o.date) == (y, m)).collect();
+        let month_orders: Vec<&Order> = orders
+            .iter()
+            .filter(|o| year_month(o.date) == (y, m))
+            .collect();
         let tag = format!("{y}-{m:02}");
 
         let mut oid = Int64Builder::new();
@@ -628,8 +1051,14 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
                 Field::new("region", DataType::Utf8, false),
             ],
             vec![
-                Arc::new(oid.finish()), Arc::new(cid.finish()), Arc::new(odate.finish()), Arc::new(ots.finish()),
-                Arc::new(status.finish()), Arc::new(currency.finish()), Arc::new(total.finish()), Arc::new(region.finish()),
+                Arc::new(oid.finish()),
+                Arc::new(cid.finish()),
+                Arc::new(odate.finish()),
+                Arc::new(ots.finish()),
+                Arc::new(status.finish()),
+                Arc::new(currency.finish()),
+                Arc::new(total.finish()),
+                Arc::new(region.finish()),
             ],
         )?;
         summary.order_items += write_parquet(
@@ -641,7 +1070,13 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
                 Field::new("quantity", DataType::Int32, false),
                 Field::new("unit_price", DataType::Decimal128(10, 2), false),
             ],
-            vec![Arc::new(i_oid.finish()), Arc::new(i_line.finish()), Arc::new(i_pid.finish()), Arc::new(i_qty.finish()), Arc::new(i_price.finish())],
+            vec![
+                Arc::new(i_oid.finish()),
+                Arc::new(i_line.finish()),
+                Arc::new(i_pid.finish()),
+                Arc::new(i_qty.finish()),
+                Arc::new(i_price.finish()),
+            ],
         )?;
         summary.transactions += write_parquet(
             &out.join(format!("payments/transactions/transactions-{tag}.parquet")),
@@ -657,8 +1092,14 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
                 Field::new("region", DataType::Utf8, false),
             ],
             vec![
-                Arc::new(t_id.finish()), Arc::new(t_oid.finish()), Arc::new(t_amount.finish()), Arc::new(t_currency.finish()),
-                Arc::new(t_card.finish()), Arc::new(t_brand.finish()), Arc::new(t_status.finish()), Arc::new(t_at.finish()),
+                Arc::new(t_id.finish()),
+                Arc::new(t_oid.finish()),
+                Arc::new(t_amount.finish()),
+                Arc::new(t_currency.finish()),
+                Arc::new(t_card.finish()),
+                Arc::new(t_brand.finish()),
+                Arc::new(t_status.finish()),
+                Arc::new(t_at.finish()),
                 Arc::new(t_region.finish()),
             ],
         )?;
@@ -690,7 +1131,11 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
             let reach = 2_000.0 * (1.0 + rng.f64() * 20.0);
             let quality = 0.6 + rng.f64() * 0.8;
             for d in start..(start + len).min(last + 1) {
-                let season = if matches!(month_of(d), 11 | 12) { 1.6 } else { 1.0 };
+                let season = if matches!(month_of(d), 11 | 12) {
+                    1.6
+                } else {
+                    1.0
+                };
                 let imp = (reach * season * (0.7 + rng.f64() * 0.6)) as i64;
                 let clk = ((imp as f64) * ctr * quality * (0.8 + rng.f64() * 0.4)) as i64;
                 let sp = clk as f64 * cpc * (0.85 + rng.f64() * 0.3);
@@ -716,8 +1161,13 @@ pub fn generate(out: &Path, scale: u32) -> Result<Summary> {
                 Field::new("attributed_revenue", DataType::Decimal128(12, 2), false),
             ],
             vec![
-                Arc::new(id.finish()), Arc::new(channel.finish()), Arc::new(day.finish()), Arc::new(impressions.finish()),
-                Arc::new(clicks.finish()), Arc::new(spend.finish()), Arc::new(revenue.finish()),
+                Arc::new(id.finish()),
+                Arc::new(channel.finish()),
+                Arc::new(day.finish()),
+                Arc::new(impressions.finish()),
+                Arc::new(clicks.finish()),
+                Arc::new(spend.finish()),
+                Arc::new(revenue.finish()),
             ],
         )?;
     }
@@ -749,7 +1199,14 @@ mod tests {
                 .rev()
                 .filter_map(|c| c.to_digit(10))
                 .enumerate()
-                .map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { d })
+                .map(|(i, d)| {
+                    if i % 2 == 1 {
+                        let x = d * 2;
+                        if x > 9 { x - 9 } else { x }
+                    } else {
+                        d
+                    }
+                })
                 .sum();
             assert_eq!(sum % 10, 0, "{card}");
             assert_eq!(card.len(), if brand == "amex" { 15 } else { 16 });
@@ -764,7 +1221,11 @@ mod tests {
         generate(b.path(), 1).expect("generates");
         assert_eq!(sa.customers, 2_000);
         assert_eq!(sa.orders, 20_000);
-        for rel in ["customers/customers/customers.parquet", "sales/orders/orders-2026-09.parquet", "payments/transactions/transactions-2025-11.parquet"] {
+        for rel in [
+            "customers/customers/customers.parquet",
+            "sales/orders/orders-2026-09.parquet",
+            "payments/transactions/transactions-2025-11.parquet",
+        ] {
             let x = std::fs::read(a.path().join(rel)).expect("written");
             let y = std::fs::read(b.path().join(rel)).expect("written");
             assert!(x == y, "{rel} differs between runs");

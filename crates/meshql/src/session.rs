@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::record_batch::RecordBatch;
+use datafusion::common::{Column, SchemaError};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -11,7 +13,6 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use arrow::record_batch::RecordBatch;
 use meshql_manifest::{Catalog, Contract, Problem};
 
 use crate::catalog::{CATALOG_NAME, MeshCatalog, ProductTable};
@@ -108,10 +109,12 @@ impl Mesh {
 
     /// A session that runs queries as `principal`.
     pub fn session(&self, principal: Principal) -> Session {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, "public")
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true);
+        // Spans let errors point at the place in the statement.
+        config.options_mut().sql_parser.collect_spans = true;
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.inner.runtime));
         ctx.register_catalog(CATALOG_NAME, Arc::clone(&self.inner.provider) as _);
         Session {
@@ -180,6 +183,18 @@ impl Session {
                 message: message.clone(),
             };
         }
+        let position = e
+            .diagnostic()
+            .and_then(|d| d.span)
+            .map(|span| format!(" (line {}, column {})", span.start.line, span.start.column));
+        if let DataFusionError::SchemaError(err, _) = e.find_root()
+            && let SchemaError::FieldNotFound {
+                field,
+                valid_fields,
+            } = err.as_ref()
+        {
+            return unknown_column(field, valid_fields, position);
+        }
         let message = clean_datafusion_message(&e);
         if let Some(name) = between(&message, "table '", "' not found") {
             return self.unknown_product(sql, name);
@@ -193,7 +208,12 @@ impl Session {
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(..) => Error::Sql(message),
             DataFusionError::Context(..) | DataFusionError::Diagnostic(..)
-                if matches!(e.find_root(), DataFusionError::SQL(..) | DataFusionError::Plan(..) | DataFusionError::SchemaError(..)) =>
+                if matches!(
+                    e.find_root(),
+                    DataFusionError::SQL(..)
+                        | DataFusionError::Plan(..)
+                        | DataFusionError::SchemaError(..)
+                ) =>
             {
                 Error::Sql(message)
             }
@@ -224,6 +244,36 @@ impl Session {
     }
 }
 
+fn unknown_column(field: &Column, valid: &[Column], position: Option<String>) -> Error {
+    let mut msg = format!("column `{}` does not exist", field.flat_name());
+    if let Some(p) = position {
+        msg.push_str(&p);
+    }
+    let names: Vec<String> = valid.iter().map(|c| c.name.clone()).collect();
+    let mut close = meshql_manifest::closest_names(&field.name, names.iter().map(String::as_str));
+    close.dedup();
+    match close.as_slice() {
+        [] if valid.len() <= 12 => {
+            let all: Vec<String> = valid
+                .iter()
+                .map(|c| format!("`{}`", c.flat_name()))
+                .collect();
+            msg.push_str(&format!("; the columns here are {}", all.join(", ")));
+        }
+        [] => {}
+        some => {
+            let qualified: Vec<String> = some
+                .iter()
+                .take(3)
+                .filter_map(|n| valid.iter().find(|c| c.name == *n))
+                .map(|c| format!("`{}`", c.flat_name()))
+                .collect();
+            msg.push_str(&format!("; did you mean {}?", qualified.join(" or ")));
+        }
+    }
+    Error::Sql(msg)
+}
+
 fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let i = s.find(start)? + start.len();
     let j = s[i..].find(end)? + i;
@@ -243,11 +293,18 @@ fn find_word(sql: &str, word: &str) -> Option<(usize, usize)> {
     while let Some(i) = hay[from..].find(&needle) {
         let start = from + i;
         let end = start + needle.len();
-        let before_ok = hay[..start].chars().next_back().is_none_or(|c| !is_ident(c));
+        let before_ok = hay[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_ident(c));
         let after_ok = hay[end..].chars().next().is_none_or(|c| !is_ident(c));
         if before_ok && after_ok {
             let line = hay[..start].matches('\n').count() + 1;
-            let col = hay[..start].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let col = hay[..start]
+                .rsplit('\n')
+                .next()
+                .map_or(0, |l| l.chars().count())
+                + 1;
             return Some((line, col));
         }
         from = end;
@@ -309,10 +366,19 @@ mod tests {
 
     #[test]
     fn words_are_found_with_line_and_column() {
-        assert_eq!(find_word("select *\n  from sales.ordrs", "ordrs"), Some((2, 14)));
-        assert_eq!(find_word("select ordrs_x from ordrs", "ordrs"), Some((1, 21)));
+        assert_eq!(
+            find_word("select *\n  from sales.ordrs", "ordrs"),
+            Some((2, 14))
+        );
+        assert_eq!(
+            find_word("select ordrs_x from ordrs", "ordrs"),
+            Some((1, 21))
+        );
         assert_eq!(find_word("select 1", "ordrs"), None);
-        assert_eq!(find_word("SELECT * FROM Sales.Ordrs", "sales.ordrs"), Some((1, 15)));
+        assert_eq!(
+            find_word("SELECT * FROM Sales.Ordrs", "sales.ordrs"),
+            Some((1, 15))
+        );
     }
 
     #[test]

@@ -52,7 +52,12 @@ fn build_s3(s3: &S3Storage) -> Result<object_store::aws::AmazonS3, String> {
     let token = env("AWS_SESSION_TOKEN").or_else(|| s3.session_token.clone());
     let allow_http = match env("AWS_ALLOW_HTTP") {
         Some(v) => v == "true" || v == "1",
-        None => s3.allow_http || endpoint.as_deref().is_some_and(|e| e.starts_with("http://")),
+        None => {
+            s3.allow_http
+                || endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"))
+        }
     };
 
     let mut builder = AmazonS3Builder::new()
@@ -75,7 +80,9 @@ fn build_s3(s3: &S3Storage) -> Result<object_store::aws::AmazonS3, String> {
     }
     match (key, secret) {
         (Some(key), Some(secret)) => {
-            builder = builder.with_access_key_id(key).with_secret_access_key(secret);
+            builder = builder
+                .with_access_key_id(key)
+                .with_secret_access_key(secret);
             if let Some(token) = token {
                 builder = builder.with_token(token);
             }
@@ -84,14 +91,20 @@ fn build_s3(s3: &S3Storage) -> Result<object_store::aws::AmazonS3, String> {
         // instance-metadata endpoint.
         _ => builder = builder.with_skip_signature(true),
     }
-    builder.build().map_err(|e| format!("cannot configure S3 access: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cannot configure S3 access: {e}"))
 }
 
 /// The listing URL of a product: a file, a glob, or a directory / prefix.
 pub(crate) fn product_url(storage: &Storage, server: &Server) -> String {
     let path = server.path.trim_start_matches("./");
     let is_file = path.ends_with(".parquet") || path.contains(['*', '?', '[']);
-    let suffix = if is_file || path.ends_with('/') { "" } else { "/" };
+    let suffix = if is_file || path.ends_with('/') {
+        ""
+    } else {
+        "/"
+    };
     match &storage.kind {
         StorageKind::Local { root } => {
             let base = std::path::absolute(root).unwrap_or_else(|_| root.clone());

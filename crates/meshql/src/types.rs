@@ -152,7 +152,12 @@ mod tests {
             Field::new("customerid", DataType::Int64, true),
         ]);
         let err = check_data_schema(&declared, &data).expect_err("mismatch");
-        assert!(err.contains("column `amount`: the contract declares decimal(12,2), the data has double"), "{err}");
+        assert!(
+            err.contains(
+                "column `amount`: the contract declares decimal(12,2), the data has double"
+            ),
+            "{err}"
+        );
         assert!(err.contains("column `customer_id` is declared in the contract but missing from the data (the data has `customerid`)"), "{err}");
     }
 }
