@@ -453,3 +453,59 @@ async fn aws_environment_variables_override_mesh_yaml_credentials() {
     assert!(allowed.status.success(), "{}", stderr(&allowed));
     assert_eq!(stdout(&allowed), "n\n20000\n");
 }
+
+/// The interactive shell on a real pseudo-terminal: tab completion inserts
+/// product names, statements span lines until `;`, Ctrl-C cancels the
+/// running query and the shell goes on, and history persists.
+#[test]
+fn the_interactive_shell_completes_continues_cancels_and_remembers() {
+    demo_data();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = dir.path().join("history");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshql"));
+    cmd.current_dir(root())
+        .env("MESHQL_HISTORY", &history)
+        .env("TERM", "xterm")
+        .env_remove("MESHQL_MESH");
+    let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).expect("spawn on a pty");
+    p.exp_string("meshql> ").expect("prompt");
+
+    // `customers.cus<Tab>` completes to the only product that fits.
+    p.send("SELECT count(*) AS n FROM customers.cus\t")
+        .expect("send");
+    p.flush().expect("flush");
+    p.send(";\r").expect("send");
+    p.flush().expect("flush");
+    p.exp_string("| 2000 |")
+        .expect("the completed statement ran");
+    p.exp_string("(1 row, ").expect("row count and time");
+
+    // A statement continues over lines until its `;`.
+    p.send("SELECT 40\r").expect("send");
+    p.flush().expect("flush");
+    p.send("  + 2 AS answer;\r").expect("send");
+    p.flush().expect("flush");
+    p.exp_string("| 42     |").expect("multi-line statement");
+
+    // Ctrl-C cancels the running query, not the shell.
+    p.send("SELECT count(*) FROM sales.order_items a, sales.order_items b WHERE a.quantity * b.quantity > 1000000;\r")
+        .expect("send");
+    p.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    p.send_control('c').expect("ctrl-c");
+    p.flush().expect("flush");
+    p.exp_string("ERROR: query cancelled").expect("cancelled");
+    p.send("SELECT 7 AS seven;\r").expect("send");
+    p.flush().expect("flush");
+    p.exp_string("| 7     |").expect("the shell goes on");
+
+    p.send("\\q\r").expect("send");
+    p.flush().expect("flush");
+    p.exp_eof().expect("exits");
+    let saved = std::fs::read_to_string(&history).expect("history written");
+    assert!(
+        saved.contains("SELECT count(*) AS n FROM customers.customers;"),
+        "{saved}"
+    );
+    assert!(saved.contains("SELECT 7 AS seven;"), "{saved}");
+}
