@@ -280,9 +280,12 @@ fn check(
             return Ok(ExitCode::FAILURE);
         }
     }
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     println!(
-        "{}: {products} products in {domains} domains, no problems",
-        dir.display()
+        "{}: {} in {}, no problems",
+        dir.display(),
+        plural(products, "product"),
+        plural(domains, "domain")
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -223,21 +223,32 @@ impl<'n> Fields<'n> {
     }
 }
 
-/// Levenshtein distance, for "did you mean" hints.
+/// Edit distance counting an insertion, deletion, substitution or swap of
+/// two neighbouring characters as one edit (optimal string alignment), for
+/// "did you mean" hints.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
     for i in 1..=a.len() {
-        cur[0] = i;
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
-        std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// The candidates closest to `name`, best first: those within a third of the
@@ -280,5 +291,7 @@ mod tests {
             vec!["sales.orders", "sales.order_items"]
         );
         assert!(closest_names("zzz", names).is_empty());
+        assert_eq!(edit_distance("emial", "email"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

@@ -254,9 +254,18 @@ fn unknown_column(field: &Column, valid: &[Column], position: Option<String>) ->
     close.dedup();
     match close.as_slice() {
         [] if valid.len() <= 12 => {
+            // Qualify the names as the user did, or when several relations are in scope.
+            let one_relation = valid.windows(2).all(|w| w[0].relation == w[1].relation);
+            let qualify = field.relation.is_some() || !one_relation;
             let all: Vec<String> = valid
                 .iter()
-                .map(|c| format!("`{}`", c.flat_name()))
+                .map(|c| {
+                    if qualify {
+                        format!("`{}`", c.flat_name())
+                    } else {
+                        format!("`{}`", c.name)
+                    }
+                })
                 .collect();
             msg.push_str(&format!("; the columns here are {}", all.join(", ")));
         }
