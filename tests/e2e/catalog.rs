@@ -249,3 +249,55 @@ async fn writes_and_file_reads_are_refused() {
         .expect_err("no file reads");
     assert!(!matches!(err, Error::Execution(_)), "{err}");
 }
+
+#[tokio::test]
+async fn a_product_can_be_a_file_a_directory_or_a_glob() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    let cols = [("order_id", "bigint"), ("order_date", "date")];
+    write(
+        dir.path(),
+        "sales/all.yaml",
+        &contract("sales", "all", &cols, "demo", "local", "sales/orders"),
+    );
+    write(
+        dir.path(),
+        "sales/one_month.yaml",
+        &contract(
+            "sales",
+            "one_month",
+            &cols,
+            "demo",
+            "local",
+            "sales/orders/orders-2026-09.parquet",
+        ),
+    );
+    write(
+        dir.path(),
+        "sales/this_year.yaml",
+        &contract(
+            "sales",
+            "this_year",
+            &cols,
+            "demo",
+            "local",
+            "sales/orders/orders-2026-*.parquet",
+        ),
+    );
+    let session = Mesh::open_strict(dir.path())
+        .expect("opens")
+        .session(admin());
+    let got = session
+        .collect(
+            "SELECT (SELECT count(*) FROM sales.all WHERE order_date >= DATE '2026-09-01') AS a, \
+                    (SELECT count(*) FROM sales.one_month) AS b, \
+                    (SELECT count(*) FROM sales.all WHERE order_date >= DATE '2026-01-01') AS c, \
+                    (SELECT count(*) FROM sales.this_year) AS d",
+        )
+        .await
+        .expect("query");
+    let r = &rows(&got)[0];
+    assert_eq!(r[0], r[1], "a single file is one month");
+    assert_eq!(r[2], r[3], "a glob selects this year's files");
+    assert_ne!(r[1], r[3]);
+}

@@ -249,8 +249,9 @@ pub fn describe(c: &Contract) -> (RecordBatch, Vec<String>) {
             .collect();
         lines.push(format!("Quality:  {}", q.join("; ")));
     }
-    let s = &c.servers[0];
-    lines.push(format!("Storage:  {} `{}` {}", s.format, s.server, s.path));
+    if let Some(s) = c.servers.first() {
+        lines.push(format!("Storage:  {} `{}` {}", s.format, s.server, s.path));
+    }
     (batch, lines)
 }
 

@@ -17,7 +17,7 @@ use datafusion::datasource::listing::{
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use meshql_manifest::{Contract, Storage};
+use meshql_manifest::{Contract, Server, Storage};
 use tokio::sync::OnceCell;
 
 use crate::error::Error;
@@ -38,8 +38,7 @@ pub(crate) struct ProductTable {
 }
 
 impl ProductTable {
-    pub(crate) fn new(contract: Arc<Contract>, storage: &Storage) -> Self {
-        let server = &contract.servers[0];
+    pub(crate) fn new(contract: Arc<Contract>, storage: &Storage, server: &Server) -> Self {
         Self {
             schema: contract_schema(&contract),
             url: product_url(storage, server),

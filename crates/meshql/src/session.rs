@@ -60,10 +60,13 @@ impl Mesh {
         crate::storage::register_stores(&runtime, &catalog.mesh.storage)?;
         let mut provider = MeshCatalog::default();
         for contract in &catalog.contracts {
-            let Some(storage) = catalog.mesh.storage.get(&contract.servers[0].server) else {
+            let Some(server) = contract.servers.first() else {
                 continue;
             };
-            let table = ProductTable::new(Arc::new(contract.clone()), storage);
+            let Some(storage) = catalog.mesh.storage.get(&server.server) else {
+                continue;
+            };
+            let table = ProductTable::new(Arc::new(contract.clone()), storage, server);
             let domain = provider.domains.entry(contract.domain.clone()).or_default();
             Arc::get_mut(domain)
                 .expect("domains are not shared while the mesh is built")
