@@ -399,13 +399,9 @@ fn ctrl_c_cancels_the_running_query() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let pid = child.id().to_string();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let sent = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT sent");
     let o = child.wait_with_output().expect("wait");
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("query cancelled"), "{}", stderr(&o));
