@@ -78,8 +78,8 @@ enum Sub {
 enum DemoCmd {
     /// Generate the demo e-commerce data as Parquet, deterministically.
     Generate {
-        /// Scale factor: 1 is 2,000 customers and 20,000 orders.
-        #[arg(long, default_value_t = 1)]
+        /// Scale factor, 1 to 1000: 1 is 2,000 customers and 20,000 orders.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
         scale: u32,
         /// Directory to write into.
         #[arg(long)]

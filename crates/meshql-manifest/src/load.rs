@@ -71,13 +71,13 @@ impl Catalog {
         let mut problems = Vec::new();
         let mut seen: HashMap<String, PathBuf> = HashMap::new();
         for file in files {
-            let text = match read(&file) {
+            let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
                     problems.push(Problem {
                         file: file.clone(),
                         pos: Pos { line: 1, col: 1 },
-                        message: e.to_string(),
+                        message: format!("cannot read the contract: {e}"),
                     });
                     continue;
                 }
