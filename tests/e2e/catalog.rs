@@ -17,6 +17,7 @@ fn mesh_yaml(data: &std::path::Path) -> String {
 async fn a_mesh_of_ten_thousand_contracts_opens_without_touching_storage() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    allow_all(dir.path());
     for d in 0..100 {
         for p in 0..100 {
             let domain = format!("domain_{d:03}");
@@ -64,6 +65,7 @@ async fn a_mesh_of_ten_thousand_contracts_opens_without_touching_storage() {
 async fn an_unreachable_product_fails_alone_and_names_itself() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    allow_all(dir.path());
     write(
         dir.path(),
         "sales/remote_orders.yaml",
@@ -117,6 +119,7 @@ async fn an_unreachable_product_fails_alone_and_names_itself() {
 async fn data_that_drifted_from_its_contract_is_reported_per_column() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    allow_all(dir.path());
     write(
         dir.path(),
         "catalog/products.yaml",
@@ -160,6 +163,7 @@ async fn data_that_drifted_from_its_contract_is_reported_per_column() {
 async fn a_product_with_no_files_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "mesh.yaml", &mesh_yaml(dir.path()));
+    allow_all(dir.path());
     write(
         dir.path(),
         "sales/empty.yaml",
@@ -188,6 +192,7 @@ async fn a_product_with_no_files_says_so() {
 async fn a_broken_contract_is_left_out_leniently_and_fails_strictly() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    allow_all(dir.path());
     write(
         dir.path(),
         "catalog/products.yaml",
@@ -261,6 +266,7 @@ async fn writes_and_file_reads_are_refused() {
 async fn a_product_can_be_a_file_a_directory_or_a_glob() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "mesh.yaml", &mesh_yaml(&demo_data()));
+    allow_all(dir.path());
     let cols = [("order_id", "bigint"), ("order_date", "date")];
     write(
         dir.path(),

@@ -87,10 +87,14 @@ pub fn s3_mesh(dir: &Path, endpoint: &str, bucket: &str, key: &str, secret: &str
         dir,
         "mesh.yaml",
         &format!(
-            "apiVersion: meshql/v1\nkind: Mesh\nname: s3-demo\nstorage:\n  lake:\n    type: s3\n    bucket: {bucket}\n    prefix: mesh/v1\n    endpoint: {endpoint}\n    region: us-east-1\n    pathStyle: true\n    accessKeyId: {key}\n    secretAccessKey: {secret}\n    connectTimeoutSeconds: 2\n    maxRetries: 0\n"
+            "apiVersion: meshql/v1\nkind: Mesh\nname: s3-demo\nstorage:\n  lake:\n    type: s3\n    bucket: {bucket}\n    prefix: mesh/v1\n    endpoint: {endpoint}\n    region: us-east-1\n    pathStyle: true\n    accessKeyId: {key}\n    secretAccessKey: {secret}\n    connectTimeoutSeconds: 2\n    maxRetries: 0\ngovernance:\n  pseudonymSecret: s3-test\n  roles: [pii_reader]\n"
         ),
     );
     let catalog = root().join("catalog");
+    for governance in ["users.yaml", "policies.yaml"] {
+        let text = std::fs::read_to_string(catalog.join(governance)).expect("governance file");
+        write(dir, governance, &text);
+    }
     for domain in std::fs::read_dir(&catalog).expect("catalog") {
         let domain = domain.expect("entry").path();
         if !domain.is_dir() {

@@ -329,6 +329,7 @@ fn check_passes_on_the_demo_mesh_and_reports_every_problem_otherwise() {
         "sales/orders.yaml",
         &contract("sales", "orders", &[("id", "bigint")], "demo", "local", "x"),
     );
+    allow_all(dir.path());
     write(
         dir.path(),
         "sales/bad.yaml",

@@ -71,3 +71,11 @@ pub fn contract(
         "apiVersion: v3.1.0\nkind: DataContract\nid: {domain}.{product}\nname: {product}\nversion: 1.0.0\nstatus: active\ndomain: {domain}\nteam:\n  name: {domain}-team\nschema:\n  - name: {product}\n    properties:\n{cols}servers:\n  - server: {server}\n    type: {kind}\n    path: {path}\n"
     )
 }
+
+/// A policy that lets every principal read every product raw.
+pub const ALLOW_ALL: &str = "apiVersion: meshql/v1\nkind: Policies\nrules:\n  - name: everyone reads everything\n    access: allow\n";
+
+/// Writes [`ALLOW_ALL`] as the mesh's policies.yaml.
+pub fn allow_all(dir: &Path) {
+    write(dir, "policies.yaml", ALLOW_ALL);
+}

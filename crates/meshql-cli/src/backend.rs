@@ -4,8 +4,9 @@
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::execution::SendableRecordBatchStream;
+use meshql::Session;
+use meshql::governance::ColumnDecision;
 use meshql::manifest::Contract;
-use meshql::{Mesh, Session};
 
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -15,10 +16,12 @@ pub trait Backend: Send + Sync {
     fn contracts(&self) -> Vec<Contract>;
     /// Names of every product, `domain.product`.
     fn product_names(&self) -> Vec<String>;
+    /// The masks on a product's columns (`column`, `masked: expr`) and its
+    /// row filter (empty column name), as they apply to the principal.
+    fn masks(&self, product: &str) -> Vec<(String, String)>;
 }
 
 pub struct Embedded {
-    pub mesh: Mesh,
     pub session: Session,
 }
 
@@ -30,12 +33,28 @@ impl Backend for Embedded {
     }
 
     fn contracts(&self) -> Vec<Contract> {
-        let mut c = self.mesh.catalog().contracts.clone();
-        c.sort_by_key(Contract::qualified_name);
-        c
+        self.session.visible_contracts()
     }
 
     fn product_names(&self) -> Vec<String> {
-        self.mesh.product_names()
+        self.session.product_names()
+    }
+
+    fn masks(&self, product: &str) -> Vec<(String, String)> {
+        let Some(policy) = self.session.policy(product) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, String)> = policy
+            .columns
+            .iter()
+            .filter_map(|c| match &c.action {
+                ColumnDecision::Mask(m) => Some((c.name.clone(), format!("masked: {}", m.sql))),
+                _ => None,
+            })
+            .collect();
+        if let Some(f) = &policy.row_filter {
+            out.push((String::new(), f.sql.clone()));
+        }
+        out
     }
 }

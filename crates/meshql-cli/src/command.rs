@@ -158,8 +158,16 @@ pub fn list_domains(contracts: &[Contract]) -> RecordBatch {
 }
 
 /// The columns of a product, and lines about its contract to print after them.
-pub fn describe(c: &Contract) -> (RecordBatch, Vec<String>) {
+/// `masks` are the principal's masks and row filter (see `Backend::masks`).
+pub fn describe(c: &Contract, masks: &[(String, String)]) -> (RecordBatch, Vec<String>) {
     let cols = &c.product.columns;
+    let policy_of = |name: &str| {
+        masks
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    };
     let batch = strings(&[
         ("column", cols.iter().map(|c| c.name.clone()).collect()),
         (
@@ -191,6 +199,7 @@ pub fn describe(c: &Contract) -> (RecordBatch, Vec<String>) {
                 .map(|c| one_line(c.description.as_deref().unwrap_or(""), 50))
                 .collect(),
         ),
+        ("policy", cols.iter().map(|c| policy_of(&c.name)).collect()),
     ]);
     let mut lines = vec![format!(
         "Product:  {} ({}), contract {} v{}, {}",
@@ -248,6 +257,9 @@ pub fn describe(c: &Contract) -> (RecordBatch, Vec<String>) {
             })
             .collect();
         lines.push(format!("Quality:  {}", q.join("; ")));
+    }
+    if let Some((_, filter)) = masks.iter().find(|(n, _)| n.is_empty()) {
+        lines.push(format!("Rows:     only those where {filter}"));
     }
     if let Some(s) = c.servers.first() {
         lines.push(format!("Storage:  {} `{}` {}", s.format, s.server, s.path));

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use meshql::governance::ColumnDecision;
 use meshql::manifest::Catalog;
 use meshql::{Mesh, Principal};
 
@@ -31,9 +32,10 @@ struct Cli {
     #[arg(long, env = "MESHQL_MESH", global = true)]
     mesh: Option<PathBuf>,
 
-    /// The principal to run queries as.
-    #[arg(long, short = 'u', env = "MESHQL_USER", default_value = "admin")]
-    user: String,
+    /// The principal to run queries as, from the mesh's users.yaml. Defaults
+    /// to its `defaultUser`.
+    #[arg(long, short = 'u', env = "MESHQL_USER", global = true)]
+    user: Option<String>,
 
     /// Run these SQL statements (or a backslash command) and exit. Repeatable.
     #[arg(short = 'c', long = "command", value_name = "SQL")]
@@ -72,6 +74,32 @@ enum Sub {
         #[command(subcommand)]
         cmd: DemoCmd,
     },
+    /// Governance policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Local principals.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Show which rule governs a product for a principal, and the resulting
+    /// access, column masks and row filter.
+    Explain {
+        /// `domain.product`
+        product: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Print an argon2 hash of a password (read from standard input) for users.yaml.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,7 +172,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Sub::Check { data }) => return check(&mesh_dir, *data, &runtime, &cli.user),
+        Some(Sub::User {
+            cmd: UserCmd::HashPassword,
+        }) => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!("no password on standard input");
+            }
+            println!("{}", meshql::hash_password(password)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Sub::Check { data }) => return check(&mesh_dir, *data, &runtime, cli.user.as_deref()),
+        Some(Sub::Policy {
+            cmd: PolicyCmd::Explain { product },
+        }) => return explain(&mesh_dir, cli.user.as_deref(), product),
         None => {}
     }
 
@@ -168,7 +211,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         meshql::demo::ensure(&catalog)?;
     }
     let mesh = Mesh::from_catalog(catalog)?;
-    let session = mesh.session(Principal::new(cli.user.clone()));
+    for p in mesh.problems().iter().filter(|p| {
+        p.file.ends_with("policies.yaml")
+            || p.file.ends_with("rules.json")
+            || p.file.parent().is_some_and(|d| d.ends_with("policies"))
+    }) {
+        eprintln!("warning: {p}");
+    }
+    let principal = principal(&mesh, cli.user.as_deref())?;
+    let session = mesh.session(principal);
     let out: Box<dyn Write> = match &cli.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -177,7 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => Box::new(std::io::stdout()),
     };
     let mut shell = Shell {
-        backend: Box::new(Embedded { mesh, session }),
+        backend: Box::new(Embedded { session }),
         format: cli.format,
         timing: true,
         quiet: cli.quiet,
@@ -246,27 +297,97 @@ fn run_items(shell: &mut Shell, source: &str, items: &[Item]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The principal to run as: `--user`, else the mesh's default user. A mesh
+/// without users.yaml takes any name, with no roles.
+fn principal(mesh: &Mesh, user: Option<&str>) -> anyhow::Result<Principal> {
+    let users = &mesh.catalog().users;
+    let name = match (user, &users.default_user) {
+        (Some(u), _) => u.to_string(),
+        (None, Some(d)) => d.clone(),
+        (None, None) if users.users.is_empty() => "anonymous".to_string(),
+        (None, None) => {
+            anyhow::bail!("choose a principal with --user (users.yaml sets no defaultUser)")
+        }
+    };
+    if users.users.is_empty() {
+        return Ok(Principal::new(name));
+    }
+    Ok(mesh.principal(&name)?)
+}
+
+fn explain(dir: &Path, user: Option<&str>, product: &str) -> anyhow::Result<ExitCode> {
+    let mesh = Mesh::open(dir)?;
+    let principal = principal(&mesh, user)?;
+    let wanted = product.to_lowercase();
+    let Some(policy) =
+        mesh.explain_policy(&principal, wanted.strip_prefix("mesh.").unwrap_or(&wanted))
+    else {
+        anyhow::bail!("product `{product}` does not exist");
+    };
+    let attributes: Vec<String> = principal
+        .attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "principal {} (roles: {}; groups: {}; attributes: {})",
+        principal.user,
+        principal.roles.join(", "),
+        principal.groups.join(", "),
+        attributes.join(", ")
+    );
+    println!("product   {}", policy.product);
+    match &policy.rule {
+        Some(rule) => println!("rule      {rule}"),
+        None => println!("rule      none matched: no access"),
+    }
+    if !policy.visible {
+        println!("access    denied: the product does not exist for this principal");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("access    allowed");
+    match &policy.row_filter {
+        Some(f) => println!("rows      only where {} ({})", f.sql, f.location),
+        None => println!("rows      all"),
+    }
+    println!("columns");
+    for c in &policy.columns {
+        let (what, detail) = match &c.action {
+            ColumnDecision::Allow => ("raw", String::new()),
+            ColumnDecision::Deny => ("hidden", String::new()),
+            ColumnDecision::Mask(m) => ("masked", format!(" as {}", m.sql)),
+        };
+        let because = c
+            .because
+            .as_deref()
+            .map(|b| format!(" ({b})"))
+            .unwrap_or_default();
+        println!("  {:<20} {what}{detail}{because}", c.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(
     dir: &Path,
     data: bool,
     runtime: &tokio::runtime::Runtime,
-    user: &str,
+    user: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = match Catalog::load_strict(dir) {
-        Ok(c) => c,
+    let mesh = match Mesh::open_strict(dir) {
+        Ok(m) => m,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::FAILURE);
         }
     };
+    let catalog = mesh.catalog();
     let products = catalog.contracts.len();
     let domains = catalog.domains().len();
     if data {
-        meshql::demo::ensure(&catalog)?;
-        let mesh = Mesh::from_catalog(catalog)?;
-        let session = mesh.session(Principal::new(user));
+        meshql::demo::ensure(catalog)?;
+        let session = mesh.session(principal(&mesh, user)?);
         let mut failed = 0;
-        for name in mesh.product_names() {
+        for name in session.product_names() {
             match runtime.block_on(session.collect(&format!("SELECT * FROM {name} LIMIT 1"))) {
                 Ok(_) => eprintln!("ok      {name}"),
                 Err(e) => {

@@ -131,7 +131,8 @@ impl Shell {
                         }
                     });
                 };
-                let (batch, lines) = command::describe(c);
+                let masks = self.backend.masks(&wanted);
+                let (batch, lines) = command::describe(c, &masks);
                 self.print(&batch)?;
                 for line in lines {
                     writeln!(self.out, "{line}").map_err(|e| e.to_string())?;

@@ -13,15 +13,18 @@
 //! # Ok::<(), meshql_manifest::Error>(())
 //! ```
 
+mod check;
 mod decode;
 mod load;
 mod model;
+mod policy;
 mod problem;
 mod yaml;
 
 pub use decode::{closest_names, edit_distance};
 pub use load::{Catalog, RESERVED_DOMAINS, is_identifier};
 pub use model::*;
+pub use policy::{Access, ColumnAction, ColumnRule, Expression, Pattern, Rule, User, Users};
 pub use problem::{Error, Problem, Result};
 pub use yaml::Pos;
 

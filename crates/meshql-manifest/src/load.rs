@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::decode::{Ctx, Fields};
 use crate::model::*;
+use crate::policy::{Rule, Users};
 use crate::problem::{Error, Problem, Result};
 use crate::yaml::{self, Node, Pos, Value};
 
@@ -18,8 +19,14 @@ pub struct Catalog {
     pub dir: PathBuf,
     pub mesh: MeshConfig,
     pub contracts: Vec<Contract>,
-    /// Problems in contracts that were skipped (lenient loading).
+    /// Problems in contracts that were skipped, and policy references that
+    /// do not resolve (lenient loading).
     pub problems: Vec<Problem>,
+    /// Local principals from `users.yaml` (empty when there is none).
+    pub users: Users,
+    /// Policy rules in evaluation order: `policies.yaml`, then
+    /// `policies/*.yaml` by file name, then Trino's `rules.json`.
+    pub rules: Vec<Rule>,
 }
 
 impl Catalog {
@@ -108,12 +115,23 @@ impl Catalog {
                 problems.extend(ctx.problems);
             }
         }
-        Ok(Catalog {
+        // Governance files are all-or-nothing even when loading leniently:
+        // leaving out a broken rule could open what it was meant to close.
+        let (users, rules, fatal) = load_governance(dir)?;
+        if !fatal.is_empty() {
+            return Err(Error::Invalid(fatal));
+        }
+        let mut catalog = Catalog {
             dir: dir.to_path_buf(),
             mesh,
             contracts,
             problems,
-        })
+            users,
+            rules,
+        };
+        let unresolved = crate::check::check_references(&catalog);
+        catalog.problems.extend(unresolved);
+        Ok(catalog)
     }
 
     /// Loads strictly: any problem anywhere is an error listing all of them.
@@ -139,6 +157,66 @@ impl Catalog {
             .iter()
             .find(|c| c.domain == domain && c.product.name == product)
     }
+}
+
+fn load_governance(dir: &Path) -> Result<(Users, Vec<Rule>, Vec<Problem>)> {
+    let mut problems = Vec::new();
+    let mut users = Users::default();
+    let users_file = dir.join("users.yaml");
+    if users_file.is_file() {
+        let text = read(&users_file)?;
+        let mut ctx = Ctx::new(&users_file);
+        if let Some(u) = parse_into(&mut ctx, &text, |ctx, node| {
+            crate::policy::decode_users(ctx, node, &users_file)
+        }) {
+            users = u;
+        }
+        problems.extend(ctx.problems);
+    }
+    let mut files = Vec::new();
+    if dir.join("policies.yaml").is_file() {
+        files.push(dir.join("policies.yaml"));
+    }
+    let policy_dir = dir.join("policies");
+    if policy_dir.is_dir() {
+        let entries = std::fs::read_dir(&policy_dir).map_err(|source| Error::Io {
+            path: policy_dir.clone(),
+            source,
+        })?;
+        let mut more: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && !is_hidden(p)
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    let mut rules = Vec::new();
+    for file in files {
+        let text = read(&file)?;
+        let mut ctx = Ctx::new(&file);
+        if let Some(r) = parse_into(&mut ctx, &text, |ctx, node| {
+            Some(crate::policy::decode_policies(ctx, node))
+        }) {
+            rules.extend(r);
+        }
+        problems.extend(ctx.problems);
+    }
+    let trino = dir.join("rules.json");
+    if trino.is_file() {
+        let text = read(&trino)?;
+        let mut ctx = Ctx::new(&trino);
+        if let Some(r) = parse_into(&mut ctx, &text, |ctx, node| {
+            Some(crate::policy::decode_trino(ctx, node))
+        }) {
+            rules.extend(r);
+        }
+        problems.extend(ctx.problems);
+    }
+    Ok((users, rules, problems))
 }
 
 fn is_hidden(p: &Path) -> bool {
@@ -230,6 +308,7 @@ const MESH_KEYS: &[&str] = &[
     "description",
     "storage",
     "demo",
+    "governance",
 ];
 const STORAGE_KEYS: &[&str] = &[
     "type",
@@ -318,8 +397,22 @@ fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig>
         };
         Some(DemoConfig { storage: st, scale })
     });
+    let governance = f
+        .get("governance")
+        .and_then(|n| {
+            let g = ctx.fields(n, "`governance`", &["pseudonymSecret", "roles"])?;
+            Some(GovernanceConfig {
+                pseudonym_secret: g.opt_string(ctx, "pseudonymSecret"),
+                roles: g
+                    .get("roles")
+                    .map(|n| ctx.string_list(n, "`governance.roles`"))
+                    .unwrap_or_default(),
+            })
+        })
+        .unwrap_or_default();
     Some(MeshConfig {
         file: ctx.file.to_path_buf(),
+        governance,
         name: name?,
         description,
         storage,

@@ -16,6 +16,25 @@ pub struct MeshConfig {
     pub description: Option<String>,
     pub storage: BTreeMap<String, Storage>,
     pub demo: Option<DemoConfig>,
+    pub governance: GovernanceConfig,
+}
+
+/// Mesh-wide governance settings.
+#[derive(Clone, Default, Serialize)]
+pub struct GovernanceConfig {
+    /// The key of `hash_pseudonym`; `MESHQL_PSEUDONYM_SECRET` overrides it.
+    #[serde(skip)]
+    pub pseudonym_secret: Option<String>,
+    /// Roles that principals from outside `users.yaml` (single sign-on) hold.
+    pub roles: Vec<String>,
+}
+
+impl fmt::Debug for GovernanceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GovernanceConfig")
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the demo generator writes its data, and at what scale.

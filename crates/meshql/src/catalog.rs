@@ -124,7 +124,7 @@ impl TableProvider for ProductTable {
 /// One domain: a SQL schema whose tables are the domain's products.
 #[derive(Debug, Default)]
 pub(crate) struct DomainSchema {
-    pub(crate) products: BTreeMap<String, Arc<ProductTable>>,
+    pub(crate) products: BTreeMap<String, Arc<dyn TableProvider>>,
 }
 
 #[async_trait]
@@ -142,10 +142,7 @@ impl SchemaProvider for DomainSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self
-            .products
-            .get(name)
-            .map(|p| Arc::clone(p) as Arc<dyn TableProvider>))
+        Ok(self.products.get(name).map(Arc::clone))
     }
 
     fn table_exist(&self, name: &str) -> bool {

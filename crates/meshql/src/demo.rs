@@ -151,24 +151,26 @@ pub fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
     era * 146_097 + doe - 719_468
 }
 
-/// Month (1-12) of a day number.
-fn month_of(days: i32) -> u32 {
+/// The civil date (year, month, day) of a day number.
+pub fn civil_from_days(days: i32) -> (i32, u32, u32) {
     let z = days + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    (if mp < 10 { mp + 3 } else { mp - 9 }) as u32
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
+    let y = yoe + era * 400 + i32::from(m <= 2);
+    (y, m, d)
+}
+
+fn month_of(days: i32) -> u32 {
+    civil_from_days(days).1
 }
 
 fn year_month(days: i32) -> (i32, u32) {
-    // Find the year by walking from 1970; the demo's dates are recent.
-    let m = month_of(days);
-    let mut y = 1970 + days / 366;
-    while days_from_civil(y + 1, 1, 1) <= days {
-        y += 1;
-    }
+    let (y, m, _) = civil_from_days(days);
     (y, m)
 }
 
@@ -1187,6 +1189,10 @@ mod tests {
         assert_eq!(days_from_civil(2025, 1, 1), 20_089);
         assert_eq!(year_month(days_from_civil(2026, 9, 30)), (2026, 9));
         assert_eq!(year_month(days_from_civil(2024, 2, 29)), (2024, 2));
+        for days in -800..30_000 {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@
 mod catalog;
 pub mod demo;
 mod error;
+pub mod governance;
 mod principal;
 mod session;
 mod storage;
@@ -39,4 +40,13 @@ pub use session::{Mesh, Session};
 /// Arrow type of a contract column type.
 pub fn arrow_type(t: manifest::ColumnType) -> arrow::datatypes::DataType {
     types::arrow_type(t)
+}
+
+/// An argon2id hash of `password` in PHC format, for `users.yaml`.
+pub fn hash_password(password: &str) -> Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+        .map(|h| h.to_string())
+        .map_err(|e| Error::PermissionDenied(format!("cannot hash the password: {e}")))
 }

@@ -15,8 +15,15 @@ use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use meshql_manifest::{Catalog, Contract, Problem};
 
+use std::collections::BTreeMap;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::optimizer::Analyzer;
+
 use crate::catalog::{CATALOG_NAME, MeshCatalog, ProductTable};
 use crate::error::{Error, Result, clean_datafusion_message, product_error};
+use crate::governance::rewrite::{GovernanceRule, GovernedTable, MeshQueryPlanner};
+use crate::governance::{ColumnDecision, ProductPolicy, decide};
 use crate::principal::Principal;
 
 /// An opened mesh: the validated catalog and the products behind it.
@@ -28,8 +35,11 @@ pub struct Mesh {
 
 struct MeshInner {
     catalog: Catalog,
-    provider: Arc<MeshCatalog>,
+    /// Every product, by domain and name, raw.
+    products: BTreeMap<(String, String), Arc<ProductTable>>,
     runtime: Arc<RuntimeEnv>,
+    /// The key of `hash_pseudonym`.
+    secret: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -48,17 +58,27 @@ impl Mesh {
         Self::from_catalog(Catalog::load(dir)?)
     }
 
-    /// Opens a mesh strictly: any problem in any file is an error that lists
-    /// them all.
+    /// Opens a mesh strictly: any problem in any file, including a policy
+    /// expression that does not type-check, is an error that lists them all.
     pub fn open_strict(dir: impl AsRef<Path>) -> Result<Mesh> {
-        Self::from_catalog(Catalog::load_strict(dir)?)
+        let mut catalog = Catalog::load_strict(dir)?;
+        let problems = crate::governance::validate(&catalog);
+        if !problems.is_empty() {
+            catalog.problems = problems;
+            return Err(meshql_manifest::Error::Invalid(catalog.problems).into());
+        }
+        Self::from_catalog(catalog)
     }
 
     /// Builds the mesh from an already loaded catalog. No storage is touched.
-    pub fn from_catalog(catalog: Catalog) -> Result<Mesh> {
+    /// Policy expressions that do not type-check are added to
+    /// [`Mesh::problems`]; queries on the products they govern fail.
+    pub fn from_catalog(mut catalog: Catalog) -> Result<Mesh> {
         let runtime = Arc::new(RuntimeEnv::default());
         crate::storage::register_stores(&runtime, &catalog.mesh.storage)?;
-        let mut provider = MeshCatalog::default();
+        let policy_problems = crate::governance::validate(&catalog);
+        catalog.problems.extend(policy_problems);
+        let mut products = BTreeMap::new();
         for contract in &catalog.contracts {
             let Some(server) = contract.servers.first() else {
                 continue;
@@ -67,19 +87,75 @@ impl Mesh {
                 continue;
             };
             let table = ProductTable::new(Arc::new(contract.clone()), storage, server);
-            let domain = provider.domains.entry(contract.domain.clone()).or_default();
-            Arc::get_mut(domain)
-                .expect("domains are not shared while the mesh is built")
-                .products
-                .insert(contract.product.name.clone(), Arc::new(table));
+            products.insert(
+                (contract.domain.clone(), contract.product.name.clone()),
+                Arc::new(table),
+            );
         }
+        let secret = std::env::var("MESHQL_PSEUDONYM_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| catalog.mesh.governance.pseudonym_secret.clone())
+            .map(String::into_bytes);
         Ok(Mesh {
             inner: Arc::new(MeshInner {
                 catalog,
-                provider: Arc::new(provider),
+                products,
                 runtime,
+                secret,
             }),
         })
+    }
+
+    /// The principal `name` as `users.yaml` defines it.
+    pub fn principal(&self, name: &str) -> Result<Principal> {
+        let users = &self.inner.catalog.users;
+        match users.get(name) {
+            Some(u) => Ok(Principal {
+                user: u.name.clone(),
+                roles: u.roles.clone(),
+                groups: u.groups.clone(),
+                attributes: u.attributes.clone(),
+            }),
+            None => {
+                let names: Vec<&str> = users.users.iter().map(|u| u.name.as_str()).collect();
+                let mut msg = format!("unknown user `{name}`");
+                if names.is_empty() {
+                    msg.push_str(": the mesh has no users.yaml");
+                } else {
+                    msg.push_str(&format!(" (users.yaml defines {})", names.join(", ")));
+                }
+                Err(Error::PermissionDenied(msg))
+            }
+        }
+    }
+
+    /// The principal `name` if `password` is theirs. Every failure reads the
+    /// same, so it tells nothing about which part was wrong.
+    pub fn authenticate(&self, name: &str, password: &str) -> Result<Principal> {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        let denied = || Error::PermissionDenied("invalid user name or password".into());
+        let user = self.inner.catalog.users.get(name).ok_or_else(denied)?;
+        let hash = user.password_hash.as_deref().ok_or_else(denied)?;
+        let parsed = PasswordHash::new(hash).map_err(|_| denied())?;
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .map_err(|_| denied())?;
+        self.principal(name)
+    }
+
+    /// What `principal` sees of `domain.product`, and which rule decided.
+    pub fn explain_policy(&self, principal: &Principal, product: &str) -> Option<ProductPolicy> {
+        let (domain, name) = product.split_once('.')?;
+        let table = self
+            .inner
+            .products
+            .get(&(domain.to_string(), name.to_string()))?;
+        Some(decide(
+            &self.inner.catalog.rules,
+            principal,
+            &table.contract,
+        ))
     }
 
     /// The mesh's catalog: `mesh.yaml` and the contracts that loaded.
@@ -110,7 +186,8 @@ impl Mesh {
         names
     }
 
-    /// A session that runs queries as `principal`.
+    /// A session that runs queries as `principal`, who sees the products,
+    /// columns and rows the mesh's policies give them, and nothing else.
     pub fn session(&self, principal: Principal) -> Session {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, "public")
@@ -118,12 +195,49 @@ impl Mesh {
             .with_information_schema(true);
         // Spans let errors point at the place in the statement.
         config.options_mut().sql_parser.collect_spans = true;
-        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.inner.runtime));
-        ctx.register_catalog(CATALOG_NAME, Arc::clone(&self.inner.provider) as _);
+
+        let mut provider = MeshCatalog::default();
+        let mut policies = BTreeMap::new();
+        for ((domain, name), table) in &self.inner.products {
+            let policy = Arc::new(decide(
+                &self.inner.catalog.rules,
+                &principal,
+                &table.contract,
+            ));
+            policies.insert(policy.product.clone(), Arc::clone(&policy));
+            if !policy.visible {
+                continue;
+            }
+            let governed = GovernedTable::new(Arc::clone(table), policy);
+            let schema = provider.domains.entry(domain.clone()).or_default();
+            Arc::get_mut(schema)
+                .expect("domains are not shared while the session is built")
+                .products
+                .insert(name.clone(), Arc::new(governed));
+        }
+
+        let secret = self.inner.secret.as_deref();
+        let rule = GovernanceRule::new(
+            principal.clone(),
+            crate::governance::parser(&principal, secret),
+        );
+        let mut rules = Analyzer::new().rules;
+        rules.insert(0, Arc::new(rule));
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&self.inner.runtime))
+            .with_default_features()
+            .with_query_planner(Arc::new(MeshQueryPlanner))
+            .with_analyzer_rules(rules)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
+        crate::governance::functions::register(&ctx, &principal, secret);
         Session {
             mesh: self.clone(),
             principal,
             ctx,
+            policies,
         }
     }
 }
@@ -133,6 +247,8 @@ pub struct Session {
     mesh: Mesh,
     principal: Principal,
     ctx: SessionContext,
+    /// Every product's policy for this principal, by `domain.product`.
+    policies: BTreeMap<String, Arc<ProductPolicy>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -150,6 +266,50 @@ impl Session {
 
     pub fn mesh(&self) -> &Mesh {
         &self.mesh
+    }
+
+    /// The products this principal sees, `domain.product`, sorted.
+    pub fn product_names(&self) -> Vec<String> {
+        self.policies
+            .values()
+            .filter(|p| p.visible)
+            .map(|p| p.product.clone())
+            .collect()
+    }
+
+    /// The contracts of the products this principal sees, without the
+    /// columns hidden from them, sorted by name.
+    pub fn visible_contracts(&self) -> Vec<Contract> {
+        let mut out: Vec<Contract> =
+            self.mesh
+                .inner
+                .catalog
+                .contracts
+                .iter()
+                .filter_map(|c| {
+                    let policy = self.policies.get(&c.qualified_name())?;
+                    if !policy.visible {
+                        return None;
+                    }
+                    let mut c = c.clone();
+                    c.product.columns.retain(|col| {
+                        policy.columns.iter().any(|p| {
+                            p.name == col.name && !matches!(p.action, ColumnDecision::Deny)
+                        })
+                    });
+                    Some(c)
+                })
+                .collect();
+        out.sort_by_key(Contract::qualified_name);
+        out
+    }
+
+    /// This principal's policy for a product they can see.
+    pub fn policy(&self, product: &str) -> Option<&ProductPolicy> {
+        self.policies
+            .get(product)
+            .filter(|p| p.visible)
+            .map(|p| p.as_ref())
     }
 
     /// Plans one read-only SQL statement. Errors say where in the statement
@@ -228,7 +388,8 @@ impl Session {
         let name = name.strip_prefix("mesh.").unwrap_or(name);
         // Unqualified names were looked up in the (empty) default schema.
         let name = name.strip_prefix("public.").unwrap_or(name);
-        let names = self.mesh.product_names();
+        // Only names this principal can see: a hidden product does not exist.
+        let names = self.product_names();
         let suggestions = meshql_manifest::closest_names(name, names.iter().map(String::as_str));
         let last = name.rsplit('.').next().unwrap_or(name);
         let mut msg = format!("product `{name}` does not exist");

@@ -1,0 +1,687 @@
+//! Policy functions (`current_user()`, `is_member(role)`,
+//! `current_attribute(key)`) and mask functions. Their outputs are part of
+//! meshql's documented behaviour:
+//!
+//! | function | output |
+//! | --- | --- |
+//! | `mask_email(s)` | first character of the local part, `***`, `@`, the domain: `a***@gmail.com`; `***` without an `@` |
+//! | `mask_partial(s, keep_first, keep_last, mask_char)` | the first and last characters kept, each other character replaced by `mask_char`; all replaced when the value is not longer than `keep_first + keep_last` |
+//! | `mask_card(s)` | every digit but the last four replaced by `*`, separators kept: `************1111` |
+//! | `redact(s)` | `[REDACTED]` |
+//! | `hash_pseudonym(v)` | HMAC-SHA-256 of the value's text under the mesh's pseudonym secret: 64 hex digits for text; for integers, a non-negative integer of the same type from the first bytes |
+//! | `nullify(v)` | NULL of the column's type |
+//! | `truncate_date(v, unit)` | the date or timestamp truncated to `year`, `quarter`, `month`, `week` (Monday), `day` or (timestamps) `hour`, same type |
+//! | `round_to(v, step)` | the number rounded to the nearest multiple of `step` (halves away from zero), same type |
+//!
+//! NULL in gives NULL out for every mask.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray, StringArray, new_null_array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{ScalarValue, exec_err, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use sha2::{Digest, Sha256};
+
+use crate::principal::Principal;
+
+fn strings(v: &ColumnarValue, n: usize) -> Result<ArrayRef> {
+    Ok(cast(&v.to_array(n)?, &DataType::Utf8)?)
+}
+
+fn map_strings(
+    v: &ColumnarValue,
+    n: usize,
+    f: impl Fn(&str, usize) -> Result<String>,
+) -> Result<ColumnarValue> {
+    let arr = strings(v, n)?;
+    let arr = arr.as_string::<i32>();
+    let out: StringArray = (0..arr.len())
+        .map(|i| {
+            if arr.is_null(i) {
+                Ok(None)
+            } else {
+                f(arr.value(i), i).map(Some)
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok(ColumnarValue::Array(Arc::new(out)))
+}
+
+fn string_type(name: &str, t: &DataType) -> Result<DataType> {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+            Ok(DataType::Utf8)
+        }
+        other => plan_err!("{name} masks text, not {other}"),
+    }
+}
+
+macro_rules! string_mask {
+    ($ty:ident, $name:literal, $f:expr) => {
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        struct $ty {
+            signature: Signature,
+        }
+
+        impl $ty {
+            fn new() -> Self {
+                Self {
+                    signature: Signature::any(1, Volatility::Immutable),
+                }
+            }
+        }
+
+        impl ScalarUDFImpl for $ty {
+            fn as_any(&self) -> &dyn Any {
+                self
+            }
+            fn name(&self) -> &str {
+                $name
+            }
+            fn signature(&self) -> &Signature {
+                &self.signature
+            }
+            fn return_type(&self, t: &[DataType]) -> Result<DataType> {
+                string_type($name, &t[0])
+            }
+            fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+                map_strings(&args.args[0], args.number_rows, |s, _| Ok($f(s)))
+            }
+        }
+    };
+}
+
+/// `ana.lopez@gmail.com` → `a***@gmail.com`.
+pub fn mask_email(s: &str) -> String {
+    match s.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        _ => "***".to_string(),
+    }
+}
+
+/// Every digit but the last four becomes `*`.
+pub fn mask_card(s: &str) -> String {
+    let digits = s.chars().filter(char::is_ascii_digit).count();
+    let mut seen = 0;
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                seen += 1;
+                if seen <= digits.saturating_sub(4) {
+                    '*'
+                } else {
+                    c
+                }
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+pub fn mask_partial(s: &str, keep_first: usize, keep_last: usize, mask: char) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= keep_first + keep_last {
+        return std::iter::repeat_n(mask, chars.len()).collect();
+    }
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i < keep_first || i >= chars.len() - keep_last {
+                *c
+            } else {
+                mask
+            }
+        })
+        .collect()
+}
+
+pub const REDACTED: &str = "[REDACTED]";
+
+string_mask!(MaskEmail, "mask_email", mask_email);
+string_mask!(MaskCard, "mask_card", mask_card);
+string_mask!(Redact, "redact", |_: &str| REDACTED.to_string());
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct MaskPartial {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for MaskPartial {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        "mask_partial"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, t: &[DataType]) -> Result<DataType> {
+        if !t[1].is_integer() || !t[2].is_integer() {
+            return plan_err!(
+                "mask_partial(value, keep_first, keep_last, mask_char): keep_first and keep_last are integers"
+            );
+        }
+        string_type("mask_partial", &t[0])
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let first = cast(&args.args[1].to_array(n)?, &DataType::Int64)?;
+        let last = cast(&args.args[2].to_array(n)?, &DataType::Int64)?;
+        let mask = strings(&args.args[3], n)?;
+        let (first, last) = (
+            first.as_primitive::<Int64Type>(),
+            last.as_primitive::<Int64Type>(),
+        );
+        let mask = mask.as_string::<i32>();
+        map_strings(&args.args[0], n, |s, i| {
+            let c = mask.value(i).chars().next().unwrap_or('*');
+            let (f, l) = (
+                first.value(i).max(0) as usize,
+                last.value(i).max(0) as usize,
+            );
+            Ok(mask_partial(s, f, l, c))
+        })
+    }
+}
+
+/// HMAC-SHA-256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new()
+        .chain_update(&ipad)
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(&opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct HashPseudonym {
+    signature: Signature,
+    key: Option<Vec<u8>>,
+}
+
+impl ScalarUDFImpl for HashPseudonym {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        "hash_pseudonym"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, t: &[DataType]) -> Result<DataType> {
+        match &t[0] {
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+                Ok(t[0].clone())
+            }
+            other => string_type("hash_pseudonym", other),
+        }
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(key) = &self.key else {
+            return exec_err!(
+                "hash_pseudonym needs a secret: set governance.pseudonymSecret in mesh.yaml or MESHQL_PSEUDONYM_SECRET"
+            );
+        };
+        let n = args.number_rows;
+        let t = args.args[0].data_type();
+        let digest = |s: &str| hmac_sha256(key, s.as_bytes());
+        macro_rules! ints {
+            ($arrow:ty, $native:ty) => {{
+                let arr = args.args[0].to_array(n)?;
+                let arr = arr.as_primitive::<$arrow>();
+                let out: PrimitiveArray<$arrow> = arr
+                    .iter()
+                    .map(|v| {
+                        v.map(|v| {
+                            let d = digest(&v.to_string());
+                            const N: usize = std::mem::size_of::<$native>();
+                            let mut b = [0u8; N];
+                            b.copy_from_slice(&d[..N]);
+                            <$native>::from_be_bytes(b) & <$native>::MAX
+                        })
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }};
+        }
+        match t {
+            DataType::Int8 => ints!(Int8Type, i8),
+            DataType::Int16 => ints!(Int16Type, i16),
+            DataType::Int32 => ints!(Int32Type, i32),
+            DataType::Int64 => ints!(Int64Type, i64),
+            _ => map_strings(&args.args[0], n, |s, _| {
+                Ok(digest(s).iter().map(|b| format!("{b:02x}")).collect())
+            }),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Nullify {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Nullify {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        "nullify"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, t: &[DataType]) -> Result<DataType> {
+        Ok(t[0].clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Array(new_null_array(
+            &args.args[0].data_type(),
+            args.number_rows,
+        )))
+    }
+}
+
+fn literal_string(v: &ColumnarValue, what: &str) -> Result<String> {
+    match v {
+        ColumnarValue::Scalar(s) => match s.try_as_str() {
+            Some(Some(s)) => Ok(s.to_ascii_lowercase()),
+            _ => exec_err!("{what} must be a text literal"),
+        },
+        ColumnarValue::Array(_) => exec_err!("{what} must be a literal"),
+    }
+}
+
+/// Truncates a day number to the start of its unit.
+fn truncate_days(days: i32, unit: &str) -> Result<i32> {
+    let (y, m, d) = crate::demo::civil_from_days(days);
+    Ok(match unit {
+        "day" | "hour" => days,
+        "week" => days - (days + 3).rem_euclid(7),
+        "month" => days - (d as i32 - 1),
+        "quarter" => crate::demo::days_from_civil(y, (m - 1) / 3 * 3 + 1, 1),
+        "year" => crate::demo::days_from_civil(y, 1, 1),
+        other => {
+            return exec_err!(
+                "truncate_date: unknown unit `{other}` (year, quarter, month, week, day, hour)"
+            );
+        }
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TruncateDate {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for TruncateDate {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        "truncate_date"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, t: &[DataType]) -> Result<DataType> {
+        match &t[0] {
+            DataType::Date32 | DataType::Timestamp(..) => Ok(t[0].clone()),
+            other => plan_err!("truncate_date truncates dates and timestamps, not {other}"),
+        }
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let unit = literal_string(&args.args[1], "truncate_date's unit")?;
+        let arr = args.args[0].to_array(args.number_rows)?;
+        macro_rules! ts {
+            ($arrow:ty, $per_day:expr, $per_hour:expr) => {{
+                let a = arr.as_primitive::<$arrow>();
+                let out: PrimitiveArray<$arrow> = a
+                    .iter()
+                    .map(|v| {
+                        v.map(|v| -> Result<i64> {
+                            let day = v.div_euclid($per_day);
+                            if unit == "hour" {
+                                return Ok(v.div_euclid($per_hour) * $per_hour);
+                            }
+                            Ok(i64::from(truncate_days(day as i32, &unit)?) * $per_day)
+                        })
+                        .transpose()
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(ColumnarValue::Array(Arc::new(
+                    out.with_data_type(arr.data_type().clone()),
+                )))
+            }};
+        }
+        match arr.data_type() {
+            DataType::Date32 => {
+                let a = arr.as_primitive::<Date32Type>();
+                let out: PrimitiveArray<Date32Type> = a
+                    .iter()
+                    .map(|v| v.map(|d| truncate_days(d, &unit)).transpose())
+                    .collect::<Result<_>>()?;
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+            DataType::Timestamp(TimeUnit::Second, _) => ts!(TimestampSecondType, 86_400, 3_600),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                ts!(TimestampMillisecondType, 86_400_000, 3_600_000)
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                ts!(TimestampMicrosecondType, 86_400_000_000, 3_600_000_000)
+            }
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                ts!(
+                    TimestampNanosecondType,
+                    86_400_000_000_000,
+                    3_600_000_000_000
+                )
+            }
+            other => exec_err!("truncate_date truncates dates and timestamps, not {other}"),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RoundTo {
+    signature: Signature,
+}
+
+fn round_i128(v: i128, step: i128) -> i128 {
+    let half = step / 2;
+    if v >= 0 {
+        (v + half) / step * step
+    } else {
+        -((-v + half) / step * step)
+    }
+}
+
+impl ScalarUDFImpl for RoundTo {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        "round_to"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, t: &[DataType]) -> Result<DataType> {
+        if t[0].is_numeric() {
+            Ok(t[0].clone())
+        } else {
+            plan_err!("round_to rounds numbers, not {}", t[0])
+        }
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let step = match &args.args[1] {
+            ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Float64)? {
+                ScalarValue::Float64(Some(v)) if v > 0.0 => v,
+                _ => return exec_err!("round_to's step must be a positive number"),
+            },
+            ColumnarValue::Array(_) => return exec_err!("round_to's step must be a literal"),
+        };
+        let arr = args.args[0].to_array(args.number_rows)?;
+        macro_rules! ints {
+            ($arrow:ty, $native:ty) => {{
+                let s = (step.round() as i128).max(1);
+                let out: PrimitiveArray<$arrow> = arr
+                    .as_primitive::<$arrow>()
+                    .iter()
+                    .map(|v| v.map(|v| round_i128(v as i128, s) as $native))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }};
+        }
+        match arr.data_type().clone() {
+            DataType::Int8 => ints!(Int8Type, i8),
+            DataType::Int16 => ints!(Int16Type, i16),
+            DataType::Int32 => ints!(Int32Type, i32),
+            DataType::Int64 => ints!(Int64Type, i64),
+            DataType::Float32 => {
+                let out: PrimitiveArray<Float32Type> = arr
+                    .as_primitive::<Float32Type>()
+                    .iter()
+                    .map(|v| v.map(|v| ((f64::from(v) / step).round() * step) as f32))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+            DataType::Float64 => {
+                let out: PrimitiveArray<Float64Type> = arr
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .map(|v| v.map(|v| (v / step).round() * step))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+            t @ DataType::Decimal128(_, scale) => {
+                let s = ((step * 10f64.powi(i32::from(scale))).round() as i128).max(1);
+                let out: PrimitiveArray<Decimal128Type> = arr
+                    .as_primitive::<Decimal128Type>()
+                    .iter()
+                    .map(|v| v.map(|v| round_i128(v, s)))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out.with_data_type(t))))
+            }
+            other => exec_err!("round_to rounds numbers, not {other}"),
+        }
+    }
+}
+
+/// `current_user()`, `is_member('role')`, `current_attribute('key')`, bound
+/// to a session's principal.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PrincipalFunction {
+    name: &'static str,
+    signature: Signature,
+    user: String,
+    roles: Vec<String>,
+    attributes: BTreeMap<String, String>,
+}
+
+impl PrincipalFunction {
+    fn value(&self, arg: Option<&str>) -> ScalarValue {
+        match (self.name, arg) {
+            ("current_user", _) => ScalarValue::Utf8(Some(self.user.clone())),
+            ("is_member", Some(role)) => {
+                ScalarValue::Boolean(Some(self.roles.iter().any(|r| r == role)))
+            }
+            ("current_attribute", Some(key)) => {
+                ScalarValue::Utf8(self.attributes.get(key).cloned())
+            }
+            _ => ScalarValue::Null,
+        }
+    }
+}
+
+impl ScalarUDFImpl for PrincipalFunction {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _t: &[DataType]) -> Result<DataType> {
+        Ok(if self.name == "is_member" {
+            DataType::Boolean
+        } else {
+            DataType::Utf8
+        })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if args.args.is_empty() {
+            return Ok(ColumnarValue::Scalar(self.value(None)));
+        }
+        let keys = strings(&args.args[0], args.number_rows)?;
+        let keys = keys.as_string::<i32>();
+        if self.name == "is_member" {
+            let out: BooleanArray = keys
+                .iter()
+                .map(|k| k.map(|k| self.roles.iter().any(|r| r == k)))
+                .collect();
+            return Ok(ColumnarValue::Array(Arc::new(out)));
+        }
+        let out: StringArray = keys
+            .iter()
+            .map(|k| k.and_then(|k| self.attributes.get(k).cloned()))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+fn principal_functions(p: &Principal) -> Vec<PrincipalFunction> {
+    [
+        ("current_user", Signature::exact(vec![], Volatility::Stable)),
+        (
+            "is_member",
+            Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+        ),
+        (
+            "current_attribute",
+            Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, signature)| PrincipalFunction {
+        name,
+        signature,
+        user: p.user.clone(),
+        roles: p.roles.clone(),
+        attributes: p.attributes.clone(),
+    })
+    .collect()
+}
+
+/// Registers the mask and policy functions with a session.
+pub(crate) fn register(ctx: &SessionContext, principal: &Principal, secret: Option<&[u8]>) {
+    let any = |n| Signature::any(n, Volatility::Immutable);
+    ctx.register_udf(ScalarUDF::from(MaskEmail::new()));
+    ctx.register_udf(ScalarUDF::from(MaskCard::new()));
+    ctx.register_udf(ScalarUDF::from(Redact::new()));
+    ctx.register_udf(ScalarUDF::from(MaskPartial { signature: any(4) }));
+    ctx.register_udf(ScalarUDF::from(HashPseudonym {
+        signature: any(1),
+        key: secret.map(<[u8]>::to_vec),
+    }));
+    ctx.register_udf(ScalarUDF::from(Nullify { signature: any(1) }));
+    ctx.register_udf(ScalarUDF::from(TruncateDate { signature: any(2) }));
+    ctx.register_udf(ScalarUDF::from(RoundTo { signature: any(2) }));
+    for f in principal_functions(principal) {
+        ctx.register_udf(ScalarUDF::from(f));
+    }
+}
+
+/// Replaces calls of the principal functions with their values, so a row
+/// filter such as `region = current_attribute('region')` becomes
+/// `region = 'EU'` and can prune files.
+pub(crate) fn bind_principal(expr: Expr, p: &Principal) -> Result<Expr> {
+    let fns = principal_functions(p);
+    expr.transform_up(|e| {
+        if let Expr::ScalarFunction(call) = &e
+            && let Some(f) = fns.iter().find(|f| f.name == call.func.name())
+        {
+            let arg = match call.args.first() {
+                None => None,
+                Some(Expr::Literal(v, _)) => match v.try_as_str() {
+                    Some(Some(s)) => Some(s.to_string()),
+                    _ => return Ok(Transformed::no(e)),
+                },
+                Some(_) => return Ok(Transformed::no(e)),
+            };
+            return Ok(Transformed::yes(Expr::Literal(
+                f.value(arg.as_deref()),
+                None,
+            )));
+        }
+        Ok(Transformed::no(e))
+    })
+    .map(|t| t.data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_have_their_documented_output() {
+        assert_eq!(mask_email("ana.lopez7@gmail.com"), "a***@gmail.com");
+        assert_eq!(mask_email("no-at-sign"), "***");
+        assert_eq!(mask_card("4111111111111111"), "************1111");
+        assert_eq!(mask_card("3714-496353-98431"), "****-******-*8431");
+        assert_eq!(
+            mask_partial("+49 151 2345678", 3, 2, '#'),
+            "+49##########78"
+        );
+        assert_eq!(mask_partial("abc", 2, 2, '*'), "***");
+        assert_eq!(round_i128(1234, 100), 1200);
+        assert_eq!(round_i128(1250, 100), 1300);
+        assert_eq!(round_i128(-1250, 100), -1300);
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn dates_truncate_to_their_unit() {
+        let d = crate::demo::days_from_civil(2026, 8, 19); // a Wednesday
+        let civil = |x| crate::demo::civil_from_days(x);
+        assert_eq!(
+            civil(truncate_days(d, "month").expect("unit")),
+            (2026, 8, 1)
+        );
+        assert_eq!(
+            civil(truncate_days(d, "quarter").expect("unit")),
+            (2026, 7, 1)
+        );
+        assert_eq!(civil(truncate_days(d, "year").expect("unit")), (2026, 1, 1));
+        assert_eq!(
+            civil(truncate_days(d, "week").expect("unit")),
+            (2026, 8, 17)
+        );
+        assert!(truncate_days(d, "fortnight").is_err());
+    }
+}

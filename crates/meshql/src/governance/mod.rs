@@ -1,0 +1,138 @@
+//! Federated computational governance: policy decisions per principal and
+//! product, the mask and policy functions, and the plan rewrite that
+//! enforces them.
+
+mod decide;
+pub(crate) mod functions;
+pub(crate) mod rewrite;
+
+pub use decide::{ColumnDecision, ColumnPolicy, PolicyExpr, ProductPolicy, decide, mask_sql};
+pub use functions::{REDACTED, mask_card, mask_email, mask_partial};
+
+use std::collections::BTreeSet;
+
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::ExprSchemable;
+use datafusion::prelude::SessionContext;
+use meshql_manifest::{Access, Catalog, ColumnAction, Pos, Problem, Rule};
+
+use crate::principal::Principal;
+
+/// A context that knows the policy functions, for parsing policy expressions.
+pub(crate) fn parser(principal: &Principal, secret: Option<&[u8]>) -> SessionContext {
+    let ctx = SessionContext::new();
+    functions::register(&ctx, principal, secret);
+    ctx
+}
+
+/// Type-checks every mask and row filter against every column and product
+/// the rule can apply to: a filter must be boolean, a mask must produce the
+/// column's type.
+pub(crate) fn validate(catalog: &Catalog) -> Vec<Problem> {
+    let ctx = parser(&Principal::new("meshql-check"), Some(b"check"));
+    let mut seen = BTreeSet::new();
+    let mut problems = Vec::new();
+    let mut report = |rule: &Rule, pos: Pos, message: String| {
+        if seen.insert((rule.file.clone(), pos.line, pos.col, message.clone())) {
+            problems.push(Problem {
+                file: rule.file.clone(),
+                pos,
+                message,
+            });
+        }
+    };
+    for rule in catalog.rules.iter().filter(|r| r.access == Access::Allow) {
+        for contract in &catalog.contracts {
+            let applies = rule
+                .domain
+                .as_ref()
+                .is_none_or(|p| p.is_match(&contract.domain))
+                && rule
+                    .product
+                    .as_ref()
+                    .is_none_or(|p| p.is_match(&contract.product.name))
+                && rule
+                    .has_column
+                    .iter()
+                    .all(|n| contract.product.columns.iter().any(|c| &c.name == n));
+            if !applies {
+                continue;
+            }
+            let arrow = crate::types::contract_schema(contract);
+            let Ok(schema) = DFSchema::try_from(arrow.as_ref().clone()) else {
+                continue;
+            };
+            let product = contract.qualified_name();
+            if let Some(f) = &rule.row_filter {
+                match ctx
+                    .parse_sql_expr(&f.sql, &schema)
+                    .and_then(|e| e.get_type(&schema))
+                {
+                    Ok(arrow::datatypes::DataType::Boolean) => {}
+                    Ok(t) => report(
+                        rule,
+                        f.pos,
+                        format!(
+                            "row filter `{}` of rule `{}` is {t} on {product}, not boolean",
+                            f.sql, rule.name
+                        ),
+                    ),
+                    Err(e) => report(
+                        rule,
+                        f.pos,
+                        format!(
+                            "row filter `{}` of rule `{}` does not apply to {product}: {}",
+                            f.sql,
+                            rule.name,
+                            crate::error::clean_datafusion_message(&e)
+                        ),
+                    ),
+                }
+            }
+            for col in &contract.product.columns {
+                let Some(cr) = rule.columns.iter().find(|cr| {
+                    cr.name.as_ref().is_none_or(|p| p.is_match(&col.name))
+                        && cr.classification.as_ref().is_none_or(|p| {
+                            col.classification.as_deref().is_some_and(|c| p.is_match(c))
+                        })
+                        && cr
+                            .tag
+                            .as_ref()
+                            .is_none_or(|p| col.tags.iter().any(|t| p.is_match(t)))
+                }) else {
+                    continue;
+                };
+                let ColumnAction::Mask(mask) = &cr.action else {
+                    continue;
+                };
+                let sql = mask_sql(&mask.sql, &col.name);
+                let want = crate::types::arrow_type(col.data_type);
+                match ctx
+                    .parse_sql_expr(&sql, &schema)
+                    .and_then(|e| e.get_type(&schema))
+                {
+                    Ok(t) if t == want => {}
+                    Ok(t) => report(
+                        rule,
+                        mask.pos,
+                        format!(
+                            "mask `{sql}` of rule `{}` gives {t} for {product}.{}, whose type is {want}: a mask keeps the column's type",
+                            rule.name, col.name
+                        ),
+                    ),
+                    Err(e) => report(
+                        rule,
+                        mask.pos,
+                        format!(
+                            "mask `{sql}` of rule `{}` does not apply to {product}.{}: {}",
+                            rule.name,
+                            col.name,
+                            crate::error::clean_datafusion_message(&e)
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    problems
+}

@@ -1,0 +1,438 @@
+//! Enforcement in the plan. Every scan of a product becomes
+//!
+//! ```text
+//! Projection: visible columns, masked ones replaced, names and types kept
+//!   MeshPolicy: product, row filter          <- user predicates stop here
+//!     Filter: row filter on raw values
+//!       TableScan: the product, raw
+//! ```
+//!
+//! The `MeshPolicy` node is opaque to predicate pushdown, logical and
+//! physical, so no expression of the query is evaluated on a row the filter
+//! removes. It passes projections through, so unread columns (and their
+//! masks) cost nothing.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{Column, DFSchema, DFSchemaRef, internal_err, plan_datafusion_err};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::{QueryPlanner, SessionState};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{
+    Expr, Extension, LogicalPlan, LogicalPlanBuilder, TableScan, TableType, UserDefinedLogicalNode,
+    UserDefinedLogicalNodeCore,
+};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use datafusion::prelude::{SessionContext, col};
+
+use super::decide::{ColumnDecision, ProductPolicy};
+use crate::catalog::ProductTable;
+use crate::principal::Principal;
+
+/// A product as one principal sees it: only the visible columns. Planning
+/// resolves names against it; the analyzer rule replaces its scans.
+#[derive(Debug)]
+pub(crate) struct GovernedTable {
+    pub(crate) raw: Arc<ProductTable>,
+    pub(crate) policy: Arc<ProductPolicy>,
+    schema: SchemaRef,
+}
+
+impl GovernedTable {
+    pub(crate) fn new(raw: Arc<ProductTable>, policy: Arc<ProductPolicy>) -> Self {
+        let raw_schema = raw.schema();
+        let fields: Vec<_> = policy
+            .visible_columns()
+            .filter_map(|c| {
+                let f = raw_schema.field_with_name(&c.name).ok()?;
+                // A masked value may be NULL where the raw one was not.
+                let masked = matches!(c.action, ColumnDecision::Mask(_));
+                Some(f.clone().with_nullable(f.is_nullable() || masked))
+            })
+            .collect();
+        Self {
+            raw,
+            policy,
+            schema: Arc::new(arrow::datatypes::Schema::new(fields)),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for GovernedTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Fail closed: a governed product is only ever read through the rewrite.
+        internal_err!(
+            "{} was planned without its governance rewrite",
+            self.policy.product
+        )
+    }
+}
+
+/// The parsed masks and filter of one product for one principal.
+#[derive(Debug)]
+struct Prepared {
+    filter: Option<Expr>,
+    /// Visible columns in order, with their mask.
+    columns: Vec<(String, Option<Expr>)>,
+}
+
+/// The analyzer rule that enforces a principal's policies on every scan.
+pub(crate) struct GovernanceRule {
+    principal: Principal,
+    /// Parses policy expressions (functions registered, no catalog).
+    parser: SessionContext,
+    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+}
+
+impl fmt::Debug for GovernanceRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GovernanceRule")
+            .field("principal", &self.principal.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GovernanceRule {
+    pub(crate) fn new(principal: Principal, parser: SessionContext) -> Self {
+        Self {
+            principal,
+            parser,
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn prepare(&self, table: &GovernedTable) -> Result<Arc<Prepared>> {
+        let key = table.policy.product.clone();
+        if let Some(p) = self.prepared.lock().map_err(|_| poisoned())?.get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let prepared = Arc::new(prepare(&self.parser, &self.principal, table)?);
+        self.prepared
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(key, Arc::clone(&prepared));
+        Ok(prepared)
+    }
+
+    fn rewrite(&self, scan: &TableScan, table: &GovernedTable) -> Result<LogicalPlan> {
+        let prepared = self.prepare(table)?;
+        let source = provider_as_source(Arc::clone(&table.raw) as Arc<dyn TableProvider>);
+        let mut plan = LogicalPlanBuilder::scan(scan.table_name.clone(), source, None)?;
+        if let Some(filter) = &prepared.filter {
+            let filtered = plan.filter(filter.clone())?.build()?;
+            plan = LogicalPlanBuilder::from(LogicalPlan::Extension(Extension {
+                node: Arc::new(PolicyBoundary {
+                    input: filtered,
+                    product: table.policy.product.clone(),
+                    filter: filter.to_string(),
+                }),
+            }));
+        }
+        let exprs: Vec<Expr> = prepared
+            .columns
+            .iter()
+            .map(|(name, mask)| match mask {
+                None => col(Column::new(Some(scan.table_name.clone()), name)),
+                Some(m) => m
+                    .clone()
+                    .alias_qualified(Some(scan.table_name.clone()), name),
+            })
+            .collect();
+        let mut plan = plan.project(exprs)?;
+        // Whatever the planner already attached to the scan stays above the policy.
+        if let Some(indices) = &scan.projection {
+            let schema = plan.schema().clone();
+            let cols: Vec<Expr> = indices
+                .iter()
+                .map(|i| Expr::Column(Column::from(schema.qualified_field(*i))))
+                .collect();
+            plan = plan.project(cols)?;
+        }
+        for f in &scan.filters {
+            plan = plan.filter(f.clone())?;
+        }
+        if let Some(fetch) = scan.fetch {
+            plan = plan.limit(0, Some(fetch))?;
+        }
+        plan.build()
+    }
+}
+
+fn poisoned() -> DataFusionError {
+    DataFusionError::Internal("governance cache poisoned".into())
+}
+
+/// Parses a product's masks and row filter against its raw columns, with the
+/// principal's values bound in.
+fn prepare(
+    parser: &SessionContext,
+    principal: &Principal,
+    table: &GovernedTable,
+) -> Result<Prepared> {
+    let schema = DFSchema::try_from(table.raw.schema().as_ref().clone())?;
+    let parse = |sql: &str, location: &str| -> Result<Expr> {
+        let expr = parser.parse_sql_expr(sql, &schema).map_err(|e| {
+            plan_datafusion_err!(
+                "policy expression `{sql}` at {location} is invalid: {}",
+                crate::error::clean_datafusion_message(&e)
+            )
+        })?;
+        super::functions::bind_principal(expr, principal)
+    };
+    let filter = match &table.policy.row_filter {
+        Some(f) => Some(parse(&f.sql, &f.location)?),
+        None => None,
+    };
+    let columns = table
+        .policy
+        .visible_columns()
+        .map(|c| {
+            let mask = match &c.action {
+                ColumnDecision::Mask(m) => Some(parse(&m.sql, &m.location)?),
+                _ => None,
+            };
+            Ok((c.name.clone(), mask))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Prepared { filter, columns })
+}
+
+fn governed(scan: &TableScan) -> Option<Arc<dyn TableProvider>> {
+    let provider = source_as_provider(&scan.source).ok()?;
+    provider
+        .as_any()
+        .downcast_ref::<GovernedTable>()
+        .is_some()
+        .then_some(provider)
+}
+
+impl AnalyzerRule for GovernanceRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = &node
+                && let Some(provider) = governed(scan)
+                && let Some(table) = provider.as_any().downcast_ref::<GovernedTable>()
+            {
+                return Ok(Transformed::yes(self.rewrite(scan, table)?));
+            }
+            Ok(Transformed::no(node))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "meshql_governance"
+    }
+}
+
+/// The boundary between a product's policy and the query: predicates of the
+/// query are not pushed through it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub(crate) struct PolicyBoundary {
+    input: LogicalPlan,
+    product: String,
+    filter: String,
+}
+
+impl UserDefinedLogicalNodeCore for PolicyBoundary {
+    fn name(&self) -> &str {
+        "MeshPolicy"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        self.input.schema()
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+
+    fn prevent_predicate_push_down_columns(&self) -> HashSet<String> {
+        self.input
+            .schema()
+            .columns()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "MeshPolicy: product={}, row filter={}",
+            self.product, self.filter
+        )
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
+        let Some(input) = inputs.pop() else {
+            return internal_err!("MeshPolicy has one input");
+        };
+        Ok(Self {
+            input,
+            product: self.product.clone(),
+            filter: self.filter.clone(),
+        })
+    }
+
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        Some(vec![output_columns.to_vec()])
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        false
+    }
+}
+
+/// The physical boundary: passes batches through, and refuses filter
+/// pushdown from above (the default of an execution plan).
+#[derive(Debug)]
+pub(crate) struct PolicyBoundaryExec {
+    input: Arc<dyn ExecutionPlan>,
+    product: String,
+    filter: String,
+    properties: Arc<PlanProperties>,
+}
+
+impl PolicyBoundaryExec {
+    fn new(input: Arc<dyn ExecutionPlan>, product: String, filter: String) -> Self {
+        let properties = Arc::clone(input.properties());
+        Self {
+            input,
+            product,
+            filter,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for PolicyBoundaryExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "MeshPolicyExec: product={}, row filter={}",
+            self.product, self.filter
+        )
+    }
+}
+
+impl ExecutionPlan for PolicyBoundaryExec {
+    fn name(&self) -> &str {
+        "MeshPolicyExec"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(input) = children.pop() else {
+            return internal_err!("MeshPolicyExec has one input");
+        };
+        Ok(Arc::new(Self::new(
+            input,
+            self.product.clone(),
+            self.filter.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}
+
+struct PolicyPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for PolicyPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session_state: &SessionState,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(boundary) = node.as_any().downcast_ref::<PolicyBoundary>() else {
+            return Ok(None);
+        };
+        let Some(input) = physical_inputs.first() else {
+            return internal_err!("MeshPolicy has one input");
+        };
+        Ok(Some(Arc::new(PolicyBoundaryExec::new(
+            Arc::clone(input),
+            boundary.product.clone(),
+            boundary.filter.clone(),
+        ))))
+    }
+}
+
+/// DataFusion's planner, knowing how to plan `MeshPolicy` nodes.
+#[derive(Debug)]
+pub(crate) struct MeshQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for MeshQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &SessionState,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PolicyPlanner)])
+            .create_physical_plan(logical_plan, session_state)
+            .await
+    }
+}
