@@ -1,4 +1,7 @@
-//! Runs `tests/slt/*.slt` against the bundled demo mesh.
+//! Runs `tests/slt/*.slt` against the bundled demo mesh, each file as the
+//! principal its `# principal: NAME` line names (users.yaml), or `admin`.
+//! `EXPLAIN` keeps only the logical plan, which does not depend on paths or
+//! the number of cores.
 //!
 //! `cargo test --test sqllogictest` checks; `cargo test --test sqllogictest
 //! -- --complete [FILTER]` rewrites the expected output from what meshql
@@ -10,7 +13,7 @@ use std::time::Duration;
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
-use meshql::{Mesh, Principal};
+use meshql::Mesh;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 struct MeshDb {
@@ -55,11 +58,16 @@ impl sqllogictest::AsyncDB for MeshDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
-        let batches = self
+        let mut batches = self
             .session
             .collect(sql)
             .await
             .map_err(|e| DbError(e.to_string()))?;
+        let explain = sql.trim_start().to_ascii_uppercase();
+        let explain = explain.starts_with("EXPLAIN") && !explain.starts_with("EXPLAIN ANALYZE");
+        if explain {
+            batches = logical_only(&batches).map_err(|e| DbError(e.to_string()))?;
+        }
         let schema = match batches.first() {
             Some(b) => b.schema(),
             None => self
@@ -101,6 +109,9 @@ impl sqllogictest::AsyncDB for MeshDb {
                 );
             }
         }
+        if explain {
+            rows = plan_lines(rows);
+        }
         Ok(DBOutput::Rows { types, rows })
     }
 
@@ -113,6 +124,59 @@ impl sqllogictest::AsyncDB for MeshDb {
     async fn sleep(dur: Duration) {
         tokio::time::sleep(dur).await;
     }
+}
+
+/// The rows of an `EXPLAIN` result that are not the physical plan.
+fn logical_only(
+    batches: &[arrow::record_batch::RecordBatch],
+) -> Result<Vec<arrow::record_batch::RecordBatch>, arrow::error::ArrowError> {
+    batches
+        .iter()
+        .map(|b| {
+            let kinds = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+            let kinds = kinds
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .ok_or_else(|| arrow::error::ArrowError::CastError("plan_type".into()))?;
+            let keep: arrow::array::BooleanArray = kinds
+                .iter()
+                .map(|k| Some(k != Some("physical_plan")))
+                .collect();
+            arrow::compute::filter_record_batch(b, &keep)
+        })
+        .collect()
+}
+
+/// One row per line of each plan, numbered, indentation shown as `--`.
+fn plan_lines(rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, plan) = match row.as_slice() {
+            [kind, plan] => (kind.clone(), plan.clone()),
+            _ => {
+                out.push(row);
+                continue;
+            }
+        };
+        for (i, line) in plan.lines().enumerate() {
+            let depth = line.len() - line.trim_start().len();
+            out.push(vec![
+                kind.clone(),
+                format!("{:02}){}{}", i + 1, "-".repeat(depth), line.trim_start()),
+            ]);
+        }
+    }
+    out
+}
+
+/// The principal a file names in a `# principal: NAME` line.
+fn principal_of(file: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("# principal:"))
+        .map(|p| p.trim().to_string())
+        .unwrap_or_else(|| "admin".to_string()))
 }
 
 fn root() -> PathBuf {
@@ -147,12 +211,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut failures = Vec::new();
     for file in &files {
+        let principal = mesh.principal(&principal_of(file)?)?;
         let mesh = mesh.clone();
         let mut runner = sqllogictest::Runner::new(move || {
             let mesh = mesh.clone();
+            let principal = principal.clone();
             async move {
                 Ok::<_, DbError>(MeshDb {
-                    session: mesh.session(Principal::new("admin").with_role("platform_admin")),
+                    session: mesh.session(principal),
                 })
             }
         });

@@ -315,6 +315,7 @@ impl Session {
     /// Plans one read-only SQL statement. Errors say where in the statement
     /// the problem is and, for unknown products, which names exist.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let sql = &*crate::governance::functions::normalize_niladic(sql);
         guard(sql)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)

@@ -685,3 +685,66 @@ mod tests {
         assert!(truncate_days(d, "fortnight").is_err());
     }
 }
+
+/// `current_user` is an SQL keyword that takes no parentheses; meshql also
+/// accepts `current_user()`, as policy authors write it. Rewrites the call
+/// form outside quotes and comments.
+pub fn normalize_niladic(sql: &str) -> std::borrow::Cow<'_, str> {
+    const NAME: &str = "current_user";
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains(NAME) {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if let Some(q) = quote {
+            if b == q {
+                quote = None;
+            }
+        } else if b == b'\'' || b == b'"' {
+            quote = Some(b);
+        } else if lower[i..].starts_with(NAME)
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'))
+        {
+            let rest = &sql[i + NAME.len()..];
+            let trimmed = rest.trim_start();
+            if let Some(after) = trimmed.strip_prefix('(')
+                && after.trim_start().starts_with(')')
+            {
+                out.push_str(&sql[i..i + NAME.len()]);
+                let close = sql.len() - after.trim_start().len();
+                i = close + 1;
+                continue;
+            }
+        }
+        // Copy one whole character.
+        let ch = sql[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod niladic_tests {
+    use super::normalize_niladic;
+
+    #[test]
+    fn current_user_calls_become_the_keyword() {
+        assert_eq!(
+            normalize_niladic("user = current_user()"),
+            "user = current_user"
+        );
+        assert_eq!(
+            normalize_niladic("CURRENT_USER ( ) = 'x'"),
+            "CURRENT_USER = 'x'"
+        );
+        assert_eq!(normalize_niladic("'current_user()'"), "'current_user()'");
+        assert_eq!(normalize_niladic("my_current_user()"), "my_current_user()");
+        assert_eq!(normalize_niladic("é current_user()"), "é current_user");
+    }
+}

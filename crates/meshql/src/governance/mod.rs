@@ -105,7 +105,8 @@ pub(crate) fn validate(catalog: &Catalog) -> Vec<Problem> {
                 let ColumnAction::Mask(mask) = &cr.action else {
                     continue;
                 };
-                let sql = mask_sql(&mask.sql, &col.name);
+                let sql =
+                    functions::normalize_niladic(&mask_sql(&mask.sql, &col.name)).into_owned();
                 let want = crate::types::arrow_type(col.data_type);
                 match ctx
                     .parse_sql_expr(&sql, &schema)

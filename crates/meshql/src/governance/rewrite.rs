@@ -201,6 +201,7 @@ fn prepare(
 ) -> Result<Prepared> {
     let schema = DFSchema::try_from(table.raw.schema().as_ref().clone())?;
     let parse = |sql: &str, location: &str| -> Result<Expr> {
+        let sql = &*super::functions::normalize_niladic(sql);
         let expr = parser.parse_sql_expr(sql, &schema).map_err(|e| {
             plan_datafusion_err!(
                 "policy expression `{sql}` at {location} is invalid: {}",
