@@ -11,7 +11,9 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::Statement;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{Statement, TableFactor, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use meshql_manifest::{Catalog, Contract, Problem};
 
@@ -61,13 +63,12 @@ impl Mesh {
     /// Opens a mesh strictly: any problem in any file, including a policy
     /// expression that does not type-check, is an error that lists them all.
     pub fn open_strict(dir: impl AsRef<Path>) -> Result<Mesh> {
-        let mut catalog = Catalog::load_strict(dir)?;
-        let problems = crate::governance::validate(&catalog);
-        if !problems.is_empty() {
-            catalog.problems = problems;
-            return Err(meshql_manifest::Error::Invalid(catalog.problems).into());
+        let mesh = Self::from_catalog(Catalog::load(dir)?)?;
+        if mesh.problems().is_empty() {
+            Ok(mesh)
+        } else {
+            Err(meshql_manifest::Error::Invalid(mesh.problems().to_vec()).into())
         }
-        Self::from_catalog(catalog)
     }
 
     /// Builds the mesh from an already loaded catalog. No storage is touched.
@@ -486,6 +487,48 @@ fn find_word(sql: &str, word: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// Table functions that make rows rather than read them.
+const TABLE_FUNCTIONS: &[&str] = &["generate_series", "range"];
+
+/// Finds what in a query would reach data other than through a contract: a
+/// file path in `FROM` or a table function that reads.
+struct SourceGuard;
+
+impl Visitor for SourceGuard {
+    type Break = String;
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => {
+                let function = name.to_string().to_lowercase();
+                if !TABLE_FUNCTIONS.contains(&function.as_str()) {
+                    return ControlFlow::Break(format!("the table function {function}"));
+                }
+            }
+            TableFactor::Table { name, .. } => {
+                let path = name.0.iter().filter_map(|p| p.as_ident()).any(|i| {
+                    i.quote_style == Some('\'')
+                        || i.value.contains('/')
+                        || i.value.contains('\\')
+                        || i.value.contains("://")
+                });
+                if path {
+                    return ControlFlow::Break(format!("reading {name} directly"));
+                }
+            }
+            TableFactor::TableFunction { .. } | TableFactor::Function { .. } => {
+                return ControlFlow::Break("a table function".to_string());
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// meshql is read-only: only queries, EXPLAIN, SHOW and DESCRIBE run.
 fn guard(sql: &str) -> Result<()> {
     let statements = match DFParser::parse_sql_with_dialect(sql, &GenericDialect {}) {
@@ -506,6 +549,9 @@ fn check_statement(statement: &DfStatement) -> Result<()> {
         )))
     };
     match statement {
+        DfStatement::Statement(s) if let ControlFlow::Break(what) = s.visit(&mut SourceGuard) => {
+            denied(&what)
+        }
         DfStatement::Statement(s) => match s.as_ref() {
             Statement::Query(_)
             | Statement::ShowTables { .. }
