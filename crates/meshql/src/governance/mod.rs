@@ -137,3 +137,47 @@ pub(crate) fn validate(catalog: &Catalog) -> Vec<Problem> {
     }
     problems
 }
+
+/// Refuses to serve the documented demo passwords of a `users.yaml` marked
+/// `demoSecrets: true` on an address other than loopback, unless the operator
+/// explicitly allows it.
+pub fn check_serving_address(
+    users: &meshql_manifest::Users,
+    addr: std::net::SocketAddr,
+    allow_demo_secrets: bool,
+) -> crate::Result<()> {
+    if users.demo_secrets && !addr.ip().is_loopback() && !allow_demo_secrets {
+        return Err(crate::Error::PermissionDenied(format!(
+            "refusing to serve on {addr}: {} holds the documented demo passwords; replace them (`meshql user hash-password`) and remove `demoSecrets: true`, serve on 127.0.0.1, or pass --allow-demo-secrets",
+            users.file.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_secrets_are_served_on_loopback_only_unless_allowed() {
+        let users = meshql_manifest::Users {
+            demo_secrets: true,
+            ..Default::default()
+        };
+        let local: std::net::SocketAddr = "127.0.0.1:32010".parse().expect("addr");
+        let open: std::net::SocketAddr = "0.0.0.0:32010".parse().expect("addr");
+        let v6: std::net::SocketAddr = "[::1]:32010".parse().expect("addr");
+        assert!(check_serving_address(&users, local, false).is_ok());
+        assert!(check_serving_address(&users, v6, false).is_ok());
+        let err = check_serving_address(&users, open, false).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("refusing to serve on 0.0.0.0:32010"),
+            "{err}"
+        );
+        assert!(check_serving_address(&users, open, true).is_ok());
+        let real = meshql_manifest::Users::default();
+        assert!(check_serving_address(&real, open, false).is_ok());
+    }
+}
