@@ -223,6 +223,28 @@ impl<'n> Fields<'n> {
     }
 }
 
+/// Checks the `apiVersion: meshql/v1` and `kind` of one of meshql's own files.
+pub(crate) fn check_header(ctx: &mut Ctx<'_>, f: &Fields<'_>, kind: &str) {
+    if let Some((v, pos)) = f.req_string(ctx, "apiVersion")
+        && v != "meshql/v1"
+    {
+        ctx.err(
+            pos,
+            format!("unsupported apiVersion `{v}`: expected `meshql/v1`"),
+        );
+    }
+    if let Some((v, pos)) = f.req_string(ctx, "kind")
+        && v != kind
+    {
+        let file = ctx
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        ctx.err(pos, format!("kind must be `{kind}` in {file}, found `{v}`"));
+    }
+}
+
 /// Edit distance counting an insertion, deletion, substitution or swap of
 /// two neighbouring characters as one edit (optimal string alignment), for
 /// "did you mean" hints.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::decode::{Ctx, Fields};
+use crate::decode::{Ctx, Fields, check_header};
 use crate::model::*;
 use crate::policy::{Rule, Users};
 use crate::problem::{Error, Problem, Result};
@@ -58,20 +58,7 @@ impl Catalog {
             .collect();
         domain_dirs.sort();
         for d in domain_dirs {
-            let entries = std::fs::read_dir(&d).map_err(|source| Error::Io {
-                path: d.clone(),
-                source,
-            })?;
-            let mut in_domain: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && !is_hidden(p)
-                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                })
-                .collect();
-            in_domain.sort();
-            files.extend(in_domain);
+            files.extend(yaml_files(&d)?);
         }
 
         let mut contracts: Vec<Contract> = Vec::with_capacity(files.len());
@@ -179,20 +166,7 @@ fn load_governance(dir: &Path) -> Result<(Users, Vec<Rule>, Vec<Problem>)> {
     }
     let policy_dir = dir.join("policies");
     if policy_dir.is_dir() {
-        let entries = std::fs::read_dir(&policy_dir).map_err(|source| Error::Io {
-            path: policy_dir.clone(),
-            source,
-        })?;
-        let mut more: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && !is_hidden(p)
-                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-            })
-            .collect();
-        more.sort();
-        files.extend(more);
+        files.extend(yaml_files(&policy_dir)?);
     }
     let mut rules = Vec::new();
     for file in files {
@@ -217,6 +191,24 @@ fn load_governance(dir: &Path) -> Result<(Users, Vec<Rule>, Vec<Problem>)> {
         problems.extend(ctx.problems);
     }
     Ok((users, rules, problems))
+}
+
+/// The YAML files directly in `dir`, sorted by name.
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && !is_hidden(p)
+                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn is_hidden(p: &Path) -> bool {
@@ -328,22 +320,7 @@ const STORAGE_KEYS: &[&str] = &[
 
 fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig> {
     let f = ctx.fields(node, "mesh.yaml", MESH_KEYS)?;
-    if let Some((v, pos)) = f.req_string(ctx, "apiVersion")
-        && v != "meshql/v1"
-    {
-        ctx.err(
-            pos,
-            format!("unsupported apiVersion `{v}`: expected `meshql/v1`"),
-        );
-    }
-    if let Some((v, pos)) = f.req_string(ctx, "kind")
-        && v != "Mesh"
-    {
-        ctx.err(
-            pos,
-            format!("kind must be `Mesh` in mesh.yaml, found `{v}`"),
-        );
-    }
+    check_header(ctx, &f, "Mesh");
     let name = f.req_string(ctx, "name").map(|(n, _)| n);
     let description = f.opt_string(ctx, "description");
     let mut storage = BTreeMap::new();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::Serialize;
 
-use crate::decode::{Ctx, Fields};
+use crate::decode::{Ctx, Fields, check_header};
 use crate::yaml::{Node, Pos, Value};
 
 /// A regular expression from a rule, matched against a whole name.
@@ -196,22 +196,7 @@ pub(crate) fn decode_policies(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Rule> {
     let Some(f) = ctx.fields(node, "a policy file", POLICY_KEYS) else {
         return Vec::new();
     };
-    if let Some((v, pos)) = f.req_string(ctx, "apiVersion")
-        && v != "meshql/v1"
-    {
-        ctx.err(
-            pos,
-            format!("unsupported apiVersion `{v}`: expected `meshql/v1`"),
-        );
-    }
-    if let Some((v, pos)) = f.req_string(ctx, "kind")
-        && v != "Policies"
-    {
-        ctx.err(
-            pos,
-            format!("kind must be `Policies` in a policy file, found `{v}`"),
-        );
-    }
+    check_header(ctx, &f, "Policies");
     let Some(items) = f.req(ctx, "rules").and_then(|n| ctx.list(n, "`rules`")) else {
         return Vec::new();
     };
@@ -481,22 +466,7 @@ const USER_KEYS: &[&str] = &[
 
 pub(crate) fn decode_users(ctx: &mut Ctx<'_>, node: &Node, file: &Path) -> Option<Users> {
     let f = ctx.fields(node, "users.yaml", USERS_KEYS)?;
-    if let Some((v, pos)) = f.req_string(ctx, "apiVersion")
-        && v != "meshql/v1"
-    {
-        ctx.err(
-            pos,
-            format!("unsupported apiVersion `{v}`: expected `meshql/v1`"),
-        );
-    }
-    if let Some((v, pos)) = f.req_string(ctx, "kind")
-        && v != "Users"
-    {
-        ctx.err(
-            pos,
-            format!("kind must be `Users` in users.yaml, found `{v}`"),
-        );
-    }
+    check_header(ctx, &f, "Users");
     let mut users: Vec<User> = Vec::new();
     if let Some(items) = f.req(ctx, "users").and_then(|n| ctx.list(n, "`users`")) {
         for item in items {

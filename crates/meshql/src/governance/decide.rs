@@ -1,7 +1,7 @@
 //! Which rule governs a principal's access to a product, and what it says
 //! about each column and the rows.
 
-use meshql_manifest::{Access, ColumnAction, Contract, Rule};
+use meshql_manifest::{Access, Column, ColumnAction, ColumnRule, Contract, Rule};
 
 use crate::principal::Principal;
 
@@ -81,7 +81,9 @@ fn principal_matches(rule: &Rule, p: &Principal) -> bool {
             .all(|a| p.attributes.contains_key(a))
 }
 
-fn product_matches(rule: &Rule, c: &Contract) -> bool {
+/// Whether the rule's product part (catalog, domain, product, required
+/// columns) matches the contract.
+pub(crate) fn product_matches(rule: &Rule, c: &Contract) -> bool {
     rule.catalog
         .as_ref()
         .is_none_or(|pat| pat.is_match(crate::CATALOG_NAME))
@@ -97,6 +99,21 @@ fn product_matches(rule: &Rule, c: &Contract) -> bool {
             .has_column
             .iter()
             .all(|n| c.product.columns.iter().any(|col| &col.name == n))
+}
+
+/// The first of the rule's column entries that selects `col`.
+pub(crate) fn column_rule<'r>(rule: &'r Rule, col: &Column) -> Option<&'r ColumnRule> {
+    rule.columns.iter().find(|cr| {
+        cr.name.as_ref().is_none_or(|p| p.is_match(&col.name))
+            && cr
+                .classification
+                .as_ref()
+                .is_none_or(|p| col.classification.as_deref().is_some_and(|c| p.is_match(c)))
+            && cr
+                .tag
+                .as_ref()
+                .is_none_or(|p| col.tags.iter().any(|t| p.is_match(t)))
+    })
 }
 
 /// Expands a mask written for any column into the expression for `column`:
@@ -150,16 +167,7 @@ pub fn decide(rules: &[Rule], principal: &Principal, contract: &Contract) -> Pro
         .columns
         .iter()
         .map(|col| {
-            let chosen = rule.columns.iter().find(|cr| {
-                cr.name.as_ref().is_none_or(|p| p.is_match(&col.name))
-                    && cr.classification.as_ref().is_none_or(|p| {
-                        col.classification.as_deref().is_some_and(|c| p.is_match(c))
-                    })
-                    && cr
-                        .tag
-                        .as_ref()
-                        .is_none_or(|p| col.tags.iter().any(|t| p.is_match(t)))
-            });
+            let chosen = column_rule(rule, col);
             let (action, because) = match chosen {
                 None => (ColumnDecision::Allow, None),
                 Some(cr) => (

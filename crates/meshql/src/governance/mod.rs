@@ -43,18 +43,7 @@ pub(crate) fn validate(catalog: &Catalog) -> Vec<Problem> {
     };
     for rule in catalog.rules.iter().filter(|r| r.access == Access::Allow) {
         for contract in &catalog.contracts {
-            let applies = rule
-                .domain
-                .as_ref()
-                .is_none_or(|p| p.is_match(&contract.domain))
-                && rule
-                    .product
-                    .as_ref()
-                    .is_none_or(|p| p.is_match(&contract.product.name))
-                && rule
-                    .has_column
-                    .iter()
-                    .all(|n| contract.product.columns.iter().any(|c| &c.name == n));
+            let applies = decide::product_matches(rule, contract);
             if !applies {
                 continue;
             }
@@ -90,16 +79,7 @@ pub(crate) fn validate(catalog: &Catalog) -> Vec<Problem> {
                 }
             }
             for col in &contract.product.columns {
-                let Some(cr) = rule.columns.iter().find(|cr| {
-                    cr.name.as_ref().is_none_or(|p| p.is_match(&col.name))
-                        && cr.classification.as_ref().is_none_or(|p| {
-                            col.classification.as_deref().is_some_and(|c| p.is_match(c))
-                        })
-                        && cr
-                            .tag
-                            .as_ref()
-                            .is_none_or(|p| col.tags.iter().any(|t| p.is_match(t)))
-                }) else {
+                let Some(cr) = decide::column_rule(rule, col) else {
                     continue;
                 };
                 let ColumnAction::Mask(mask) = &cr.action else {
