@@ -1,11 +1,16 @@
 //! Planning cost of governance: a 5-way cross-domain join planned (parsed,
 //! analyzed, optimized; not executed) as `admin`, whom no mask or filter
 //! applies to, and as `eu_analyst`, whose plan gets masks and row filters on
-//! three of the five products.
+//! three of the five products; and, as the baseline without any
+//! governance, a bare DataFusion context over the same Parquet files.
 //!
 //! `cargo bench -p meshql --bench planning`
 
+use std::sync::Arc;
+
 use criterion::{Criterion, criterion_group, criterion_main};
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use meshql::Mesh;
 use meshql::manifest::Catalog;
 
@@ -26,6 +31,43 @@ fn planning(c: &mut Criterion) {
     let mesh = Mesh::from_catalog(catalog).expect("mesh");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let mut group = c.benchmark_group("plan 5-way join");
+
+    let bare = runtime.block_on(async {
+        let ctx = SessionContext::new();
+        let default = ctx.catalog("datafusion").expect("default catalog");
+        let data = dir.join("../data/demo");
+        for (domain, product) in [
+            ("sales", "orders"),
+            ("sales", "order_items"),
+            ("customers", "customers"),
+            ("payments", "transactions"),
+            ("catalog", "products"),
+        ] {
+            if default.schema(domain).is_none() {
+                default
+                    .register_schema(domain, Arc::new(MemorySchemaProvider::new()))
+                    .expect("schema");
+            }
+            let path = data.join(domain).join(product);
+            let path = format!("{}/", path.display());
+            ctx.register_parquet(
+                format!("{domain}.{product}"),
+                path,
+                ParquetReadOptions::default(),
+            )
+            .await
+            .expect("register");
+        }
+        ctx
+    });
+    group.bench_function("datafusion, no governance", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let df = bare.sql(QUERY).await.expect("plans");
+                df.into_optimized_plan().expect("optimizes")
+            })
+        })
+    });
     for user in ["admin", "eu_analyst"] {
         let session = mesh.session(mesh.principal(user).expect("demo user"));
         group.bench_function(user, |b| {
