@@ -146,20 +146,31 @@ impl Catalog {
     }
 }
 
+/// Reads and decodes one file, adding its problems to `problems`.
+fn decode_file<T>(
+    file: &Path,
+    problems: &mut Vec<Problem>,
+    decode: impl FnOnce(&mut Ctx<'_>, &Node) -> Option<T>,
+) -> Result<Option<T>> {
+    let text = read(file)?;
+    let mut ctx = Ctx::new(file);
+    let value = parse_into(&mut ctx, &text, decode);
+    problems.extend(ctx.problems);
+    Ok(value)
+}
+
 fn load_governance(dir: &Path) -> Result<(Users, Vec<Rule>, Vec<Problem>)> {
     let mut problems = Vec::new();
-    let mut users = Users::default();
     let users_file = dir.join("users.yaml");
-    if users_file.is_file() {
-        let text = read(&users_file)?;
-        let mut ctx = Ctx::new(&users_file);
-        if let Some(u) = parse_into(&mut ctx, &text, |ctx, node| {
+    let users = if users_file.is_file() {
+        decode_file(&users_file, &mut problems, |ctx, node| {
             crate::policy::decode_users(ctx, node, &users_file)
-        }) {
-            users = u;
-        }
-        problems.extend(ctx.problems);
-    }
+        })?
+        .unwrap_or_default()
+    } else {
+        Users::default()
+    };
+    // Evaluation order: policies.yaml, policies/*.yaml by name, rules.json.
     let mut files = Vec::new();
     if dir.join("policies.yaml").is_file() {
         files.push(dir.join("policies.yaml"));
@@ -170,25 +181,17 @@ fn load_governance(dir: &Path) -> Result<(Users, Vec<Rule>, Vec<Problem>)> {
     }
     let mut rules = Vec::new();
     for file in files {
-        let text = read(&file)?;
-        let mut ctx = Ctx::new(&file);
-        if let Some(r) = parse_into(&mut ctx, &text, |ctx, node| {
+        let decoded = decode_file(&file, &mut problems, |ctx, node| {
             Some(crate::policy::decode_policies(ctx, node))
-        }) {
-            rules.extend(r);
-        }
-        problems.extend(ctx.problems);
+        })?;
+        rules.extend(decoded.unwrap_or_default());
     }
     let trino = dir.join("rules.json");
     if trino.is_file() {
-        let text = read(&trino)?;
-        let mut ctx = Ctx::new(&trino);
-        if let Some(r) = parse_into(&mut ctx, &text, |ctx, node| {
+        let decoded = decode_file(&trino, &mut problems, |ctx, node| {
             Some(crate::policy::decode_trino(ctx, node))
-        }) {
-            rules.extend(r);
-        }
-        problems.extend(ctx.problems);
+        })?;
+        rules.extend(decoded.unwrap_or_default());
     }
     Ok((users, rules, problems))
 }
