@@ -45,6 +45,11 @@ pub struct Summary {
 /// Generates the demo data into `out` unless data of the same scale is
 /// already there. Returns whether it generated.
 pub fn ensure_at(out: &Path, scale: u32) -> Result<bool> {
+    // One generation at a time in this process; other processes are handled
+    // by generating into a directory of their own and renaming it into place.
+    static GENERATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static ATTEMPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let _one_at_a_time = GENERATING.lock().unwrap_or_else(|e| e.into_inner());
     let expected = marker_text(scale);
     if std::fs::read_to_string(out.join(MARKER)).is_ok_and(|m| m == expected) {
         return Ok(false);
@@ -53,9 +58,10 @@ pub fn ensure_at(out: &Path, scale: u32) -> Result<bool> {
     std::fs::create_dir_all(parent)
         .map_err(|e| io(format!("cannot create {}", parent.display()), e))?;
     let tmp = parent.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         out.file_name().and_then(|n| n.to_str()).unwrap_or("demo"),
-        std::process::id()
+        std::process::id(),
+        ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     generate(&tmp, scale)?;
@@ -1217,6 +1223,25 @@ mod tests {
             assert_eq!(sum % 10, 0, "{card}");
             assert_eq!(card.len(), if brand == "amex" { 15 } else { 16 });
         }
+    }
+
+    #[test]
+    fn concurrent_first_use_generates_once_and_completely() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("demo");
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let out = out.clone();
+                std::thread::spawn(move || ensure_at(&out, 1).map_err(|e| e.to_string()))
+            })
+            .collect();
+        let generated: Vec<bool> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("ensure"))
+            .collect();
+        assert_eq!(generated.iter().filter(|g| **g).count(), 1, "{generated:?}");
+        assert!(out.join(MARKER).is_file());
+        assert!(out.join("sales/orders/orders-2026-09.parquet").is_file());
     }
 
     #[test]
