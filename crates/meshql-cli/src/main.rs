@@ -79,11 +79,53 @@ enum Sub {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Serve the mesh over Arrow Flight SQL to BI tools, drivers and remote shells.
+    Serve(ServeArgs),
     /// Local principals.
     User {
         #[command(subcommand)]
         cmd: UserCmd,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// HOST:PORT to listen on [default: `server.addr` of mesh.yaml, else 127.0.0.1:32010]
+    #[arg(long, env = "MESHQL_ADDR")]
+    addr: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key, clients connect with grpc+tls://.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve a users.yaml marked `demoSecrets: true` on an address other than loopback.
+    #[arg(long)]
+    allow_demo_secrets: bool,
+    /// Queries that run at once; more wait in a queue.
+    #[arg(long)]
+    max_concurrent_queries: Option<usize>,
+    /// Seconds a query waits for its turn before it is refused.
+    #[arg(long)]
+    queue_timeout_seconds: Option<u64>,
+    /// Memory one query may use, in MiB.
+    #[arg(long)]
+    query_memory_mb: Option<usize>,
+    /// Seconds one query may run.
+    #[arg(long)]
+    query_timeout_seconds: Option<u64>,
+    /// Rows one result may have; a larger result fails.
+    #[arg(long)]
+    max_result_rows: Option<u64>,
+    /// Seconds a bearer token from a password login lasts.
+    #[arg(long)]
+    token_ttl_seconds: Option<u64>,
+    /// Append one JSON line per statement to this file [default: `audit.path` of mesh.yaml].
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Seconds running queries get to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    grace_seconds: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,36 +230,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Sub::Policy {
             cmd: PolicyCmd::Explain { product },
         }) => return explain(&mesh_dir, cli.user.as_deref(), product),
+        Some(Sub::Serve(args)) => return serve(&mesh_dir, args, runtime),
         None => {}
     }
 
-    let catalog = Catalog::load(&mesh_dir)?;
-    for p in &catalog.problems {
-        eprintln!("warning: left out of the mesh: {p}");
-    }
-    if let Some(demo) = &catalog.mesh.demo {
-        let generating = !catalog
-            .mesh
-            .storage
-            .get(&demo.storage)
-            .map(|s| matches!(&s.kind, meshql::manifest::StorageKind::Local { root } if root.join(".meshql-demo").exists()))
-            .unwrap_or(true);
-        if generating {
-            eprintln!(
-                "generating the demo mesh's data (scale {}) on first use...",
-                demo.scale
-            );
-        }
-        meshql::demo::ensure(&catalog)?;
-    }
-    let mesh = Mesh::from_catalog(catalog)?;
-    for p in mesh.problems().iter().filter(|p| {
-        p.file.ends_with("policies.yaml")
-            || p.file.ends_with("rules.json")
-            || p.file.parent().is_some_and(|d| d.ends_with("policies"))
-    }) {
-        eprintln!("warning: {p}");
-    }
+    let mesh = open_mesh(&mesh_dir)?;
     let principal = principal(&mesh, cli.user.as_deref())?;
     let session = mesh.session(principal);
     let out: Box<dyn Write> = match &cli.output {
@@ -273,6 +290,142 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `meshql serve`.
+fn serve(
+    mesh_dir: &Path,
+    args: &ServeArgs,
+    runtime: tokio::runtime::Runtime,
+) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHQL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mesh = open_mesh(mesh_dir)?;
+    let configured = mesh.catalog().mesh.server.addr.clone();
+    let (text, from) = match (&args.addr, &configured) {
+        (Some(a), _) => (a.clone(), "--addr".to_string()),
+        (None, Some(a)) => (
+            a.clone(),
+            format!("{}: server.addr", mesh.catalog().mesh.file.display()),
+        ),
+        (None, None) => (
+            meshql_server::DEFAULT_ADDR.to_string(),
+            "default".to_string(),
+        ),
+    };
+    let addr = meshql_server::parse_addr(&text, &from).map_err(anyhow::Error::msg)?;
+    meshql::governance::check_serving_address(
+        &mesh.catalog().users,
+        addr,
+        args.allow_demo_secrets,
+    )?;
+    let mut options = meshql_server::ServerOptions::from_mesh(&mesh);
+    if let Some(n) = args.max_concurrent_queries {
+        options.max_concurrent_queries = n.max(1);
+    }
+    if let Some(s) = args.queue_timeout_seconds {
+        options.queue_timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(mb) = args.query_memory_mb {
+        options.query_memory = Some(mb * 1024 * 1024);
+    }
+    if let Some(s) = args.query_timeout_seconds {
+        options.query_timeout = Some(std::time::Duration::from_secs(s));
+    }
+    if let Some(n) = args.max_result_rows {
+        options.max_result_rows = Some(n);
+    }
+    if let Some(s) = args.token_ttl_seconds {
+        options.token_ttl = std::time::Duration::from_secs(s);
+    }
+    if let Some(p) = &args.audit {
+        options.audit = Some(p.clone());
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(meshql_server::Tls {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
+    let grace = std::time::Duration::from_secs(args.grace_seconds);
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        println!(
+            "meshql serving mesh `{}` ({} products) over Flight SQL at {scheme}://{bound}",
+            mesh.catalog().mesh.name,
+            mesh.product_names().len()
+        );
+        std::io::stdout().flush()?;
+        meshql_server::serve(listener, mesh, options, tls, shutdown_signal(), grace)
+            .await
+            .map_err(anyhow::Error::msg)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Opens the mesh leniently, generating the demo data on first use and
+/// warning about what was left out.
+fn open_mesh(mesh_dir: &Path) -> anyhow::Result<Mesh> {
+    let catalog = Catalog::load(mesh_dir)?;
+    for p in &catalog.problems {
+        eprintln!("warning: left out of the mesh: {p}");
+    }
+    if let Some(demo) = &catalog.mesh.demo {
+        let generating = !catalog
+            .mesh
+            .storage
+            .get(&demo.storage)
+            .map(|s| matches!(&s.kind, meshql::manifest::StorageKind::Local { root } if root.join(".meshql-demo").exists()))
+            .unwrap_or(true);
+        if generating {
+            eprintln!(
+                "generating the demo mesh's data (scale {}) on first use...",
+                demo.scale
+            );
+        }
+        meshql::demo::ensure(&catalog)?;
+    }
+    let mesh = Mesh::from_catalog(catalog)?;
+    for p in mesh.problems().iter().filter(|p| {
+        p.file.ends_with("policies.yaml")
+            || p.file.ends_with("rules.json")
+            || p.file.parent().is_some_and(|d| d.ends_with("policies"))
+    }) {
+        eprintln!("warning: {p}");
+    }
+    Ok(mesh)
 }
 
 /// Runs items in order, stopping at the first error (exit code 1).

@@ -304,6 +304,18 @@ const MESH_KEYS: &[&str] = &[
     "storage",
     "demo",
     "governance",
+    "server",
+    "audit",
+];
+const SERVE_KEYS: &[&str] = &[
+    "addr",
+    "tokenTtlSeconds",
+    "maxConcurrentQueries",
+    "queueTimeoutSeconds",
+    "queryMemoryMb",
+    "queryTimeoutSeconds",
+    "maxResultRows",
+    "jwt",
 ];
 const STORAGE_KEYS: &[&str] = &[
     "type",
@@ -390,13 +402,92 @@ fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig>
             })
         })
         .unwrap_or_default();
+    let server = f
+        .get("server")
+        .and_then(|n| decode_serve(ctx, n, dir))
+        .unwrap_or_default();
+    let audit = f.get("audit").and_then(|n| {
+        let a = ctx.fields(n, "`audit`", &["path"])?;
+        let (path, _) = a.req_string(ctx, "path")?;
+        Some(resolve(dir, &path))
+    });
     Some(MeshConfig {
         file: ctx.file.to_path_buf(),
         governance,
+        server,
+        audit,
         name: name?,
         description,
         storage,
         demo,
+    })
+}
+
+fn resolve(dir: &Path, path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.is_absolute() { p } else { dir.join(p) }
+}
+
+fn decode_serve(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<ServerConfig> {
+    let f = ctx.fields(node, "`server`", SERVE_KEYS)?;
+    let positive = |ctx: &mut Ctx<'_>, key: &str| -> Option<u64> {
+        let n = f.get(key)?;
+        match ctx.integer(n, &format!("`server.{key}`"))? {
+            v if v > 0 => Some(v as u64),
+            _ => {
+                ctx.err(n.pos, format!("`server.{key}` must be a positive number"));
+                None
+            }
+        }
+    };
+    let addr = f.opt_string(ctx, "addr");
+    if let (Some(a), Some(n)) = (&addr, f.get("addr"))
+        && a.parse::<std::net::SocketAddr>().is_err()
+    {
+        ctx.err(
+            n.pos,
+            format!("`server.addr` must be HOST:PORT with an IP address, found `{a}`"),
+        );
+    }
+    let jwt = f.get("jwt").and_then(|n| {
+        let j = ctx.fields(
+            n,
+            "`server.jwt`",
+            &[
+                "hs256Secret",
+                "publicKeyFile",
+                "audience",
+                "issuer",
+                "rolesClaim",
+            ],
+        )?;
+        let hs256_secret = j.opt_string(ctx, "hs256Secret");
+        let public_key_file = j.opt_string(ctx, "publicKeyFile").map(|p| resolve(dir, &p));
+        if hs256_secret.is_none() == public_key_file.is_none() {
+            ctx.err(
+                n.pos,
+                "`server.jwt` needs exactly one of `hs256Secret` and `publicKeyFile`",
+            );
+        }
+        Some(JwtConfig {
+            hs256_secret,
+            public_key_file,
+            audience: j.opt_string(ctx, "audience"),
+            issuer: j.opt_string(ctx, "issuer"),
+            roles_claim: j
+                .opt_string(ctx, "rolesClaim")
+                .unwrap_or_else(|| "roles".into()),
+        })
+    });
+    Some(ServerConfig {
+        addr,
+        token_ttl_seconds: positive(ctx, "tokenTtlSeconds"),
+        max_concurrent_queries: positive(ctx, "maxConcurrentQueries").map(|v| v as usize),
+        queue_timeout_seconds: positive(ctx, "queueTimeoutSeconds"),
+        query_memory_mb: positive(ctx, "queryMemoryMb").map(|v| v as usize),
+        query_timeout_seconds: positive(ctx, "queryTimeoutSeconds"),
+        max_result_rows: positive(ctx, "maxResultRows"),
+        jwt,
     })
 }
 

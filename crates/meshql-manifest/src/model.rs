@@ -17,6 +17,56 @@ pub struct MeshConfig {
     pub storage: BTreeMap<String, Storage>,
     pub demo: Option<DemoConfig>,
     pub governance: GovernanceConfig,
+    /// Settings of `meshql serve`; flags override them.
+    pub server: ServerConfig,
+    /// The append-only JSON-lines audit log, if statements are audited.
+    pub audit: Option<PathBuf>,
+}
+
+/// Settings of the Flight SQL server (`server:` in `mesh.yaml`).
+#[derive(Clone, Default, Serialize)]
+pub struct ServerConfig {
+    /// `HOST:PORT` to listen on.
+    pub addr: Option<String>,
+    /// How long a bearer token from a password login lasts.
+    pub token_ttl_seconds: Option<u64>,
+    /// Queries that run at once; more wait in a queue.
+    pub max_concurrent_queries: Option<usize>,
+    /// How long a query waits in the queue before it is refused.
+    pub queue_timeout_seconds: Option<u64>,
+    /// Memory one query may use, in MiB.
+    pub query_memory_mb: Option<usize>,
+    /// How long one query may run.
+    pub query_timeout_seconds: Option<u64>,
+    /// Rows one result may have; a larger result fails rather than being cut.
+    pub max_result_rows: Option<u64>,
+    /// Single sign-on: JWT bearer tokens from an identity provider.
+    pub jwt: Option<JwtConfig>,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("addr", &self.addr)
+            .field("max_concurrent_queries", &self.max_concurrent_queries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How JWT bearer tokens are checked and mapped to a principal.
+#[derive(Clone, Default, Serialize)]
+pub struct JwtConfig {
+    /// The HS256 shared secret.
+    #[serde(skip)]
+    pub hs256_secret: Option<String>,
+    /// A PEM public key (RS256 or ES256).
+    pub public_key_file: Option<PathBuf>,
+    /// The audience tokens must name, if any.
+    pub audience: Option<String>,
+    /// The issuer tokens must name, if any.
+    pub issuer: Option<String>,
+    /// The claim holding the principal's roles (default `roles`).
+    pub roles_claim: String,
 }
 
 /// Mesh-wide governance settings.

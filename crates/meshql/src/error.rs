@@ -16,6 +16,9 @@ pub enum Error {
     /// A data product's storage could not be opened or does not match its contract.
     #[error("data product {product}: {message}")]
     Product { product: String, message: String },
+    /// The query needed more than its limits allow (memory, rows, time).
+    #[error("resources exhausted: {0}")]
+    ResourcesExhausted(String),
     /// The query was cancelled.
     #[error("query cancelled")]
     Cancelled,

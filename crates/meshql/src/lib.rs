@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod audit;
 mod catalog;
 pub mod demo;
 mod error;
@@ -35,7 +36,7 @@ pub use catalog::CATALOG_NAME;
 pub use error::{Error, Result};
 pub use meshql_manifest as manifest;
 pub use principal::Principal;
-pub use session::{Mesh, Session};
+pub use session::{Mesh, ProductAccess, Query, QueryOptions, Session};
 
 /// Arrow type of a contract column type.
 pub fn arrow_type(t: manifest::ColumnType) -> arrow::datatypes::DataType {
@@ -49,4 +50,22 @@ pub fn hash_password(password: &str) -> Result<String> {
         .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
         .map(|h| h.to_string())
         .map_err(|e| Error::PermissionDenied(format!("cannot hash the password: {e}")))
+}
+
+/// `n` bytes from the operating system's secure random source.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    let mut out = vec![0u8; n];
+    OsRng.fill_bytes(&mut out);
+    out
+}
+
+/// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    governance::functions::hmac_sha256(key, msg)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -18,8 +18,16 @@ use meshql_manifest::{Catalog, Contract, Problem};
 
 use std::collections::BTreeMap;
 
+use arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::Analyzer;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
 use crate::catalog::{CATALOG_NAME, MeshCatalog, ProductTable};
 use crate::error::{Error, Result, clean_datafusion_message, product_error};
@@ -242,6 +250,56 @@ impl Mesh {
     }
 }
 
+/// Limits and parameter values of one query.
+#[derive(Clone, Debug, Default)]
+pub struct QueryOptions {
+    /// Memory the query may use, in bytes; over it, it fails with
+    /// [`Error::ResourcesExhausted`] and nothing else is affected.
+    pub memory_limit: Option<usize>,
+    /// Values of the statement's placeholders.
+    pub params: Option<ParamValues>,
+}
+
+/// What a statement reads of one product, as its audit record tells it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProductAccess {
+    /// `domain.product`.
+    pub product: String,
+    /// Columns read from storage, including those the row filter needs.
+    pub columns: Vec<String>,
+    /// Masks applied to columns read: column and mask expression.
+    pub masks: Vec<(String, String)>,
+    /// The row filter applied, if any.
+    pub row_filter: Option<String>,
+}
+
+/// A statement planned for execution.
+pub struct Query {
+    /// The schema of its results.
+    pub schema: SchemaRef,
+    /// What it reads, product by product.
+    pub access: Vec<ProductAccess>,
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+}
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Query")
+            .field("schema", &self.schema)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Query {
+    /// Starts the query; results stream batch by batch. Dropping the stream
+    /// stops its work.
+    pub fn execute(&self) -> Result<SendableRecordBatchStream> {
+        execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task)).map_err(Error::Execution)
+    }
+}
+
 /// Queries run as one principal against one mesh.
 pub struct Session {
     mesh: Mesh,
@@ -304,6 +362,21 @@ impl Session {
         out
     }
 
+    /// The schema a product has for this principal (hidden columns gone,
+    /// masked ones with their types), or `None` if they cannot see it.
+    pub async fn product_schema(&self, product: &str) -> Option<SchemaRef> {
+        let (domain, name) = product.split_once('.')?;
+        self.policy(product)?;
+        let table = self
+            .ctx
+            .catalog(CATALOG_NAME)?
+            .schema(domain)?
+            .table(name)
+            .await
+            .ok()??;
+        Some(table.schema())
+    }
+
     /// This principal's policy for a product they can see.
     pub fn policy(&self, product: &str) -> Option<&ProductPolicy> {
         self.policies
@@ -348,6 +421,116 @@ impl Session {
         df.collect().await.map_err(|e| self.explain(sql, e))
     }
 
+    /// Plans a statement down to an executable plan, with parameter values
+    /// bound and per-query limits applied, and says what it will read.
+    pub async fn plan(&self, sql: &str, options: &QueryOptions) -> Result<Query> {
+        let mut df = self.sql(sql).await?;
+        if let Some(params) = &options.params {
+            df = df
+                .with_param_values(params.clone())
+                .map_err(|e| self.explain(sql, e))?;
+        }
+        let (mut state, plan) = df.into_parts();
+        if let Some(limit) = options.memory_limit {
+            let mut runtime = state.runtime_env().as_ref().clone();
+            let top = std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN);
+            runtime.memory_pool =
+                Arc::new(TrackConsumersPool::new(GreedyMemoryPool::new(limit), top));
+            state = SessionStateBuilder::new_from_existing(state)
+                .with_runtime_env(Arc::new(runtime))
+                .build();
+        }
+        let optimized = state.optimize(&plan).map_err(|e| self.explain(sql, e))?;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
+            .await
+            .map_err(|e| self.explain(sql, e))?;
+        Ok(Query {
+            schema: physical.schema(),
+            access: self.access(&optimized),
+            plan: physical,
+            task: state.task_ctx(),
+        })
+    }
+
+    /// The placeholders of a statement (`$1`, `$2`, ... or `?`) in order,
+    /// with the types the planner inferred (`Null` where it could not).
+    pub async fn parameters(&self, sql: &str) -> Result<Vec<arrow::datatypes::Field>> {
+        let df = self.sql(sql).await?;
+        let fields = df
+            .logical_plan()
+            .get_parameter_fields()
+            .map_err(|e| self.explain(sql, e))?;
+        let mut named: Vec<(String, Option<arrow::datatypes::FieldRef>)> =
+            fields.into_iter().collect();
+        // `$10` after `$9`: order by number where there is one.
+        named.sort_by_key(|(id, _)| {
+            (
+                id.trim_start_matches('$')
+                    .parse::<u64>()
+                    .unwrap_or(u64::MAX),
+                id.clone(),
+            )
+        });
+        Ok(named
+            .into_iter()
+            .map(|(id, f)| {
+                let t = f.map_or(arrow::datatypes::DataType::Null, |f| f.data_type().clone());
+                arrow::datatypes::Field::new(id, t, true)
+            })
+            .collect())
+    }
+
+    /// The products an optimized plan reads, the columns it reads of each,
+    /// and the masks and row filters of this principal that apply.
+    fn access(&self, plan: &LogicalPlan) -> Vec<ProductAccess> {
+        let mut out: BTreeMap<String, ProductAccess> = BTreeMap::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Ok(provider) = source_as_provider(&scan.source)
+                && let Some(table) = provider.as_any().downcast_ref::<ProductTable>()
+            {
+                let product = table.contract.qualified_name();
+                let schema = datafusion::catalog::TableProvider::schema(table);
+                let read: Vec<String> = match &scan.projection {
+                    Some(indices) => indices
+                        .iter()
+                        .map(|i| schema.field(*i).name().clone())
+                        .collect(),
+                    None => schema.fields().iter().map(|f| f.name().clone()).collect(),
+                };
+                let entry = out.entry(product.clone()).or_insert_with(|| ProductAccess {
+                    product: product.clone(),
+                    ..ProductAccess::default()
+                });
+                for c in read {
+                    if !entry.columns.contains(&c) {
+                        entry.columns.push(c);
+                    }
+                }
+                if let Some(policy) = self.policies.get(&product) {
+                    entry.row_filter = policy.row_filter.as_ref().map(|f| f.sql.clone());
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        for access in out.values_mut() {
+            if let Some(policy) = self.policies.get(&access.product) {
+                access.masks = policy
+                    .columns
+                    .iter()
+                    .filter(|c| access.columns.contains(&c.name))
+                    .filter_map(|c| match &c.action {
+                        ColumnDecision::Mask(m) => Some((c.name.clone(), m.sql.clone())),
+                        _ => None,
+                    })
+                    .collect();
+            }
+        }
+        out.into_values().collect()
+    }
+
     /// Turns an engine error into the error a user can act on.
     pub fn explain(&self, sql: &str, e: DataFusionError) -> Error {
         if let Some(Error::Product { product, message }) = product_error(&e) {
@@ -369,6 +552,9 @@ impl Session {
             return unknown_column(field, valid_fields, position);
         }
         let message = clean_datafusion_message(&e);
+        if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+            return Error::ResourcesExhausted(message);
+        }
         if let Some(name) = between(&message, "table '", "' not found") {
             return self.unknown_product(sql, name);
         }

@@ -1,0 +1,151 @@
+//! meshql's Arrow Flight SQL server: the governed mesh for BI tools and
+//! drivers (ADBC, JDBC, ODBC) over gRPC.
+//!
+//! The server is a thin layer over [`meshql::Session`]: every statement,
+//! metadata call included, runs as the authenticated principal and sees
+//! exactly what the core library lets that principal see. Tickets and
+//! prepared-statement handles are signed and name their user, so the
+//! server keeps no per-client state and nothing can be forged or shared.
+
+mod auth;
+mod metadata;
+mod service;
+mod status;
+
+pub use auth::Signer;
+pub use service::{MeshFlightService, MeshFlightSql};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use meshql::Mesh;
+use meshql::manifest::ServerConfig;
+
+/// Address `meshql serve` listens on unless told otherwise.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:32010";
+
+/// How the server runs: limits, token lifetime, audit.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// How long a bearer token from a password login lasts.
+    pub token_ttl: Duration,
+    /// Queries that run at once; more wait up to `queue_timeout`.
+    pub max_concurrent_queries: usize,
+    pub queue_timeout: Duration,
+    /// Memory one query may use, in bytes.
+    pub query_memory: Option<usize>,
+    /// How long one query may run.
+    pub query_timeout: Option<Duration>,
+    /// Rows one result may have; a larger one fails rather than being cut.
+    pub max_result_rows: Option<u64>,
+    /// The JSON-lines audit log.
+    pub audit: Option<PathBuf>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(3600),
+            max_concurrent_queries: 16,
+            queue_timeout: Duration::from_secs(30),
+            query_memory: Some(1024 * 1024 * 1024),
+            query_timeout: None,
+            max_result_rows: None,
+            audit: None,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The options `mesh.yaml` sets, defaults elsewhere.
+    pub fn from_mesh(mesh: &Mesh) -> Self {
+        let config: &ServerConfig = &mesh.catalog().mesh.server;
+        let d = Self::default();
+        Self {
+            token_ttl: config
+                .token_ttl_seconds
+                .map_or(d.token_ttl, Duration::from_secs),
+            max_concurrent_queries: config
+                .max_concurrent_queries
+                .unwrap_or(d.max_concurrent_queries),
+            queue_timeout: config
+                .queue_timeout_seconds
+                .map_or(d.queue_timeout, Duration::from_secs),
+            query_memory: config
+                .query_memory_mb
+                .map(|mb| mb * 1024 * 1024)
+                .or(d.query_memory),
+            query_timeout: config.query_timeout_seconds.map(Duration::from_secs),
+            max_result_rows: config.max_result_rows,
+            audit: mesh.catalog().mesh.audit.clone(),
+        }
+    }
+}
+
+/// The gRPC service for `mesh`, ready for a tonic server.
+pub fn flight_service(
+    mesh: Mesh,
+    options: ServerOptions,
+) -> meshql::Result<FlightServiceServer<MeshFlightService>> {
+    let inner = MeshFlightSql::new(mesh, options)?;
+    Ok(FlightServiceServer::new(MeshFlightService::new(inner))
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024))
+}
+
+/// TLS certificate and key, PEM files.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Serves `mesh` on `listener` until `shutdown` resolves; then stops taking
+/// new calls and gives running ones `grace` to finish before returning.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    mesh: Mesh,
+    options: ServerOptions,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), String> {
+    let service = flight_service(mesh, options).map_err(|e| e.to_string())?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let read =
+            |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| format!("invalid TLS certificate or key: {e}"))?;
+    }
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = builder
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new calls; running queries get {grace:?}");
+            let _ = stopping_tx.send(());
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r.map_err(|e| format!("server failed: {e}")),
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("running queries did not finish within {grace:?}; cancelling them");
+            Ok(())
+        }
+    }
+}
+
+/// Parses `HOST:PORT`, naming the flag or setting it came from.
+pub fn parse_addr(text: &str, from: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{from}: `{text}` is not HOST:PORT with an IP address"))
+}

@@ -1,0 +1,1476 @@
+//! The Flight SQL service.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionBeginSavepointRequest, ActionBeginSavepointResult, ActionBeginTransactionRequest,
+    ActionBeginTransactionResult, ActionCancelQueryRequest, ActionCancelQueryResult,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, ActionCreatePreparedSubstraitPlanRequest,
+    ActionEndSavepointRequest, ActionEndTransactionRequest, Any, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementSubstraitPlan,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria,
+    Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, PollInfo, SchemaAsIpc, SchemaResult, Ticket,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use meshql::audit::{AuditLog, AuditRecord, Outcome};
+use meshql::{Mesh, Principal, QueryOptions, Session};
+use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::ServerOptions;
+use crate::auth::{HandleClaims, Signer, hex, parse_basic};
+use crate::metadata;
+use crate::status::{outcome, to_status};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The table type of every data product.
+const TABLE_TYPE: &str = "TABLE";
+
+/// The Flight SQL implementation over one mesh.
+pub struct MeshFlightSql {
+    mesh: Mesh,
+    options: ServerOptions,
+    signer: Signer,
+    permits: Arc<Semaphore>,
+    /// Sessions by principal; building one decides every product's policy.
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Running queries by id, to cancel them.
+    running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+    /// Queries cancelled before they started, by id.
+    cancelled_early: Mutex<HashMap<String, Instant>>,
+    audit: Option<Arc<AuditLog>>,
+}
+
+impl std::fmt::Debug for MeshFlightSql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshFlightSql")
+            .field("mesh", &self.mesh)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+type Caller = (Principal, Arc<Session>);
+
+impl MeshFlightSql {
+    pub fn new(mesh: Mesh, options: ServerOptions) -> meshql::Result<Self> {
+        let audit = match &options.audit {
+            Some(path) => Some(Arc::new(AuditLog::open(path)?)),
+            None => None,
+        };
+        Ok(Self {
+            mesh,
+            permits: Arc::new(Semaphore::new(options.max_concurrent_queries.max(1))),
+            options,
+            signer: Signer::random(),
+            sessions: Mutex::new(HashMap::new()),
+            running: Arc::new(Mutex::new(HashMap::new())),
+            cancelled_early: Mutex::new(HashMap::new()),
+            audit,
+        })
+    }
+
+    fn session(&self, principal: &Principal) -> Arc<Session> {
+        let key = format!("{principal:?}");
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.len() > 1024 {
+            sessions.clear();
+        }
+        Arc::clone(
+            sessions
+                .entry(key)
+                .or_insert_with(|| Arc::new(self.mesh.session(principal.clone()))),
+        )
+    }
+
+    /// The principal a call comes from: a bearer token this server issued,
+    /// or Basic credentials.
+    #[allow(clippy::result_large_err)]
+    fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        let value = metadata
+            .get("authorization")
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "authentication required: log in with Basic credentials (Handshake) and send the bearer token",
+                )
+            })?
+            .to_str()
+            .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+        let principal = if let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
+            let user = self.signer.check_token(token.trim())?;
+            self.mesh
+                .principal(&user)
+                .map_err(|_| Status::unauthenticated("the token's user no longer exists"))?
+        } else {
+            let (user, password) = parse_basic(value)?;
+            self.login(&user, &password)?
+        };
+        tracing::Span::current().record("user", principal.user.as_str());
+        let session = self.session(&principal);
+        Ok((principal, session))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn login(&self, user: &str, password: &str) -> Result<Principal, Status> {
+        self.mesh.authenticate(user, password).map_err(|_| {
+            tracing::info!(user, "login refused");
+            Status::unauthenticated("invalid user name or password")
+        })
+    }
+
+    fn new_id() -> String {
+        hex(&meshql::random_bytes(8))
+    }
+
+    /// A FlightInfo whose one endpoint's ticket runs `claims`.
+    #[allow(clippy::result_large_err)]
+    fn flight_info(
+        &self,
+        schema: &Schema,
+        claims: &HandleClaims,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let ticket = TicketStatementQuery {
+            statement_handle: self.signer.issue_handle(claims).into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        Ok(FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(descriptor)
+            .with_total_records(-1)
+            .with_total_bytes(-1))
+    }
+
+    /// A FlightInfo for a metadata command: the ticket is the command itself.
+    #[allow(clippy::result_large_err)]
+    fn metadata_info(
+        &self,
+        schema: &Schema,
+        command: impl ProstMessageExt,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(command.as_any().encode_to_vec()));
+        Ok(Response::new(
+            FlightInfo::new()
+                .try_with_schema(schema)
+                .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?
+                .with_endpoint(endpoint)
+                .with_descriptor(descriptor),
+        ))
+    }
+
+    /// Plans `claims` for its schema (and to fail early on bad SQL).
+    async fn plan_schema(
+        &self,
+        session: &Session,
+        claims: &HandleClaims,
+    ) -> Result<SchemaRef, Status> {
+        let options = QueryOptions {
+            memory_limit: None,
+            params: decode_params(claims.p.as_deref())?,
+        };
+        if options.params.is_none() {
+            let wanted = session
+                .parameters(&claims.q)
+                .await
+                .map_err(|e| to_status(&e, &claims.id))?;
+            if !wanted.is_empty() {
+                // The schema is known without values; executing needs them.
+                let df = session
+                    .sql(&claims.q)
+                    .await
+                    .map_err(|e| to_status(&e, &claims.id))?;
+                return Ok(Arc::new(df.schema().as_arrow().clone()));
+            }
+        }
+        let query = session
+            .plan(&claims.q, &options)
+            .await
+            .map_err(|e| to_status(&e, &claims.id))?;
+        Ok(query.schema)
+    }
+
+    /// Runs a ticket's statement and streams its results.
+    async fn run(
+        &self,
+        caller: Caller,
+        claims: HandleClaims,
+        client: Option<String>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let (principal, session) = caller;
+        let id = claims.id.clone();
+        tracing::Span::current().record("query_id", id.as_str());
+        let mut guard = AuditGuard::new(
+            self.audit.clone(),
+            AuditRecord::start(SystemTime::now(), &id, &principal, client, &claims.q),
+        );
+        let early = self
+            .cancelled_early
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if early.is_some() {
+            guard.fail(Outcome::Cancelled);
+            return Err(Status::cancelled("the query was cancelled"));
+        }
+        let permit = match tokio::time::timeout(
+            self.options.queue_timeout,
+            Arc::clone(&self.permits).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                let status = Status::resource_exhausted(format!(
+                    "the server is busy: {} queries are running and this one waited {:?} for its turn; try again later",
+                    self.options.max_concurrent_queries, self.options.queue_timeout
+                ));
+                guard.fail(outcome(&status));
+                return Err(status);
+            }
+        };
+        let options = QueryOptions {
+            memory_limit: self.options.query_memory,
+            params: decode_params(claims.p.as_deref())?,
+        };
+        let planned = match session.plan(&claims.q, &options).await {
+            Ok(q) => q,
+            Err(e) => {
+                guard.fail(Outcome::from_error(&e));
+                return Err(to_status(&e, &id));
+            }
+        };
+        guard.record.products = planned.access.clone();
+        let stream = match planned.execute() {
+            Ok(s) => s,
+            Err(e) => {
+                guard.fail(Outcome::from_error(&e));
+                return Err(to_status(&e, &id));
+            }
+        };
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), cancel_tx);
+        let schema = planned.schema.clone();
+        let run = Run {
+            stream,
+            session,
+            sql: claims.q,
+            id: id.clone(),
+            deadline: self
+                .options
+                .query_timeout
+                .map(|t| (tokio::time::Instant::now() + t, t)),
+            cancel: cancel_rx,
+            rows: Arc::clone(&guard.rows),
+            max_rows: self.options.max_result_rows,
+            state: Arc::clone(&guard.state),
+            done: false,
+            _permit: permit,
+            _registration: Registration {
+                running: Arc::clone(&self.running),
+                id,
+            },
+        };
+        let batches = futures::stream::unfold(run, Run::next);
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map(move |item| {
+                let item = item.map_err(Status::from);
+                guard.observe(&item);
+                item
+            });
+        Ok(Response::new(Box::pin(encoded)))
+    }
+
+    fn batch_stream(batch: RecordBatch) -> Response<BoxStream<FlightData>> {
+        let schema = batch.schema();
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::once(async move { Ok(batch) }))
+            .map_err(Status::from);
+        Response::new(Box::pin(stream))
+    }
+
+    /// The contracts a caller sees, narrowed by Flight SQL's catalog and
+    /// schema arguments.
+    fn visible(
+        session: &Session,
+        catalog: Option<&str>,
+        domain: Option<&str>,
+    ) -> Vec<meshql::manifest::Contract> {
+        if catalog.is_some_and(|c| c != meshql::CATALOG_NAME) {
+            return Vec::new();
+        }
+        session
+            .visible_contracts()
+            .into_iter()
+            .filter(|c| domain.is_none_or(|d| d == c.domain))
+            .collect()
+    }
+
+    /// `CancelFlightInfo` and the older `CancelQuery`: stops the query a
+    /// FlightInfo's ticket runs.
+    #[allow(clippy::result_large_err)]
+    fn cancel(&self, info: &FlightInfo, user: &str) -> Result<CancelStatus, Status> {
+        let ticket = info
+            .endpoint
+            .first()
+            .and_then(|e| e.ticket.as_ref())
+            .ok_or_else(|| Status::invalid_argument("the FlightInfo to cancel has no ticket"))?;
+        let any = Any::decode(&*ticket.ticket).map_err(|_| {
+            Status::invalid_argument("the ticket to cancel is not a Flight SQL ticket")
+        })?;
+        let ticket: TicketStatementQuery =
+            any.unpack().ok().flatten().ok_or_else(|| {
+                Status::invalid_argument("only statement queries can be cancelled")
+            })?;
+        let claims = self.signer.check_handle(&ticket.statement_handle, user)?;
+        let sender = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&claims.id)
+            .cloned();
+        match sender {
+            Some(tx) => {
+                let _ = tx.send(true);
+                tracing::info!(query_id = claims.id, "query cancelled");
+                Ok(CancelStatus::Cancelled)
+            }
+            None => {
+                let mut early = self
+                    .cancelled_early
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                early.retain(|_, at| at.elapsed() < self.options.token_ttl);
+                early.insert(claims.id, Instant::now());
+                Ok(CancelStatus::Cancelled)
+            }
+        }
+    }
+
+    /// `GetSchema`: the schema a command's results will have.
+    async fn schema_of(&self, request: Request<FlightDescriptor>) -> Result<Schema, Status> {
+        let caller = self.caller(request.metadata())?;
+        let any = Any::decode(&*request.get_ref().cmd)
+            .map_err(|_| Status::invalid_argument("the descriptor is not a Flight SQL command"))?;
+        let command = arrow_flight::sql::Command::try_from(any)
+            .map_err(|e| Status::invalid_argument(format!("unknown command: {e}")))?;
+        use arrow_flight::sql::Command as C;
+        let schema = match command {
+            C::CommandStatementQuery(q) => {
+                let claims = HandleClaims {
+                    u: caller.0.user.clone(),
+                    q: q.query,
+                    id: Self::new_id(),
+                    p: None,
+                };
+                self.plan_schema(&caller.1, &claims).await?.as_ref().clone()
+            }
+            C::CommandPreparedStatementQuery(h) => {
+                let claims = self
+                    .signer
+                    .check_handle(&h.prepared_statement_handle, &caller.0.user)?;
+                self.plan_schema(&caller.1, &claims).await?.as_ref().clone()
+            }
+            C::CommandGetCatalogs(c) => c.into_builder().schema().as_ref().clone(),
+            C::CommandGetDbSchemas(c) => c.into_builder().schema().as_ref().clone(),
+            C::CommandGetTables(c) => c.into_builder().schema().as_ref().clone(),
+            C::CommandGetTableTypes(c) => c.into_builder().schema().as_ref().clone(),
+            C::CommandGetSqlInfo(_) => metadata::SQL_INFO.schema().as_ref().clone(),
+            C::CommandGetXdbcTypeInfo(_) => metadata::XDBC_TYPES.schema().as_ref().clone(),
+            C::CommandGetPrimaryKeys(_) => metadata::primary_keys_schema().as_ref().clone(),
+            C::CommandGetExportedKeys(_)
+            | C::CommandGetImportedKeys(_)
+            | C::CommandGetCrossReference(_) => metadata::foreign_keys_schema().as_ref().clone(),
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "GetSchema does not apply to {}",
+                    other.type_url()
+                )));
+            }
+        };
+        Ok(schema)
+    }
+}
+
+/// Parameter values from a handle: one row in Arrow IPC.
+#[allow(clippy::result_large_err)]
+fn decode_params(encoded: Option<&str>) -> Result<Option<ParamValues>, Status> {
+    let Some(encoded) = encoded else {
+        return Ok(None);
+    };
+    let bytes = STANDARD
+        .decode(encoded)
+        .map_err(|_| Status::invalid_argument("corrupt parameter values"))?;
+    let mut reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|_| Status::invalid_argument("corrupt parameter values"))?;
+    let batch = reader
+        .next()
+        .transpose()
+        .map_err(|_| Status::invalid_argument("corrupt parameter values"))?
+        .ok_or_else(|| Status::invalid_argument("no parameter values"))?;
+    let values = batch
+        .columns()
+        .iter()
+        .map(|c| ScalarValue::try_from_array(c, 0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Status::invalid_argument(format!("unusable parameter value: {e}")))?;
+    Ok(Some(ParamValues::from(values)))
+}
+
+#[allow(clippy::result_large_err)]
+fn encode_params(batch: &RecordBatch) -> Result<String, Status> {
+    let mut buf = Vec::new();
+    {
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())
+            .map_err(|e| Status::invalid_argument(format!("unusable parameter values: {e}")))?;
+        writer
+            .write(batch)
+            .and_then(|_| writer.finish())
+            .map_err(|e| Status::invalid_argument(format!("unusable parameter values: {e}")))?;
+    }
+    Ok(STANDARD.encode(buf))
+}
+
+#[allow(clippy::result_large_err)]
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?;
+    Ok(bytes)
+}
+
+/// Removes a query from the running set when its stream ends or is dropped.
+struct Registration {
+    running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+    id: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// One running query: its batches, under the server's limits.
+struct Run {
+    stream: SendableRecordBatchStream,
+    session: Arc<Session>,
+    sql: String,
+    id: String,
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+    cancel: watch::Receiver<bool>,
+    rows: Arc<AtomicU64>,
+    max_rows: Option<u64>,
+    state: Arc<Mutex<RunState>>,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+    _registration: Registration,
+}
+
+#[derive(Default)]
+struct RunState {
+    finished: bool,
+    outcome: Option<Outcome>,
+}
+
+impl Run {
+    async fn next(mut self) -> Option<(Result<RecordBatch, FlightError>, Self)> {
+        if self.done {
+            return None;
+        }
+        let deadline = self.deadline;
+        let sleep = async move {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut cancel = self.cancel.clone();
+        let result: Result<RecordBatch, (Status, Outcome)> = tokio::select! {
+            biased;
+            _ = cancel.wait_for(|c| *c) => {
+                Err((Status::cancelled("the query was cancelled"), Outcome::Cancelled))
+            }
+            _ = sleep => {
+                let limit = deadline.map(|d| d.1).unwrap_or_default();
+                let s = Status::resource_exhausted(format!(
+                    "the query ran longer than its limit of {limit:?} and was stopped"
+                ));
+                let o = outcome(&s);
+                Err((s, o))
+            }
+            next = self.stream.next() => match next {
+                None => {
+                    self.lock().finished = true;
+                    return None;
+                }
+                Some(Ok(batch)) => {
+                    let total = self.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed)
+                        + batch.num_rows() as u64;
+                    match self.max_rows {
+                        Some(max) if total > max => {
+                            let s = Status::resource_exhausted(format!(
+                                "the result has more than {max} rows, the server's limit; add a LIMIT or aggregate"
+                            ));
+                            let o = outcome(&s);
+                            Err((s, o))
+                        }
+                        _ => Ok(batch),
+                    }
+                }
+                Some(Err(e)) => {
+                    let e = self.session.explain(&self.sql, e);
+                    Err((to_status(&e, &self.id), Outcome::from_error(&e)))
+                }
+            }
+        };
+        match result {
+            Ok(batch) => Some((Ok(batch), self)),
+            Err((status, o)) => {
+                self.done = true;
+                self.lock().outcome = Some(o);
+                Some((Err(FlightError::Tonic(Box::new(status))), self))
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Writes a statement's audit record once, when its stream ends, fails or
+/// is dropped (a client that went away).
+struct AuditGuard {
+    log: Option<Arc<AuditLog>>,
+    record: AuditRecord,
+    started: Instant,
+    rows: Arc<AtomicU64>,
+    bytes: u64,
+    state: Arc<Mutex<RunState>>,
+    written: AtomicBool,
+}
+
+impl AuditGuard {
+    fn new(log: Option<Arc<AuditLog>>, record: AuditRecord) -> Self {
+        Self {
+            log,
+            record,
+            started: Instant::now(),
+            rows: Arc::new(AtomicU64::new(0)),
+            bytes: 0,
+            state: Arc::default(),
+            written: AtomicBool::new(false),
+        }
+    }
+
+    fn observe(&mut self, item: &Result<FlightData, Status>) {
+        match item {
+            Ok(data) => self.bytes += (data.data_body.len() + data.data_header.len()) as u64,
+            Err(status) => {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if state.outcome.is_none() {
+                    state.outcome = Some(outcome(status));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, o: Outcome) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).outcome = Some(o);
+    }
+
+    fn write(&mut self) {
+        if self.written.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let o = match (&state.outcome, state.finished) {
+            (Some(o), _) => o.clone(),
+            (None, true) => Outcome::Ok,
+            // The client went away before the end.
+            (None, false) => Outcome::Cancelled,
+        };
+        drop(state);
+        self.record.rows = self.rows.load(Ordering::Relaxed);
+        self.record.bytes = self.bytes;
+        self.record.finish(self.started.elapsed(), o);
+        tracing::info!(
+            query_id = self.record.query_id,
+            user = self.record.user,
+            rows = self.record.rows,
+            bytes = self.record.bytes,
+            duration_ms = self.record.duration_ms,
+            outcome = ?self.record.outcome,
+            "statement"
+        );
+        if let Some(log) = &self.log
+            && let Err(e) = log.write(&self.record)
+        {
+            tracing::error!(error = %e, "cannot write the audit record");
+        }
+    }
+}
+
+impl Drop for AuditGuard {
+    fn drop(&mut self) {
+        self.write();
+    }
+}
+
+fn read_only(what: &str) -> Status {
+    Status::permission_denied(format!(
+        "{what} is not allowed: meshql serves data products read-only; domain teams publish through their own pipelines"
+    ))
+}
+
+fn no_transactions() -> Status {
+    Status::unimplemented(
+        "meshql has no transactions: every statement is a read-only query of the current data",
+    )
+}
+
+fn client_addr<T>(request: &Request<T>) -> Option<String> {
+    request.remote_addr().map(|a| a.to_string())
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for MeshFlightSql {
+    type FlightService = MeshFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
+        let principal = match request.metadata().get("authorization") {
+            Some(value) => {
+                let value = value
+                    .to_str()
+                    .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+                let (user, password) = parse_basic(value)?;
+                self.login(&user, &password)?
+            }
+            None => {
+                // Older clients send Flight's BasicAuth message as the payload.
+                let mut stream = request.into_inner();
+                let first = stream
+                    .message()
+                    .await?
+                    .ok_or_else(|| Status::unauthenticated("authentication required"))?;
+                let basic = arrow_flight::BasicAuth::decode(&*first.payload)
+                    .map_err(|_| Status::unauthenticated("authentication required"))?;
+                self.login(&basic.username, &basic.password)?
+            }
+        };
+        let token = self
+            .signer
+            .issue_token(&principal.user, self.options.token_ttl.as_secs());
+        tracing::info!(user = principal.user, "logged in");
+        let response = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<BoxStream<HandshakeResponse>> =
+            Response::new(Box::pin(futures::stream::iter([Ok(response)])));
+        let header = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::internal("cannot encode the token"))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (principal, session) = self.caller(request.metadata())?;
+        if query.transaction_id.is_some() {
+            return Err(no_transactions());
+        }
+        let claims = HandleClaims {
+            u: principal.user.clone(),
+            q: query.query,
+            id: Self::new_id(),
+            p: None,
+        };
+        let schema = self.plan_schema(&session, &claims).await?;
+        let info = self.flight_info(&schema, &claims, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (principal, session) = self.caller(request.metadata())?;
+        let prepared = self
+            .signer
+            .check_handle(&cmd.prepared_statement_handle, &principal.user)?;
+        if prepared.p.is_none() {
+            let wanted = session
+                .parameters(&prepared.q)
+                .await
+                .map_err(|e| to_status(&e, &prepared.id))?;
+            if !wanted.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "the statement has {} parameter(s) and none are bound; bind them with DoPut first",
+                    wanted.len()
+                )));
+            }
+        }
+        let claims = HandleClaims {
+            id: Self::new_id(),
+            ..prepared
+        };
+        let schema = self.plan_schema(&session, &claims).await?;
+        let info = self.flight_info(&schema, &claims, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let caller = self.caller(request.metadata())?;
+        let claims = self
+            .signer
+            .check_handle(&ticket.statement_handle, &caller.0.user)?;
+        self.run(caller, claims, client_addr(&request)).await
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let caller = self.caller(request.metadata())?;
+        let prepared = self
+            .signer
+            .check_handle(&query.prepared_statement_handle, &caller.0.user)?;
+        let claims = HandleClaims {
+            id: Self::new_id(),
+            ..prepared
+        };
+        self.run(caller, claims, client_addr(&request)).await
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        self.caller(request.metadata())?;
+        let mut builder = query.into_builder();
+        builder.append(meshql::CATALOG_NAME);
+        let batch = builder
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Self::batch_stream(batch))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let (_, session) = self.caller(request.metadata())?;
+        let contracts = Self::visible(&session, query.catalog.as_deref(), None);
+        let mut builder = query.into_builder();
+        let mut domains: Vec<&str> = contracts.iter().map(|c| c.domain.as_str()).collect();
+        domains.dedup();
+        for d in domains {
+            builder.append(meshql::CATALOG_NAME, d);
+        }
+        let batch = builder
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Self::batch_stream(batch))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let (_, session) = self.caller(request.metadata())?;
+        let contracts = Self::visible(&session, query.catalog.as_deref(), None);
+        let include_schema = query.include_schema;
+        let mut builder = query.into_builder();
+        for c in contracts {
+            let name = c.qualified_name();
+            let schema = if include_schema {
+                session
+                    .product_schema(&name)
+                    .await
+                    .unwrap_or_else(|| Arc::new(Schema::empty()))
+            } else {
+                Arc::new(Schema::empty())
+            };
+            builder
+                .append(
+                    meshql::CATALOG_NAME,
+                    &c.domain,
+                    &c.product.name,
+                    TABLE_TYPE,
+                    &schema,
+                )
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        let batch = builder
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Self::batch_stream(batch))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        self.caller(request.metadata())?;
+        let mut builder = query.into_builder();
+        builder.append(TABLE_TYPE);
+        let batch = builder
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Self::batch_stream(batch))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        self.metadata_info(&metadata::SQL_INFO.schema(), query, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        self.caller(request.metadata())?;
+        let batch = query
+            .into_builder(&metadata::SQL_INFO)
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Self::batch_stream(batch))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        self.metadata_info(
+            &metadata::primary_keys_schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let (_, session) = self.caller(request.metadata())?;
+        let contracts = Self::visible(
+            &session,
+            query.catalog.as_deref(),
+            query.db_schema.as_deref(),
+        );
+        let mut rows = Vec::new();
+        for c in contracts.iter().filter(|c| c.product.name == query.table) {
+            let mut seq = 0;
+            for col in c.product.columns.iter().filter(|col| col.primary_key) {
+                seq += 1;
+                rows.push((
+                    meshql::CATALOG_NAME.to_string(),
+                    c.domain.clone(),
+                    c.product.name.clone(),
+                    col.name.clone(),
+                    seq,
+                ));
+            }
+        }
+        Ok(Self::batch_stream(metadata::primary_keys(&rows)))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        self.metadata_info(
+            &metadata::foreign_keys_schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        self.caller(request.metadata())?;
+        Ok(Self::batch_stream(metadata::no_foreign_keys()))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        self.metadata_info(
+            &metadata::foreign_keys_schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        self.caller(request.metadata())?;
+        Ok(Self::batch_stream(metadata::no_foreign_keys()))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        self.metadata_info(
+            &metadata::foreign_keys_schema(),
+            query,
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        self.caller(request.metadata())?;
+        Ok(Self::batch_stream(metadata::no_foreign_keys()))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        self.metadata_info(&metadata::XDBC_TYPES.schema(), query, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        self.caller(request.metadata())?;
+        let batch = query
+            .into_builder(&metadata::XDBC_TYPES)
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Self::batch_stream(batch))
+    }
+
+    async fn get_flight_info_substrait_plan(
+        &self,
+        _query: CommandStatementSubstraitPlan,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        Err(Status::unimplemented(
+            "meshql takes SQL, not Substrait plans",
+        ))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        _ticket: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.caller(request.metadata())?;
+        Err(read_only("an update statement"))
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        _ticket: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.caller(request.metadata())?;
+        Err(read_only("bulk ingestion"))
+    }
+
+    async fn do_put_substrait_plan(
+        &self,
+        _ticket: CommandStatementSubstraitPlan,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.caller(request.metadata())?;
+        Err(Status::unimplemented(
+            "meshql takes SQL, not Substrait plans",
+        ))
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.caller(request.metadata())?;
+        Err(read_only("an update statement"))
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let (principal, _) = self.caller(request.metadata())?;
+        let prepared = self
+            .signer
+            .check_handle(&query.prepared_statement_handle, &principal.user)?;
+        let stream = request.into_inner().map_err(FlightError::from);
+        let batches: Vec<RecordBatch> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+                .try_collect()
+                .await
+                .map_err(|e| {
+                    Status::invalid_argument(format!("cannot read the parameters: {e}"))
+                })?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let batch = match (rows, batches.into_iter().find(|b| b.num_rows() > 0)) {
+            (1, Some(b)) => b,
+            (0, _) | (_, None) => {
+                return Err(Status::invalid_argument("no parameter values were sent"));
+            }
+            (n, _) => {
+                return Err(Status::invalid_argument(format!(
+                    "{n} rows of parameters were sent; a query takes one row"
+                )));
+            }
+        };
+        let claims = HandleClaims {
+            p: Some(encode_params(&batch)?),
+            ..prepared
+        };
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(self.signer.issue_handle(&claims).into()),
+        })
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let (principal, session) = self.caller(request.metadata())?;
+        if query.transaction_id.is_some() {
+            return Err(no_transactions());
+        }
+        let id = Self::new_id();
+        let df = session
+            .sql(&query.query)
+            .await
+            .map_err(|e| to_status(&e, &id))?;
+        let dataset = df.schema().as_arrow().clone();
+        let parameters = session
+            .parameters(&query.query)
+            .await
+            .map_err(|e| to_status(&e, &id))?;
+        let claims = HandleClaims {
+            u: principal.user,
+            q: query.query,
+            id,
+            p: None,
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: self.signer.issue_handle(&claims).into(),
+            dataset_schema: schema_bytes(&dataset)?,
+            parameter_schema: schema_bytes(&Schema::new(parameters))?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let (principal, _) = self.caller(request.metadata())?;
+        // Handles are stateless: closing frees nothing, but only its owner may.
+        self.signer
+            .check_handle(&query.prepared_statement_handle, &principal.user)?;
+        Ok(())
+    }
+
+    async fn do_action_create_prepared_substrait_plan(
+        &self,
+        _query: ActionCreatePreparedSubstraitPlanRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        self.caller(request.metadata())?;
+        Err(Status::unimplemented(
+            "meshql takes SQL, not Substrait plans",
+        ))
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        request: Request<Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        self.caller(request.metadata())?;
+        Err(no_transactions())
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        _query: ActionEndTransactionRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        self.caller(request.metadata())?;
+        Err(no_transactions())
+    }
+
+    async fn do_action_begin_savepoint(
+        &self,
+        _query: ActionBeginSavepointRequest,
+        request: Request<Action>,
+    ) -> Result<ActionBeginSavepointResult, Status> {
+        self.caller(request.metadata())?;
+        Err(no_transactions())
+    }
+
+    async fn do_action_end_savepoint(
+        &self,
+        _query: ActionEndSavepointRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        self.caller(request.metadata())?;
+        Err(no_transactions())
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let (principal, _) = self.caller(request.metadata())?;
+        let info = FlightInfo::decode(&*query.info)
+            .map_err(|_| Status::invalid_argument("the FlightInfo to cancel is not valid"))?;
+        self.cancel(&info, &principal.user)?;
+        Ok(ActionCancelQueryResult {
+            // CANCEL_RESULT_CANCELLED
+            result: 1,
+        })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<BoxStream<arrow_flight::Result>>, Status> {
+        let (principal, _) = self.caller(request.metadata())?;
+        if request.get_ref().r#type == "CancelFlightInfo" {
+            let cancel =
+                CancelFlightInfoRequest::decode(&*request.get_ref().body).map_err(|_| {
+                    Status::invalid_argument("the CancelFlightInfo request is not valid")
+                })?;
+            let info = cancel
+                .info
+                .ok_or_else(|| Status::invalid_argument("CancelFlightInfo needs the FlightInfo"))?;
+            let status = self.cancel(&info, &principal.user)?;
+            let result = CancelFlightInfoResult {
+                status: status as i32,
+            };
+            let body = arrow_flight::Result {
+                body: result.encode_to_vec().into(),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))));
+        }
+        Err(Status::unimplemented(format!(
+            "unknown action `{}`",
+            request.get_ref().r#type
+        )))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![Ok(ActionType {
+            r#type: "CancelFlightInfo".into(),
+            description: "Cancels a running query given its FlightInfo".into(),
+        })])
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The gRPC service: Flight SQL's, plus `GetSchema`, which arrow-flight's
+/// Flight SQL helper does not route.
+#[derive(Clone, Debug)]
+pub struct MeshFlightService {
+    inner: Arc<MeshFlightSql>,
+}
+
+impl MeshFlightService {
+    pub fn new(inner: MeshFlightSql) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+macro_rules! rpc_span {
+    ($name:expr) => {
+        tracing::info_span!(
+            "rpc",
+            method = $name,
+            user = tracing::field::Empty,
+            query_id = tracing::field::Empty
+        )
+    };
+}
+
+#[tonic::async_trait]
+impl FlightService for MeshFlightService {
+    type HandshakeStream = <MeshFlightSql as FlightService>::HandshakeStream;
+    type ListFlightsStream = <MeshFlightSql as FlightService>::ListFlightsStream;
+    type DoGetStream = <MeshFlightSql as FlightService>::DoGetStream;
+    type DoPutStream = <MeshFlightSql as FlightService>::DoPutStream;
+    type DoActionStream = <MeshFlightSql as FlightService>::DoActionStream;
+    type ListActionsStream = <MeshFlightSql as FlightService>::ListActionsStream;
+    type DoExchangeStream = <MeshFlightSql as FlightService>::DoExchangeStream;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        use tracing::Instrument;
+        FlightService::handshake(self.inner.as_ref(), request)
+            .instrument(rpc_span!("Handshake"))
+            .await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.inner.caller(request.metadata())?;
+        Err(Status::unimplemented(
+            "ListFlights is not offered: use Flight SQL's GetTables",
+        ))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        use tracing::Instrument;
+        FlightService::get_flight_info(self.inner.as_ref(), request)
+            .instrument(rpc_span!("GetFlightInfo"))
+            .await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        self.inner.caller(request.metadata())?;
+        Err(Status::unimplemented(
+            "PollFlightInfo is not offered: use GetFlightInfo",
+        ))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        use tracing::Instrument;
+        let schema = self
+            .inner
+            .schema_of(request)
+            .instrument(rpc_span!("GetSchema"))
+            .await?;
+        let result: SchemaResult = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        use tracing::Instrument;
+        FlightService::do_get(self.inner.as_ref(), request)
+            .instrument(rpc_span!("DoGet"))
+            .await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        use tracing::Instrument;
+        FlightService::do_put(self.inner.as_ref(), request)
+            .instrument(rpc_span!("DoPut"))
+            .await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        use tracing::Instrument;
+        FlightService::do_action(self.inner.as_ref(), request)
+            .instrument(rpc_span!("DoAction"))
+            .await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        FlightService::list_actions(self.inner.as_ref(), request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.inner.caller(request.metadata())?;
+        Err(Status::unimplemented("DoExchange is not offered"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_values_round_trip_through_a_handle() {
+        use arrow::array::{Int64Array, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            arrow::datatypes::Field::new("a", arrow::datatypes::DataType::Utf8, true),
+            arrow::datatypes::Field::new("b", arrow::datatypes::DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["EU"])),
+                Arc::new(Int64Array::from(vec![7])),
+            ],
+        )
+        .expect("batch");
+        let encoded = encode_params(&batch).expect("encode");
+        let Some(ParamValues::List(values)) = decode_params(Some(&encoded)).expect("decode") else {
+            panic!("positional values expected");
+        };
+        let values: Vec<ScalarValue> = values.into_iter().map(|v| v.value).collect();
+        assert_eq!(
+            values,
+            vec![
+                ScalarValue::Utf8(Some("EU".into())),
+                ScalarValue::Int64(Some(7))
+            ]
+        );
+    }
+}

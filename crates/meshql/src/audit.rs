@@ -1,0 +1,199 @@
+//! The audit log: one JSON line per statement, appended to a file.
+//!
+//! A record says who ran what, from where, what it read, which masks and
+//! row filters applied, how much came back and how it ended. It never holds
+//! a row value, a password or a token: errors of execution are recorded by
+//! kind, not by message, since an engine message may quote a value.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::principal::Principal;
+use crate::session::ProductAccess;
+
+/// How a statement ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    /// The statement was refused or failed; `kind` is one of `sql`,
+    /// `permission_denied`, `not_found`, `resources_exhausted`, `product`,
+    /// `execution`, `timeout`.
+    Error {
+        kind: String,
+        message: Option<String>,
+    },
+    Cancelled,
+}
+
+impl Outcome {
+    /// The outcome of a failed statement. Only messages that cannot carry
+    /// row values (they describe the statement or the catalog) are kept.
+    pub fn from_error(e: &Error) -> Self {
+        let (kind, message) = match e {
+            Error::Sql(m) => ("sql", Some(m.clone())),
+            Error::PermissionDenied(m) => ("permission_denied", Some(m.clone())),
+            Error::ResourcesExhausted(m) => ("resources_exhausted", Some(m.clone())),
+            Error::Product { product, .. } => ("product", Some(format!("data product {product}"))),
+            Error::Cancelled => return Outcome::Cancelled,
+            Error::Manifest(_) | Error::Io { .. } | Error::Execution(_) => ("execution", None),
+        };
+        Outcome::Error {
+            kind: kind.to_string(),
+            message,
+        }
+    }
+}
+
+/// One statement, as the audit log records it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditRecord {
+    /// When the statement started, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    pub query_id: String,
+    pub user: String,
+    pub roles: Vec<String>,
+    /// The client's address, for statements that came over the network.
+    pub client: Option<String>,
+    pub statement: String,
+    pub products: Vec<ProductAccess>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub duration_ms: f64,
+    pub outcome: Outcome,
+}
+
+impl AuditRecord {
+    /// A record of a statement that started at `started` and has not ended.
+    pub fn start(
+        started: SystemTime,
+        query_id: impl Into<String>,
+        principal: &Principal,
+        client: Option<String>,
+        statement: impl Into<String>,
+    ) -> Self {
+        Self {
+            time: rfc3339(started),
+            query_id: query_id.into(),
+            user: principal.user.clone(),
+            roles: principal.roles.clone(),
+            client,
+            statement: statement.into(),
+            products: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            duration_ms: 0.0,
+            outcome: Outcome::Ok,
+        }
+    }
+
+    pub fn finish(&mut self, duration: Duration, outcome: Outcome) {
+        self.duration_ms = duration.as_secs_f64() * 1000.0;
+        self.outcome = outcome;
+    }
+}
+
+/// An append-only JSON-lines audit file, shared by every session of a process.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl AuditLog {
+    /// Opens (creating if needed) the audit file for appending.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                context: format!("cannot create the audit directory {}", dir.display()),
+                source,
+            })?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                context: format!("cannot open the audit log {}", path.display()),
+                source,
+            })?;
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record as one line, written with a single `write` so
+    /// concurrent writers never interleave.
+    pub fn write(&self, record: &AuditRecord) -> Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(|e| Error::Io {
+            context: "cannot encode an audit record".into(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&line).map_err(|source| Error::Io {
+            context: format!("cannot append to the audit log {}", self.path.display()),
+            source,
+        })
+    }
+}
+
+/// `2026-11-21T10:04:05.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = (secs / 86_400) as i32;
+    let rem = secs % 86_400;
+    let (y, m, d) = crate::demo::civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(rfc3339(t), "2026-11-18T07:46:40.123Z");
+    }
+
+    #[test]
+    fn records_append_one_line_each_and_keep_no_execution_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(dir.path().join("a/audit.jsonl")).expect("open");
+        let p = Principal::new("analyst").with_role("analyst");
+        let mut r = AuditRecord::start(SystemTime::now(), "q1", &p, None, "SELECT 1");
+        r.finish(Duration::from_millis(3), Outcome::Ok);
+        log.write(&r).expect("write");
+        let e = Error::Execution(datafusion::error::DataFusionError::Execution(
+            "cannot cast 'alice@example.com' to Int64".into(),
+        ));
+        r.finish(Duration::from_millis(1), Outcome::from_error(&e));
+        log.write(&r).expect("write");
+        let text = std::fs::read_to_string(log.path()).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let second: serde_json::Value = serde_json::from_str(lines[1]).expect("json");
+        assert_eq!(second["outcome"]["error"]["kind"], "execution");
+        assert!(!text.contains("alice@example.com"), "{text}");
+    }
+}
