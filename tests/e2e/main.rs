@@ -2,6 +2,7 @@
 //! 127.0.0.1, and meshes written to temporary directories.
 
 mod catalog;
+mod flight;
 mod governance;
 mod s3;
 mod shell;

@@ -224,6 +224,28 @@ impl MeshFlightSql {
         Ok(query.schema)
     }
 
+    /// Audits a statement refused before it ran, and passes on the status.
+    fn refused<T>(
+        &self,
+        principal: &Principal,
+        request: &Request<T>,
+        claims: &HandleClaims,
+        status: Status,
+    ) -> Status {
+        let mut guard = AuditGuard::new(
+            self.audit.clone(),
+            AuditRecord::start(
+                SystemTime::now(),
+                &claims.id,
+                principal,
+                client_addr(request),
+                &claims.q,
+            ),
+        );
+        guard.fail(outcome(&status));
+        status
+    }
+
     /// Runs a ticket's statement and streams its results.
     async fn run(
         &self,
@@ -736,7 +758,10 @@ impl FlightSqlService for MeshFlightSql {
             id: Self::new_id(),
             p: None,
         };
-        let schema = self.plan_schema(&session, &claims).await?;
+        let schema = self
+            .plan_schema(&session, &claims)
+            .await
+            .map_err(|s| self.refused(&principal, &request, &claims, s))?;
         let info = self.flight_info(&schema, &claims, request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -766,7 +791,10 @@ impl FlightSqlService for MeshFlightSql {
             id: Self::new_id(),
             ..prepared
         };
-        let schema = self.plan_schema(&session, &claims).await?;
+        let schema = self
+            .plan_schema(&session, &claims)
+            .await
+            .map_err(|s| self.refused(&principal, &request, &claims, s))?;
         let info = self.flight_info(&schema, &claims, request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -1169,10 +1197,18 @@ impl FlightSqlService for MeshFlightSql {
             return Err(no_transactions());
         }
         let id = Self::new_id();
-        let df = session
-            .sql(&query.query)
-            .await
-            .map_err(|e| to_status(&e, &id))?;
+        let df = match session.sql(&query.query).await {
+            Ok(df) => df,
+            Err(e) => {
+                let claims = HandleClaims {
+                    u: principal.user.clone(),
+                    q: query.query.clone(),
+                    id: id.clone(),
+                    p: None,
+                };
+                return Err(self.refused(&principal, &request, &claims, to_status(&e, &id)));
+            }
+        };
         let dataset = df.schema().as_arrow().clone();
         let parameters = session
             .parameters(&query.query)

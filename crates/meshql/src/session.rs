@@ -392,10 +392,11 @@ impl Session {
         // Parsed once: the guard and the planner see the same statement.
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
-        let statement = state
+        let mut statement = state
             .sql_to_statement(sql, &dialect)
             .map_err(|e| self.explain(sql, e))?;
         check_statement(&statement)?;
+        number_placeholders(&mut statement);
         let plan = state
             .statement_to_plan(statement)
             .await
@@ -737,6 +738,26 @@ fn guard(sql: &str) -> Result<()> {
         check_statement(statement)?;
     }
     Ok(())
+}
+
+/// Drivers write parameters as `?` (ODBC, JDBC, ADBC); the planner binds
+/// `$1`, `$2`, ...: the n-th `?` in the text becomes `$n`.
+fn number_placeholders(statement: &mut DfStatement) {
+    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
+    let DfStatement::Statement(s) = statement else {
+        return;
+    };
+    let mut n = 0;
+    let _ = visit_expressions_mut(s.as_mut(), |expr| {
+        if let Expr::Value(v) = expr
+            && let Value::Placeholder(p) = &mut v.value
+            && p == "?"
+        {
+            n += 1;
+            *p = format!("${n}");
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 fn check_statement(statement: &DfStatement) -> Result<()> {

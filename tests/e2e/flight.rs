@@ -1,0 +1,1090 @@
+//! The Flight SQL server over the wire: a real tonic server on 127.0.0.1
+//! and arrow-flight's Flight SQL client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, FlightData, FlightDescriptor,
+    FlightInfo, HandshakeRequest, Ticket,
+};
+use base64::Engine;
+use futures::{StreamExt, TryStreamExt};
+use meshql::Mesh;
+use meshql_server::ServerOptions;
+use prost::Message;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use crate::util::*;
+
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn start(mesh: Mesh, options: ServerOptions) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        meshql_server::serve(
+            listener,
+            mesh,
+            options,
+            None,
+            shutdown,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("serves");
+    });
+    TestServer {
+        addr,
+        stop: Some(stop),
+    }
+}
+
+async fn demo_server() -> TestServer {
+    start(demo_mesh(), ServerOptions::default()).await
+}
+
+async fn channel(addr: SocketAddr) -> FlightServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects");
+    FlightServiceClient::new(channel)
+}
+
+/// A logged-in client that keeps gRPC status codes.
+struct Wire {
+    inner: FlightServiceClient<Channel>,
+    auth: String,
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+async fn login(addr: SocketAddr, user: &str, password: &str) -> Result<Wire, Status> {
+    let mut inner = channel(addr).await;
+    let mut req = Request::new(futures::stream::iter([HandshakeRequest::default()]));
+    req.metadata_mut().insert(
+        "authorization",
+        basic(user, password).parse().expect("header"),
+    );
+    let resp = inner.handshake(req).await?;
+    let auth = resp
+        .metadata()
+        .get("authorization")
+        .expect("a bearer token header")
+        .to_str()
+        .expect("text")
+        .to_string();
+    let payload: Vec<_> = resp.into_inner().try_collect().await?;
+    assert_eq!(
+        format!("Bearer {}", String::from_utf8_lossy(&payload[0].payload)),
+        auth,
+        "the token is in the header and the payload"
+    );
+    Ok(Wire { inner, auth })
+}
+
+async fn demo_login(addr: SocketAddr, user: &str) -> Wire {
+    login(addr, user, &format!("{user}-demo"))
+        .await
+        .expect("logs in")
+}
+
+impl Wire {
+    fn req<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut()
+            .insert("authorization", self.auth.parse().expect("header"));
+        req
+    }
+
+    async fn info(&mut self, cmd: impl ProstMessageExt) -> Result<FlightInfo, Status> {
+        let desc = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+        let req = self.req(desc);
+        Ok(self.inner.get_flight_info(req).await?.into_inner())
+    }
+
+    async fn stream(&mut self, ticket: Ticket) -> Result<FlightRecordBatchStream, Status> {
+        let req = self.req(ticket);
+        let stream = self.inner.do_get(req).await?.into_inner();
+        Ok(FlightRecordBatchStream::new_from_flight_data(
+            stream.map_err(FlightError::from),
+        ))
+    }
+
+    async fn fetch(&mut self, info: &FlightInfo) -> Result<Vec<RecordBatch>, Status> {
+        let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+        let stream = self.stream(ticket).await?;
+        stream.try_collect().await.map_err(status)
+    }
+
+    async fn sql(&mut self, sql: &str) -> Result<Vec<RecordBatch>, Status> {
+        let info = self
+            .info(CommandStatementQuery {
+                query: sql.into(),
+                transaction_id: None,
+            })
+            .await?;
+        self.fetch(&info).await
+    }
+
+    async fn command(&mut self, cmd: impl ProstMessageExt) -> Result<Vec<RecordBatch>, Status> {
+        let info = self.info(cmd).await?;
+        self.fetch(&info).await
+    }
+
+    async fn action(&mut self, kind: &str, body: Vec<u8>) -> Result<Vec<Vec<u8>>, Status> {
+        let req = self.req(Action {
+            r#type: kind.into(),
+            body: body.into(),
+        });
+        let results: Vec<_> = self
+            .inner
+            .do_action(req)
+            .await?
+            .into_inner()
+            .try_collect()
+            .await?;
+        Ok(results.into_iter().map(|r| r.body.to_vec()).collect())
+    }
+
+    async fn prepare(&mut self, sql: &str) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let body = ActionCreatePreparedStatementRequest {
+            query: sql.into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec();
+        let out = self.action("CreatePreparedStatement", body).await?;
+        let any = Any::decode(&*out[0]).expect("any");
+        Ok(any.unpack().expect("unpacks").expect("a result"))
+    }
+
+    /// Binds one row of parameters; returns the handle to execute.
+    async fn bind(&mut self, handle: &[u8], params: RecordBatch) -> Result<Vec<u8>, Status> {
+        let cmd = CommandPreparedStatementQuery {
+            prepared_statement_handle: handle.to_vec().into(),
+        };
+        let data: Vec<FlightData> = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
+                cmd.as_any().encode_to_vec(),
+            )))
+            .build(futures::stream::iter([Ok(params)]))
+            .try_collect()
+            .await
+            .expect("encodes");
+        let req = self.req(futures::stream::iter(data));
+        let mut results = self.inner.do_put(req).await?.into_inner();
+        let first = results.message().await?.expect("a put result");
+        let result = DoPutPreparedStatementResult::decode(&*first.app_metadata).expect("decodes");
+        Ok(result
+            .prepared_statement_handle
+            .map(|h| h.to_vec())
+            .unwrap_or_else(|| handle.to_vec()))
+    }
+
+    async fn execute_prepared(&mut self, handle: &[u8]) -> Result<Vec<RecordBatch>, Status> {
+        self.command(CommandPreparedStatementQuery {
+            prepared_statement_handle: handle.to_vec().into(),
+        })
+        .await
+    }
+}
+
+fn status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => Status::unknown(other.to_string()),
+    }
+}
+
+fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let i = b.schema().index_of(column).expect("column");
+        let a = arrow::compute::cast(b.column(i), &DataType::Utf8).expect("cast");
+        let a = a.as_any().downcast_ref::<StringArray>().expect("strings");
+        out.extend((0..a.len()).map(|r| a.value(r).to_string()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governed_results_over_the_wire_equal_the_embedded_library_for_every_demo_principal() {
+    let server = demo_server().await;
+    let mesh = demo_mesh();
+    let queries = [
+        "SELECT customer_id, email, region FROM customers.customers ORDER BY customer_id LIMIT 20",
+        "SELECT region, count(*) AS n FROM sales.orders GROUP BY region ORDER BY region",
+        "SELECT transaction_id, amount, card_number FROM payments.transactions ORDER BY transaction_id LIMIT 10",
+    ];
+    for user in ["admin", "analyst", "eu_analyst", "finance", "guest"] {
+        let mut wire = demo_login(server.addr, user).await;
+        let session = mesh.session(mesh.principal(user).expect("principal"));
+        for sql in queries {
+            let embedded = session.collect(sql).await;
+            let remote = wire.sql(sql).await;
+            match (embedded, remote) {
+                (Ok(e), Ok(r)) => assert_eq!(rows(&e), rows(&r), "{user}: {sql}"),
+                (Err(e), Err(r)) => {
+                    assert_eq!(r.code(), Code::NotFound, "{user}: {sql}: {r}");
+                    assert_eq!(r.message(), e.to_string(), "{user}: {sql}");
+                }
+                (e, r) => panic!("{user}: {sql}: embedded {e:?}, remote {r:?}"),
+            }
+        }
+    }
+    // And the governance is really there, not just equal.
+    let mut analyst = demo_login(server.addr, "analyst").await;
+    let emails = strings(
+        &analyst
+            .sql("SELECT email FROM customers.customers LIMIT 50")
+            .await
+            .expect("runs"),
+        "email",
+    );
+    assert!(
+        emails.iter().all(|e| e.contains("***@") && e.len() > 5),
+        "{emails:?}"
+    );
+    let mut eu = demo_login(server.addr, "eu_analyst").await;
+    let regions = strings(
+        &eu.sql("SELECT DISTINCT region FROM sales.orders")
+            .await
+            .expect("runs"),
+        "region",
+    );
+    assert_eq!(regions, vec!["EU"]);
+    let mut finance = demo_login(server.addr, "finance").await;
+    let cards = strings(
+        &finance
+            .sql("SELECT card_number FROM payments.transactions LIMIT 20")
+            .await
+            .expect("runs"),
+        "card_number",
+    );
+    assert!(
+        cards.iter().all(|c| {
+            let (stars, last) = c.split_at(c.len() - 4);
+            stars.len() >= 8
+                && stars.chars().all(|x| x == '*')
+                && last.chars().all(|x| x.is_ascii_digit())
+        }),
+        "{cards:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_and_missing_products_fail_alike_with_not_found() {
+    let server = demo_server().await;
+    let mut guest = demo_login(server.addr, "guest").await;
+    let hidden = guest
+        .sql("SELECT * FROM payments.transactions")
+        .await
+        .expect_err("hidden");
+    let missing = guest
+        .sql("SELECT * FROM payments.refunds")
+        .await
+        .expect_err("missing");
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(
+        hidden.message().replace("transactions", "X"),
+        missing.message().replace("refunds", "X")
+    );
+    let syntax = guest.sql("SELEC 1").await.expect_err("syntax");
+    assert_eq!(syntax.code(), Code::InvalidArgument);
+    let column = guest
+        .sql("SELECT ordr_id FROM sales.orders")
+        .await
+        .expect_err("unknown column");
+    assert_eq!(column.code(), Code::InvalidArgument);
+    assert!(column.message().contains("line 1, column 8"), "{column}");
+    let ddl = guest
+        .sql("DROP TABLE sales.orders")
+        .await
+        .expect_err("read-only");
+    assert_eq!(ddl.code(), Code::PermissionDenied, "{ddl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_is_required_and_checked() {
+    let server = start(
+        demo_mesh(),
+        ServerOptions {
+            token_ttl: Duration::from_secs(1),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let wrong = login(server.addr, "analyst", "nope")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let unknown = login(server.addr, "mallory", "x")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    assert_eq!(
+        wrong.message(),
+        unknown.message(),
+        "no hint which part was wrong"
+    );
+
+    // No credentials at all.
+    let mut anonymous = channel(server.addr).await;
+    let desc = FlightDescriptor::new_cmd(CommandGetCatalogs {}.as_any().encode_to_vec());
+    let err = anonymous.get_flight_info(desc).await.expect_err("refused");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // A made-up bearer token.
+    let mut forged = Wire {
+        inner: channel(server.addr).await,
+        auth: "Bearer mqt1.eyJ1IjoiYWRtaW4iLCJleHAiOjQxMDI0NDQ4MDAsIm4iOiIxIn0.AAAA".into(),
+    };
+    let err = forged.sql("SELECT 1").await.expect_err("refused");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // Basic credentials on a call work too.
+    let mut direct = Wire {
+        inner: channel(server.addr).await,
+        auth: basic("analyst", "analyst-demo"),
+    };
+    assert_eq!(
+        rows(&direct.sql("SELECT 1 AS one").await.expect("runs")),
+        vec![vec!["1"]]
+    );
+
+    // Tokens expire.
+    let mut analyst = demo_login(server.addr, "analyst").await;
+    analyst.sql("SELECT 1").await.expect("fresh token works");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let err = analyst.sql("SELECT 1").await.expect_err("expired");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("expired"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_and_prepared_handles_cannot_be_forged_or_shared() {
+    let server = demo_server().await;
+    let mut analyst = demo_login(server.addr, "analyst").await;
+    let mut guest = demo_login(server.addr, "guest").await;
+
+    let info = analyst
+        .info(CommandStatementQuery {
+            query: "SELECT email FROM customers.customers LIMIT 5".into(),
+            transaction_id: None,
+        })
+        .await
+        .expect("plans");
+    let err = guest.fetch(&info).await.expect_err("not guest's ticket");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert_eq!(
+        analyst.fetch(&info).await.expect("own ticket")[0].num_rows(),
+        5
+    );
+
+    let prepared = analyst
+        .prepare("SELECT order_id FROM sales.orders LIMIT 3")
+        .await
+        .expect("prepares");
+    let handle = prepared.prepared_statement_handle.to_vec();
+    let err = guest
+        .execute_prepared(&handle)
+        .await
+        .expect_err("not guest's");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let close = ActionClosePreparedStatementRequest {
+        prepared_statement_handle: handle.clone().into(),
+    };
+    let err = guest
+        .action("ClosePreparedStatement", close.as_any().encode_to_vec())
+        .await
+        .expect_err("not guest's");
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Tampered: one byte of the handle changed.
+    let mut tampered = handle.clone();
+    let i = tampered.len() / 2;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let err = analyst
+        .execute_prepared(&tampered)
+        .await
+        .expect_err("forged");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = analyst
+        .execute_prepared(b"SELECT * FROM payments.transactions")
+        .await
+        .expect_err("forged");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let forged_ticket = Ticket::new(
+        arrow_flight::sql::TicketStatementQuery {
+            statement_handle: b"mqh1.e30.AAAA".to_vec().into(),
+        }
+        .as_any()
+        .encode_to_vec(),
+    );
+    let err = match analyst.stream(forged_ticket).await {
+        Err(e) => e,
+        Ok(s) => s
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(status)
+            .expect_err("forged"),
+    };
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // The owner can run and close it.
+    assert_eq!(
+        analyst.execute_prepared(&handle).await.expect("runs")[0].num_rows(),
+        3
+    );
+    analyst
+        .action("ClosePreparedStatement", close.as_any().encode_to_vec())
+        .await
+        .expect("closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_bind_parameters() {
+    let server = demo_server().await;
+    let mesh = demo_mesh();
+    let mut eu = demo_login(server.addr, "eu_analyst").await;
+    let sql = "SELECT order_id, region FROM sales.orders WHERE region = ? AND order_id < ? ORDER BY order_id";
+    let prepared = eu.prepare(sql).await.expect("prepares");
+    let params = Schema::try_from(arrow_flight::IpcMessage(prepared.parameter_schema.clone()))
+        .expect("parameter schema");
+    assert_eq!(params.fields().len(), 2, "{params:?}");
+    let dataset = Schema::try_from(arrow_flight::IpcMessage(prepared.dataset_schema.clone()))
+        .expect("dataset schema");
+    assert_eq!(
+        dataset
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>(),
+        ["order_id", "region"]
+    );
+
+    // Unbound: a clear error.
+    let err = eu
+        .execute_prepared(&prepared.prepared_statement_handle)
+        .await
+        .expect_err("unbound");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("2 parameter"), "{err}");
+
+    let bind = |region: &str, below: i64| {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("region", DataType::Utf8, true),
+                Field::new("below", DataType::Int64, true),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec![region])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![below])),
+            ],
+        )
+        .expect("batch")
+    };
+    let session = mesh.session(mesh.principal("eu_analyst").expect("principal"));
+    for (region, below) in [("EU", 100_200), ("NA", 105_000)] {
+        let handle = eu
+            .bind(&prepared.prepared_statement_handle, bind(region, below))
+            .await
+            .expect("binds");
+        let remote = eu.execute_prepared(&handle).await.expect("runs");
+        let inline =
+            sql.replacen('?', &format!("'{region}'"), 1)
+                .replacen('?', &below.to_string(), 1);
+        let embedded = session.collect(&inline).await.expect("runs");
+        assert_eq!(rows(&remote), rows(&embedded), "{region} {below}");
+        if region == "NA" {
+            // The row filter still holds with parameters.
+            assert!(
+                remote.iter().all(|b| b.num_rows() == 0),
+                "eu_analyst sees no NA rows"
+            );
+        } else {
+            assert!(!rows(&remote).is_empty());
+        }
+    }
+    // Two rows of parameters for one query: refused.
+    let two = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["EU", "NA"])) as ArrayRef,
+            Arc::new(Int64Array::from(vec![1, 2])),
+        ],
+    )
+    .expect("batch");
+    let err = eu
+        .bind(&prepared.prepared_statement_handle, two)
+        .await
+        .expect_err("two rows");
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_calls_answer_and_obey_visibility() {
+    let server = demo_server().await;
+    let mut guest = demo_login(server.addr, "guest").await;
+    let mut analyst = demo_login(server.addr, "analyst").await;
+
+    let catalogs = guest
+        .command(CommandGetCatalogs {})
+        .await
+        .expect("catalogs");
+    assert_eq!(strings(&catalogs, "catalog_name"), ["mesh"]);
+
+    let all = CommandGetDbSchemas {
+        catalog: None,
+        db_schema_filter_pattern: None,
+    };
+    let analyst_domains = strings(
+        &analyst.command(all.clone()).await.expect("schemas"),
+        "db_schema_name",
+    );
+    assert_eq!(
+        analyst_domains,
+        ["catalog", "customers", "marketing", "payments", "sales"]
+    );
+    let guest_domains = strings(
+        &guest.command(all).await.expect("schemas"),
+        "db_schema_name",
+    );
+    assert!(
+        !guest_domains.contains(&"payments".to_string()),
+        "{guest_domains:?}"
+    );
+    assert!(
+        !guest_domains.contains(&"customers".to_string()),
+        "{guest_domains:?}"
+    );
+    assert!(guest_domains.contains(&"sales".to_string()));
+
+    let tables = |pattern: Option<&str>, types: Vec<&str>, include_schema: bool| CommandGetTables {
+        catalog: Some("mesh".into()),
+        db_schema_filter_pattern: None,
+        table_name_filter_pattern: pattern.map(Into::into),
+        table_types: types.into_iter().map(Into::into).collect(),
+        include_schema,
+    };
+    let guest_tables = guest
+        .command(tables(None, vec![], false))
+        .await
+        .expect("tables");
+    let names: Vec<String> = strings(&guest_tables, "db_schema_name")
+        .into_iter()
+        .zip(strings(&guest_tables, "table_name"))
+        .map(|(d, t)| format!("{d}.{t}"))
+        .collect();
+    assert_eq!(
+        names,
+        guest_session_products(),
+        "GetTables lists what SELECT can read"
+    );
+    let only_views = guest
+        .command(tables(None, vec!["VIEW"], false))
+        .await
+        .expect("tables");
+    assert_eq!(
+        only_views.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        0
+    );
+    let only_tables = guest
+        .command(tables(None, vec!["TABLE"], false))
+        .await
+        .expect("tables");
+    assert_eq!(
+        only_tables.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        names.len()
+    );
+
+    // include_schema: the schema the principal gets from SELECT *.
+    let with_schema = analyst
+        .command(tables(Some("customers"), vec![], true))
+        .await
+        .expect("tables");
+    let i = with_schema[0]
+        .schema()
+        .index_of("table_schema")
+        .expect("table_schema");
+    let bytes = with_schema[0]
+        .column(i)
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .expect("binary")
+        .value(0)
+        .to_vec();
+    let schema = Schema::try_from(arrow_flight::IpcMessage(bytes.into())).expect("schema");
+    let star = analyst
+        .sql("SELECT * FROM customers.customers LIMIT 1")
+        .await
+        .expect("runs");
+    let star_names: Vec<String> = star[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let listed: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(listed, star_names);
+
+    let types = guest.command(CommandGetTableTypes {}).await.expect("types");
+    assert_eq!(strings(&types, "table_type"), ["TABLE"]);
+
+    let pk = analyst
+        .command(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("sales".into()),
+            table: "orders".into(),
+        })
+        .await
+        .expect("primary keys");
+    assert_eq!(strings(&pk, "column_name"), ["order_id"]);
+    assert_eq!(strings(&pk, "key_sequence"), ["1"]);
+    let hidden_pk = guest
+        .command(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("payments".into()),
+            table: "transactions".into(),
+        })
+        .await
+        .expect("primary keys");
+    assert_eq!(
+        hidden_pk.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        0
+    );
+
+    for batches in [
+        analyst
+            .command(CommandGetExportedKeys {
+                catalog: None,
+                db_schema: Some("sales".into()),
+                table: "orders".into(),
+            })
+            .await
+            .expect("exported"),
+        analyst
+            .command(CommandGetImportedKeys {
+                catalog: None,
+                db_schema: Some("sales".into()),
+                table: "orders".into(),
+            })
+            .await
+            .expect("imported"),
+        analyst
+            .command(CommandGetCrossReference {
+                pk_catalog: None,
+                pk_db_schema: Some("sales".into()),
+                pk_table: "orders".into(),
+                fk_catalog: None,
+                fk_db_schema: Some("sales".into()),
+                fk_table: "order_items".into(),
+            })
+            .await
+            .expect("cross reference"),
+    ] {
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.schema().index_of("fk_table_name").is_ok())
+        );
+    }
+
+    let info = analyst
+        .command(CommandGetSqlInfo {
+            info: vec![
+                SqlInfo::FlightSqlServerName as u32,
+                SqlInfo::FlightSqlServerReadOnly as u32,
+                SqlInfo::SqlIdentifierQuoteChar as u32,
+            ],
+        })
+        .await
+        .expect("sql info");
+    assert_eq!(info[0].num_rows(), 3);
+    let text = arrow::util::pretty::pretty_format_batches(&info)
+        .expect("prints")
+        .to_string();
+    assert!(text.contains("meshql"), "{text}");
+    assert!(text.contains("true"), "{text}");
+    assert!(text.contains('"'), "{text}");
+
+    let types = analyst
+        .command(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .expect("type info");
+    let type_names = strings(&types, "type_name");
+    for t in [
+        "BIGINT",
+        "VARCHAR",
+        "DECIMAL",
+        "DATE",
+        "TIMESTAMP",
+        "BOOLEAN",
+    ] {
+        assert!(type_names.contains(&t.to_string()), "{type_names:?}");
+    }
+
+    // GetSchema for a statement and a metadata command.
+    let desc = FlightDescriptor::new_cmd(
+        CommandStatementQuery {
+            query: "SELECT order_id, region FROM sales.orders".into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec(),
+    );
+    let req = analyst.req(desc);
+    let result = analyst
+        .inner
+        .get_schema(req)
+        .await
+        .expect("schema")
+        .into_inner();
+    let schema = Schema::try_from(&result).expect("decodes");
+    assert_eq!(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>(),
+        ["order_id", "region"]
+    );
+    let desc = FlightDescriptor::new_cmd(
+        CommandStatementQuery {
+            query: "SELECT * FROM payments.transactions".into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec(),
+    );
+    let req = guest.req(desc);
+    let err = guest.inner.get_schema(req).await.expect_err("hidden");
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+fn guest_session_products() -> Vec<String> {
+    let mesh = demo_mesh();
+    mesh.session(mesh.principal("guest").expect("guest"))
+        .product_names()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_transactions_are_refused_clearly() {
+    let server = demo_server().await;
+    let mut admin = demo_login(server.addr, "admin").await;
+    let update = CommandStatementUpdate {
+        query: "DELETE FROM sales.orders".into(),
+        transaction_id: None,
+    };
+    let data = FlightData {
+        flight_descriptor: Some(FlightDescriptor::new_cmd(update.as_any().encode_to_vec())),
+        ..Default::default()
+    };
+    let req = admin.req(futures::stream::iter([data]));
+    let err = admin.inner.do_put(req).await.expect_err("refused");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("read-only"), "{err}");
+    let begin = arrow_flight::sql::ActionBeginTransactionRequest {}
+        .as_any()
+        .encode_to_vec();
+    let err = admin
+        .action("BeginTransaction", begin)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("transactions"), "{err}");
+}
+
+/// A query that streams for a long time: a cross join of the order lines.
+const ENDLESS: &str = "SELECT a.order_id, b.order_id AS other FROM sales.order_items a CROSS JOIN sales.order_items b";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_query_can_be_cancelled() {
+    let server = demo_server().await;
+    let mut analyst = demo_login(server.addr, "analyst").await;
+    let info = analyst
+        .info(CommandStatementQuery {
+            query: ENDLESS.into(),
+            transaction_id: None,
+        })
+        .await
+        .expect("plans");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let mut stream = analyst.stream(ticket).await.expect("starts");
+    let first = stream.next().await.expect("a batch").expect("ok");
+    assert!(first.num_rows() > 0);
+
+    // Another principal cannot cancel it.
+    let mut guest = demo_login(server.addr, "guest").await;
+    let cancel = CancelFlightInfoRequest {
+        info: Some(info.clone()),
+    };
+    let err = guest
+        .action("CancelFlightInfo", cancel.encode_to_vec())
+        .await
+        .expect_err("not guest's");
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    let out = analyst
+        .action("CancelFlightInfo", cancel.encode_to_vec())
+        .await
+        .expect("cancels");
+    let result = CancelFlightInfoResult::decode(&*out[0]).expect("decodes");
+    assert_eq!(result.status, arrow_flight::CancelStatus::Cancelled as i32);
+    let rest = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(status(e)),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream stops promptly");
+    let err = rest.expect("ends with an error, not as if complete");
+    assert_eq!(err.code(), Code::Cancelled, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_its_memory_limit_fails_and_the_server_stays_up() {
+    let server = start(
+        demo_mesh(),
+        ServerOptions {
+            query_memory: Some(256 * 1024),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let mut admin = demo_login(server.addr, "admin").await;
+    let err = admin
+        .sql("SELECT count(*) FROM sales.order_items a JOIN sales.order_items b ON a.product_id = b.product_id")
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    // Small queries, on this and other connections, still run.
+    assert_eq!(
+        rows(&admin.sql("SELECT 1 AS one").await.expect("runs")),
+        vec![vec!["1"]]
+    );
+    let mut other = demo_login(server.addr, "analyst").await;
+    let n = other
+        .sql("SELECT count(*) AS n FROM sales.orders")
+        .await
+        .expect("runs");
+    assert_eq!(n[0].num_rows(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_queries_queue_then_are_refused_and_a_disconnect_frees_the_slot() {
+    let server = start(
+        demo_mesh(),
+        ServerOptions {
+            max_concurrent_queries: 1,
+            queue_timeout: Duration::from_millis(500),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let mut first = demo_login(server.addr, "analyst").await;
+    let info = first
+        .info(CommandStatementQuery {
+            query: ENDLESS.into(),
+            transaction_id: None,
+        })
+        .await
+        .expect("plans");
+    let mut stream = first
+        .stream(info.endpoint[0].ticket.clone().expect("ticket"))
+        .await
+        .expect("starts");
+    stream.next().await.expect("a batch").expect("ok");
+
+    let mut second = demo_login(server.addr, "analyst").await;
+    let err = second.sql("SELECT 1").await.expect_err("busy");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("busy"), "{err}");
+
+    // The first client goes away mid-stream: its query stops and frees the slot.
+    drop(stream);
+    drop(first);
+    let ok = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match second.sql("SELECT 1 AS one").await {
+                Ok(b) => return b,
+                Err(e) if e.code() == Code::ResourceExhausted => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the slot is freed promptly");
+    assert_eq!(rows(&ok), vec![vec!["1"]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_on_rows_and_time_fail_rather_than_cut_results() {
+    let server = start(
+        demo_mesh(),
+        ServerOptions {
+            max_result_rows: Some(100),
+            query_timeout: Some(Duration::from_millis(300)),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let mut admin = demo_login(server.addr, "admin").await;
+    assert_eq!(
+        admin
+            .sql("SELECT order_id FROM sales.orders LIMIT 100")
+            .await
+            .expect("fits")[0]
+            .num_rows(),
+        100
+    );
+    let err = admin
+        .sql("SELECT order_id FROM sales.orders LIMIT 101")
+        .await
+        .expect_err("too many rows");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("100 rows"), "{err}");
+    let err = admin
+        .sql("SELECT count(*) FROM sales.order_items a CROSS JOIN sales.order_items b WHERE a.quantity + b.quantity > 100")
+        .await
+        .expect_err("too slow");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("longer than its limit"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_is_audited_without_row_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = dir.path().join("audit.jsonl");
+    let server = start(
+        demo_mesh(),
+        ServerOptions {
+            audit: Some(audit.clone()),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let mut analyst = demo_login(server.addr, "analyst").await;
+    let got = analyst
+        .sql("SELECT customer_id, email FROM customers.customers ORDER BY customer_id LIMIT 7")
+        .await
+        .expect("runs");
+    assert_eq!(got[0].num_rows(), 7);
+    analyst
+        .sql("SELECT * FROM nowhere.nothing")
+        .await
+        .expect_err("missing");
+    let mut eu = demo_login(server.addr, "eu_analyst").await;
+    eu.sql("SELECT count(*) FROM sales.orders")
+        .await
+        .expect("runs");
+    drop(server);
+
+    // Raw e-mail addresses, which the analyst never saw, must not be in the log.
+    let mesh = demo_mesh();
+    let raw = mesh
+        .session(admin())
+        .collect("SELECT email FROM customers.customers ORDER BY customer_id LIMIT 7")
+        .await
+        .expect("raw");
+    let text = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let text = std::fs::read_to_string(&audit).unwrap_or_default();
+            if text.lines().count() >= 3 {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("three records");
+    for email in strings(&raw, "email") {
+        assert!(!text.contains(&email), "{email} leaked into the audit log");
+    }
+    assert!(!text.contains("analyst-demo"), "no passwords");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let first = &records[0];
+    assert_eq!(first["user"], "analyst");
+    assert_eq!(first["roles"][0], "analyst");
+    assert!(
+        first["client"]
+            .as_str()
+            .expect("client")
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(first["rows"], 7);
+    assert!(first["bytes"].as_u64().expect("bytes") > 0);
+    assert_eq!(first["outcome"], "ok");
+    assert_eq!(first["products"][0]["product"], "customers.customers");
+    let masks = first["products"][0]["masks"].to_string();
+    assert!(
+        masks.contains("email") && masks.contains("mask_email"),
+        "{masks}"
+    );
+    assert!(first["time"].as_str().expect("time").ends_with('Z'));
+    assert_eq!(records[1]["outcome"]["error"]["kind"], "not_found");
+    assert_eq!(records[2]["user"], "eu_analyst");
+    assert!(
+        records[2]["products"][0]["row_filter"]
+            .as_str()
+            .expect("row filter")
+            .contains("current_attribute('region')"),
+        "{}",
+        records[2]
+    );
+}
