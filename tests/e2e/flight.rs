@@ -1088,3 +1088,122 @@ async fn every_statement_is_audited_without_row_values() {
         records[2]
     );
 }
+
+/// The Python ADBC Flight SQL driver (Go's Flight SQL client inside) against
+/// `meshql serve`: queries, a parameterised prepared statement, catalog
+/// browsing, get_info, and masks per principal. The driver is installed
+/// into a cached venv by `tests/adbc/setup.sh` (from PyPI) unless
+/// `MESHQL_TEST_PYTHON` names a Python that has it.
+#[test]
+fn the_adbc_flight_sql_driver_works_against_meshql_serve() {
+    demo_mesh();
+    let python = match std::env::var("MESHQL_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let out = std::process::Command::new(root().join("tests/adbc/setup.sh"))
+                .output()
+                .expect("runs tests/adbc/setup.sh");
+            assert!(
+                out.status.success(),
+                "installing the ADBC driver failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .expect("path")
+                .trim()
+                .to_string()
+        }
+    };
+    let out = std::process::Command::new(&python)
+        .arg(root().join("tests/adbc/flightsql_interop.py"))
+        .arg(env!("CARGO_BIN_EXE_meshql"))
+        .arg(root().join("catalog"))
+        .env("MESHQL_LOG", "warn")
+        .output()
+        .expect("runs python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("checks passed"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn serve_refuses_demo_secrets_on_a_public_address() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshql"))
+        .args(["--mesh"])
+        .arg(root().join("catalog"))
+        .args(["serve", "--addr", "0.0.0.0:0"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to serve on 0.0.0.0:0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--allow-demo-secrets"), "{stderr}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshql"))
+        .args(["serve", "--addr", "localhost:1"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--addr: `localhost:1` is not HOST:PORT"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_new_calls_and_bounds_running_queries() {
+    use std::io::BufRead;
+    demo_mesh();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshql"))
+        .arg("--mesh")
+        .arg(root().join("catalog"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--grace-seconds", "1"])
+        .env("MESHQL_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("announces");
+    let addr: SocketAddr = line
+        .rsplit("grpc://")
+        .next()
+        .expect("address")
+        .trim()
+        .parse()
+        .expect("parses");
+    let mut analyst = demo_login(addr, "analyst").await;
+    let info = analyst
+        .info(CommandStatementQuery {
+            query: ENDLESS.into(),
+            transaction_id: None,
+        })
+        .await
+        .expect("plans");
+    let mut stream = analyst
+        .stream(info.endpoint[0].ticket.clone().expect("ticket"))
+        .await
+        .expect("starts");
+    stream.next().await.expect("a batch").expect("ok");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("joins")
+        .expect("waits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the running query held shutdown for {:?}",
+        started.elapsed()
+    );
+    // Nothing is listening any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

@@ -9,7 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::Status;
 
@@ -150,8 +150,11 @@ pub fn parse_basic(value: &str) -> Result<(String, String), Status> {
         .strip_prefix("Basic ")
         .or_else(|| value.strip_prefix("basic "))
         .ok_or_else(|| Status::unauthenticated("expected Basic credentials"))?;
+    // Some clients (Go's Flight client) leave the padding off.
+    let encoded = encoded.trim();
     let decoded = STANDARD
-        .decode(encoded.trim())
+        .decode(encoded)
+        .or_else(|_| STANDARD_NO_PAD.decode(encoded))
         .map_err(|_| Status::unauthenticated("Basic credentials are not valid base64"))?;
     let text = String::from_utf8(decoded)
         .map_err(|_| Status::unauthenticated("Basic credentials are not UTF-8"))?;
@@ -222,5 +225,7 @@ mod tests {
             ("eu_analyst".to_string(), "pw:with:colons".to_string())
         );
         assert!(parse_basic("Bearer x").is_err());
+        let unpadded = format!("Basic {}", STANDARD_NO_PAD.encode("guest:guest-demo"));
+        assert_eq!(parse_basic(&unpadded).expect("parsed").0, "guest");
     }
 }

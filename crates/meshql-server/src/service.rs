@@ -833,7 +833,7 @@ impl FlightSqlService for MeshFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(request.metadata())?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
 
@@ -931,7 +931,7 @@ impl FlightSqlService for MeshFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(request.metadata())?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
 
