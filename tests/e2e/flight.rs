@@ -1207,3 +1207,77 @@ async fn sigterm_stops_new_calls_and_bounds_running_queries() {
     // Nothing is listening any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shell_runs_against_a_remote_server() {
+    let server = demo_server().await;
+    let url = format!("grpc://{}", server.addr);
+    let shell = |user: &str, password: &str, args: Vec<String>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshql"));
+        cmd.args(["--connect", &url, "--user", user, "--format", "csv"])
+            .args(args)
+            .env("MESHQL_PASSWORD", password)
+            .env_remove("MESHQL_MESH");
+        cmd
+    };
+    let c = |s: &str| vec!["-c".to_string(), s.to_string()];
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = shell(
+            "analyst",
+            "analyst-demo",
+            [
+                c("\\d customers.customers"),
+                c("SELECT email FROM customers.customers ORDER BY customer_id LIMIT 3"),
+            ]
+            .concat(),
+        );
+        move || cmd.output().expect("runs")
+    })
+    .await
+    .expect("joins");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("masked: mask_email(\"\"email\"\")"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Owner:    customer-data"), "{stdout}");
+    let emails: Vec<&str> = stdout.lines().filter(|l| l.contains("***@")).collect();
+    assert_eq!(emails.len(), 3, "{stdout}");
+
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = shell(
+            "guest",
+            "guest-demo",
+            [c("\\dn"), c("SELECT * FROM payments.transactions")].concat(),
+        );
+        move || cmd.output().expect("runs")
+    })
+    .await
+    .expect("joins");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stdout.contains("payments"), "{stdout}");
+    assert!(
+        stderr.contains("product `payments.transactions` does not exist (line 1, column 15)"),
+        "{stderr}"
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = shell("analyst", "wrong", c("SELECT 1"));
+        move || cmd.output().expect("runs")
+    })
+    .await
+    .expect("joins");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid user name or password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -4,6 +4,7 @@ mod backend;
 mod command;
 mod exec;
 mod print;
+mod remote;
 mod shell;
 mod split;
 
@@ -17,7 +18,7 @@ use meshql::governance::ColumnDecision;
 use meshql::manifest::Catalog;
 use meshql::{Mesh, Principal};
 
-use crate::backend::Embedded;
+use crate::backend::{Backend, Embedded};
 use crate::print::PrintFormat;
 use crate::shell::{Flow, Item, Shell, parse_script};
 
@@ -56,6 +57,21 @@ struct Cli {
     /// Do not print the row count and time after each result.
     #[arg(long, short = 'q')]
     quiet: bool,
+
+    /// Run against a meshql server instead of a local mesh:
+    /// grpc://HOST:PORT, or grpc+tls://HOST:PORT. The password comes from
+    /// MESHQL_PASSWORD or a prompt.
+    #[arg(long, value_name = "URL", env = "MESHQL_CONNECT")]
+    connect: Option<String>,
+
+    /// With --connect: a bearer token (from an identity provider) instead of
+    /// a user name and password.
+    #[arg(long, env = "MESHQL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// With --connect to grpc+tls://: the CA certificate (PEM) of the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 
     #[command(subcommand)]
     sub: Option<Sub>,
@@ -182,7 +198,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mesh_dir = cli.mesh.clone().unwrap_or_else(default_mesh);
-    if !mesh_dir.join("mesh.yaml").is_file() {
+    let remote = cli.connect.is_some() && cli.sub.is_none();
+    if !remote && !mesh_dir.join("mesh.yaml").is_file() {
         anyhow::bail!(
             "no mesh at {}: expected {}; pass --mesh DIR",
             mesh_dir.display(),
@@ -234,9 +251,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => {}
     }
 
-    let mesh = open_mesh(&mesh_dir)?;
-    let principal = principal(&mesh, cli.user.as_deref())?;
-    let session = mesh.session(principal);
+    let backend: Box<dyn Backend> = match &cli.connect {
+        Some(url) => {
+            let password = match (&cli.token, &cli.user) {
+                (None, Some(user)) => Some(match std::env::var("MESHQL_PASSWORD") {
+                    Ok(p) => p,
+                    Err(_) if std::io::stdin().is_terminal() => {
+                        rpassword::prompt_password(format!("password for {user}: "))
+                            .context("cannot read the password")?
+                    }
+                    Err(_) => anyhow::bail!(
+                        "--connect: no password for {user}: set MESHQL_PASSWORD or run on a terminal"
+                    ),
+                }),
+                _ => None,
+            };
+            let connect = remote::Connect {
+                url: url.clone(),
+                user: cli.user.clone(),
+                password,
+                token: cli.token.clone(),
+                tls_ca: cli.tls_ca.clone(),
+            };
+            Box::new(
+                runtime
+                    .block_on(remote::Remote::connect(connect))
+                    .map_err(anyhow::Error::msg)?,
+            )
+        }
+        None => {
+            let mesh = open_mesh(&mesh_dir)?;
+            let principal = principal(&mesh, cli.user.as_deref())?;
+            Box::new(Embedded {
+                session: mesh.session(principal),
+            })
+        }
+    };
     let out: Box<dyn Write> = match &cli.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -245,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => Box::new(std::io::stdout()),
     };
     let mut shell = Shell {
-        backend: Box::new(Embedded { session }),
+        backend,
         format: cli.format,
         timing: true,
         quiet: cli.quiet,

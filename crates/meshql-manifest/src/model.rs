@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::yaml::Pos;
 
 /// `mesh.yaml`: the mesh's name, its storage and the demo data settings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MeshConfig {
     pub file: PathBuf,
     pub name: String,
@@ -24,7 +24,7 @@ pub struct MeshConfig {
 }
 
 /// Settings of the Flight SQL server (`server:` in `mesh.yaml`).
-#[derive(Clone, Default, Serialize)]
+#[derive(Clone, Default, Serialize, serde::Deserialize)]
 pub struct ServerConfig {
     /// `HOST:PORT` to listen on.
     pub addr: Option<String>,
@@ -54,7 +54,7 @@ impl fmt::Debug for ServerConfig {
 }
 
 /// How JWT bearer tokens are checked and mapped to a principal.
-#[derive(Clone, Default, Serialize)]
+#[derive(Clone, Default, Serialize, serde::Deserialize)]
 pub struct JwtConfig {
     /// The HS256 shared secret.
     #[serde(skip)]
@@ -70,7 +70,7 @@ pub struct JwtConfig {
 }
 
 /// Mesh-wide governance settings.
-#[derive(Clone, Default, Serialize)]
+#[derive(Clone, Default, Serialize, serde::Deserialize)]
 pub struct GovernanceConfig {
     /// The key of `hash_pseudonym`; `MESHQL_PSEUDONYM_SECRET` overrides it.
     #[serde(skip)]
@@ -88,21 +88,21 @@ impl fmt::Debug for GovernanceConfig {
 }
 
 /// Where the demo generator writes its data, and at what scale.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DemoConfig {
     pub storage: String,
     pub scale: u32,
 }
 
 /// A named storage location that contracts' `servers[]` refer to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Storage {
     pub name: String,
     pub pos: Pos,
     pub kind: StorageKind,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub enum StorageKind {
     /// A directory on the local file system (absolute, or relative to the
     /// catalog directory when loaded).
@@ -111,7 +111,7 @@ pub enum StorageKind {
     S3(S3Storage),
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, serde::Deserialize)]
 pub struct S3Storage {
     pub bucket: String,
     pub prefix: String,
@@ -144,7 +144,7 @@ impl fmt::Debug for S3Storage {
 }
 
 /// An ODCS v3.1 data contract describing one data product.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Contract {
     pub file: PathBuf,
     pub api_version: String,
@@ -179,20 +179,20 @@ impl Contract {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Team {
     pub name: Option<String>,
     pub members: Vec<TeamMember>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TeamMember {
     pub username: String,
     pub role: Option<String>,
 }
 
 /// The contract's schema object: one table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Product {
     pub name: String,
     pub pos: Pos,
@@ -200,7 +200,7 @@ pub struct Product {
     pub columns: Vec<Column>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Column {
     pub name: String,
     pub pos: Pos,
@@ -216,7 +216,7 @@ pub struct Column {
 }
 
 /// The column types meshql maps to Arrow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum ColumnType {
     Boolean,
     Int8,
@@ -378,7 +378,7 @@ impl ColumnType {
 }
 
 /// A contract's `servers[]` entry: where the product's data lives.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Server {
     /// The name of a storage defined in `mesh.yaml`.
     pub server: String,
@@ -390,7 +390,7 @@ pub struct Server {
     pub environment: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SlaProperty {
     pub property: String,
     pub value: String,
@@ -398,7 +398,7 @@ pub struct SlaProperty {
     pub element: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Quality {
     pub name: Option<String>,
     pub kind: String,

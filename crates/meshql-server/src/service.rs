@@ -454,6 +454,37 @@ impl MeshFlightSql {
     }
 }
 
+/// A product's schema with what the shell's `\d` shows attached as schema
+/// metadata: the contract as the principal sees it (`meshql.contract`,
+/// JSON, without storage locations) and the masks and row filter that apply
+/// to them (`meshql.policy`, JSON pairs of column and expression; the row
+/// filter has an empty column). Drivers ignore it; `meshql --connect` reads it.
+fn described(session: &Session, contract: &meshql::manifest::Contract, schema: Schema) -> Schema {
+    use meshql::governance::ColumnDecision;
+    let mut contract = contract.clone();
+    contract.servers.clear();
+    contract.file = format!("{}/{}.yaml", contract.domain, contract.product.name).into();
+    let mut policy: Vec<(String, String)> = Vec::new();
+    if let Some(p) = session.policy(&contract.qualified_name()) {
+        for c in &p.columns {
+            if let ColumnDecision::Mask(m) = &c.action {
+                policy.push((c.name.clone(), format!("masked: {}", m.sql)));
+            }
+        }
+        if let Some(f) = &p.row_filter {
+            policy.push((String::new(), f.sql.clone()));
+        }
+    }
+    let mut metadata = schema.metadata().clone();
+    if let Ok(json) = serde_json::to_string(&contract) {
+        metadata.insert("meshql.contract".into(), json);
+    }
+    if let Ok(json) = serde_json::to_string(&policy) {
+        metadata.insert("meshql.policy".into(), json);
+    }
+    schema.with_metadata(metadata)
+}
+
 /// Parameter values from a handle: one row in Arrow IPC.
 #[allow(clippy::result_large_err)]
 fn decode_params(encoded: Option<&str>) -> Result<Option<ParamValues>, Status> {
@@ -902,10 +933,11 @@ impl FlightSqlService for MeshFlightSql {
         for c in contracts {
             let name = c.qualified_name();
             let schema = if include_schema {
-                session
+                let schema = session
                     .product_schema(&name)
                     .await
-                    .unwrap_or_else(|| Arc::new(Schema::empty()))
+                    .unwrap_or_else(|| Arc::new(Schema::empty()));
+                Arc::new(described(&session, &c, schema.as_ref().clone()))
             } else {
                 Arc::new(Schema::empty())
             };

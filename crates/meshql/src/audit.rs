@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
-        assert_eq!(rfc3339(t), "2026-11-18T07:46:40.123Z");
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
     }
 
     #[test]
