@@ -1281,3 +1281,160 @@ async fn the_shell_runs_against_a_remote_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn sso_token(
+    claims: serde_json::Value,
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).expect("signs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_provider_tokens_map_to_principals() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let now = meshql_now();
+    let hs = |secret: &str| EncodingKey::from_secret(secret.as_bytes());
+    let hs_server = start(
+        demo_mesh(),
+        ServerOptions {
+            jwt: Some(meshql::manifest::JwtConfig {
+                hs256_secret: Some("idp-shared-secret".into()),
+                audience: Some("meshql".into()),
+                issuer: Some("https://idp.example".into()),
+                roles_claim: "meshql_roles".into(),
+                ..Default::default()
+            }),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let claims = |sub: &str, roles: &[&str], exp: u64, aud: &str| {
+        serde_json::json!({
+            "sub": sub, "meshql_roles": roles, "region": "EU", "aud": aud,
+            "iss": "https://idp.example", "exp": exp, "iat": now,
+        })
+    };
+    let hs_channel = channel(hs_server.addr).await;
+    let bearer = |token: String| Wire {
+        inner: hs_channel.clone(),
+        auth: format!("Bearer {token}"),
+    };
+    let token = sso_token(
+        claims("maria@corp", &["analyst"], now + 600, "meshql"),
+        Algorithm::HS256,
+        &hs("idp-shared-secret"),
+    );
+    let mut maria = bearer(token);
+    let regions = strings(
+        &maria
+            .sql("SELECT DISTINCT region FROM sales.orders")
+            .await
+            .expect("runs"),
+        "region",
+    );
+    assert_eq!(regions, ["EU"], "the region claim drives the row filter");
+    let me = strings(
+        &maria.sql("SELECT current_user() AS u").await.expect("runs"),
+        "u",
+    );
+    assert_eq!(me, ["maria@corp"]);
+    let emails = strings(
+        &maria
+            .sql("SELECT email FROM customers.customers LIMIT 5")
+            .await
+            .expect("runs"),
+        "email",
+    );
+    assert!(emails.iter().all(|e| e.contains("***@")), "{emails:?}");
+
+    for (what, token, needle) in [
+        (
+            "expired",
+            sso_token(
+                claims("maria@corp", &["analyst"], now - 120, "meshql"),
+                Algorithm::HS256,
+                &hs("idp-shared-secret"),
+            ),
+            "expired",
+        ),
+        (
+            "wrong audience",
+            sso_token(
+                claims("maria@corp", &["analyst"], now + 600, "other-app"),
+                Algorithm::HS256,
+                &hs("idp-shared-secret"),
+            ),
+            "audience",
+        ),
+        (
+            "wrong key",
+            sso_token(
+                claims("maria@corp", &["platform_admin"], now + 600, "meshql"),
+                Algorithm::HS256,
+                &hs("guessed"),
+            ),
+            "signature",
+        ),
+    ] {
+        let err = bearer(token).sql("SELECT 1").await.expect_err(what);
+        assert_eq!(err.code(), Code::Unauthenticated, "{what}");
+        assert!(err.message().contains(needle), "{what}: {err}");
+    }
+
+    // ES256 with a public key file.
+    let es_server = start(
+        demo_mesh(),
+        ServerOptions {
+            jwt: Some(meshql::manifest::JwtConfig {
+                public_key_file: Some(root().join("testdata/jwt/es256-public.pem")),
+                roles_claim: "roles".into(),
+                ..Default::default()
+            }),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let private = std::fs::read(root().join("testdata/jwt/es256-private.pem")).expect("key");
+    let key = EncodingKey::from_ec_pem(&private).expect("pem");
+    let token = sso_token(
+        serde_json::json!({"sub": "ops@corp", "roles": "platform_admin", "exp": now + 600}),
+        Algorithm::ES256,
+        &key,
+    );
+    let mut ops = Wire {
+        inner: channel(es_server.addr).await,
+        auth: format!("Bearer {token}"),
+    };
+    let emails = strings(
+        &ops.sql("SELECT email FROM customers.customers LIMIT 5")
+            .await
+            .expect("runs"),
+        "email",
+    );
+    assert!(emails.iter().all(|e| !e.contains("***")), "{emails:?}");
+    // An HS256 token is not accepted by a server that trusts only the EC key.
+    let forged = sso_token(
+        serde_json::json!({"sub": "ops@corp", "roles": "platform_admin", "exp": now + 600}),
+        Algorithm::HS256,
+        &hs("anything"),
+    );
+    let mut forged = Wire {
+        inner: channel(es_server.addr).await,
+        auth: format!("Bearer {forged}"),
+    };
+    assert_eq!(
+        forged.sql("SELECT 1").await.expect_err("refused").code(),
+        Code::Unauthenticated
+    );
+    // Local logins keep working next to single sign-on.
+    let mut analyst = demo_login(es_server.addr, "analyst").await;
+    analyst.sql("SELECT 1").await.expect("runs");
+}
+
+fn meshql_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}

@@ -53,6 +53,17 @@ impl fmt::Debug for ServerConfig {
     }
 }
 
+impl fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("public_key_file", &self.public_key_file)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("roles_claim", &self.roles_claim)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How JWT bearer tokens are checked and mapped to a principal.
 #[derive(Clone, Default, Serialize, serde::Deserialize)]
 pub struct JwtConfig {

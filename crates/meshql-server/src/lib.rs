@@ -8,11 +8,13 @@
 //! server keeps no per-client state and nothing can be forged or shared.
 
 mod auth;
+mod jwt;
 mod metadata;
 mod service;
 mod status;
 
 pub use auth::Signer;
+pub use jwt::JwtVerifier;
 pub use service::{MeshFlightService, MeshFlightSql};
 
 use std::net::SocketAddr;
@@ -42,6 +44,8 @@ pub struct ServerOptions {
     pub max_result_rows: Option<u64>,
     /// The JSON-lines audit log.
     pub audit: Option<PathBuf>,
+    /// Single sign-on with an identity provider's JWTs.
+    pub jwt: Option<meshql::manifest::JwtConfig>,
 }
 
 impl Default for ServerOptions {
@@ -54,6 +58,7 @@ impl Default for ServerOptions {
             query_timeout: None,
             max_result_rows: None,
             audit: None,
+            jwt: None,
         }
     }
 }
@@ -80,6 +85,7 @@ impl ServerOptions {
             query_timeout: config.query_timeout_seconds.map(Duration::from_secs),
             max_result_rows: config.max_result_rows,
             audit: mesh.catalog().mesh.audit.clone(),
+            jwt: config.jwt.clone(),
         }
     }
 }

@@ -66,6 +66,7 @@ pub struct MeshFlightSql {
     /// Queries cancelled before they started, by id.
     cancelled_early: Mutex<HashMap<String, Instant>>,
     audit: Option<Arc<AuditLog>>,
+    jwt: Option<crate::jwt::JwtVerifier>,
 }
 
 impl std::fmt::Debug for MeshFlightSql {
@@ -85,7 +86,14 @@ impl MeshFlightSql {
             Some(path) => Some(Arc::new(AuditLog::open(path)?)),
             None => None,
         };
+        let jwt = match &options.jwt {
+            Some(config) => Some(
+                crate::jwt::JwtVerifier::new(config).map_err(meshql::Error::PermissionDenied)?,
+            ),
+            None => None,
+        };
         Ok(Self {
+            jwt,
             mesh,
             permits: Arc::new(Semaphore::new(options.max_concurrent_queries.max(1))),
             options,
@@ -127,10 +135,17 @@ impl MeshFlightSql {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
         {
-            let user = self.signer.check_token(token.trim())?;
-            self.mesh
-                .principal(&user)
-                .map_err(|_| Status::unauthenticated("the token's user no longer exists"))?
+            let token = token.trim();
+            match &self.jwt {
+                // meshql's own tokens have a kind in front; a JWT's header does not.
+                Some(jwt) if !token.starts_with(crate::auth::TOKEN) => jwt.principal(token)?,
+                _ => {
+                    let user = self.signer.check_token(token)?;
+                    self.mesh
+                        .principal(&user)
+                        .map_err(|_| Status::unauthenticated("the token's user no longer exists"))?
+                }
+            }
         } else {
             let (user, password) = parse_basic(value)?;
             self.login(&user, &password)?
