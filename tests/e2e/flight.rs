@@ -47,6 +47,14 @@ impl Drop for TestServer {
 }
 
 async fn start(mesh: Mesh, options: ServerOptions) -> TestServer {
+    start_with(mesh, options, None).await
+}
+
+async fn start_with(
+    mesh: Mesh,
+    options: ServerOptions,
+    tls: Option<meshql_server::Tls>,
+) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -60,7 +68,7 @@ async fn start(mesh: Mesh, options: ServerOptions) -> TestServer {
             listener,
             mesh,
             options,
-            None,
+            tls,
             shutdown,
             Duration::from_secs(1),
         )
@@ -1437,4 +1445,80 @@ fn meshql_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_encrypted_and_refuses_plaintext() {
+    let tls = meshql_server::Tls {
+        cert: root().join("testdata/tls/server.crt"),
+        key: root().join("testdata/tls/server.key"),
+    };
+    let server = start_with(demo_mesh(), ServerOptions::default(), Some(tls)).await;
+    let ca = std::fs::read(root().join("testdata/tls/server.crt")).expect("cert");
+    let channel = Channel::from_shared(format!("https://{}", server.addr))
+        .expect("uri")
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca))
+                .domain_name("localhost"),
+        )
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("TLS handshake");
+    let mut inner = FlightServiceClient::new(channel);
+    let mut req = Request::new(futures::stream::iter([HandshakeRequest::default()]));
+    req.metadata_mut().insert(
+        "authorization",
+        basic("analyst", "analyst-demo").parse().expect("header"),
+    );
+    let resp = inner.handshake(req).await.expect("logs in over TLS");
+    let auth = resp
+        .metadata()
+        .get("authorization")
+        .expect("token")
+        .to_str()
+        .expect("text")
+        .to_string();
+    let mut wire = Wire { inner, auth };
+    assert_eq!(
+        rows(&wire.sql("SELECT 1 AS one").await.expect("runs")),
+        vec![vec!["1"]]
+    );
+
+    // A plaintext client gets nowhere.
+    let plain = Channel::from_shared(format!("http://{}", server.addr))
+        .expect("uri")
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        let mut client = FlightServiceClient::new(plain);
+        let mut req = Request::new(futures::stream::iter([HandshakeRequest::default()]));
+        req.metadata_mut().insert(
+            "authorization",
+            basic("analyst", "analyst-demo").parse().expect("header"),
+        );
+        assert!(client.handshake(req).await.is_err());
+    }
+
+    // The shell connects over TLS with the CA.
+    let url = format!("grpc+tls://{}", server.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshql"))
+            .args(["--connect", &url, "--user", "analyst", "--tls-ca"])
+            .arg(root().join("testdata/tls/server.crt"))
+            .args(["--format", "csv", "-c", "SELECT 40 + 2 AS answer"])
+            .env("MESHQL_PASSWORD", "analyst-demo")
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("joins");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("42"), "{stdout}");
 }
