@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use futures::StreamExt;
 use meshql::Mesh;
 use meshql::manifest::ServerConfig;
 
@@ -129,7 +130,12 @@ pub async fn serve(
             .map_err(|e| format!("invalid TLS certificate or key: {e}"))?;
     }
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small responses must not wait for Nagle's algorithm and delayed ACKs.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|c| {
+            let _ = c.set_nodelay(true);
+        })
+    });
     let server = builder
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, async move {

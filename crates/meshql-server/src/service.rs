@@ -208,35 +208,20 @@ impl MeshFlightSql {
         ))
     }
 
-    /// Plans `claims` for its schema (and to fail early on bad SQL).
+    /// The schema of `claims`' results; fails early on bad SQL.
     async fn plan_schema(
         &self,
         session: &Session,
         claims: &HandleClaims,
     ) -> Result<SchemaRef, Status> {
-        let options = QueryOptions {
-            memory_limit: None,
-            params: decode_params(claims.p.as_deref())?,
-        };
-        if options.params.is_none() {
-            let wanted = session
-                .parameters(&claims.q)
-                .await
-                .map_err(|e| to_status(&e, &claims.id))?;
-            if !wanted.is_empty() {
-                // The schema is known without values; executing needs them.
-                let df = session
-                    .sql(&claims.q)
-                    .await
-                    .map_err(|e| to_status(&e, &claims.id))?;
-                return Ok(Arc::new(df.schema().as_arrow().clone()));
-            }
-        }
-        let query = session
-            .plan(&claims.q, &options)
+        // Planning to the logical plan finds every error of the statement
+        // itself; governance keeps names and types, so its schema is the
+        // result's. DoGet plans fully again (tickets are stateless).
+        let df = session
+            .sql(&claims.q)
             .await
             .map_err(|e| to_status(&e, &claims.id))?;
-        Ok(query.schema)
+        Ok(Arc::new(df.schema().as_arrow().clone()))
     }
 
     /// Audits a statement refused before it ran, and passes on the status.

@@ -1,0 +1,181 @@
+//! The Flight SQL server over loopback: latency of a one-row query (p50,
+//! p99), throughput of a large result (MB/s, rows/s) against reading the
+//! same result in-process, and queries per second with 16 concurrent
+//! clients. Prints a table; run with
+//!
+//! `cargo bench -p meshql-server --bench flight`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::StreamExt;
+use futures::TryStreamExt;
+use meshql::Mesh;
+use meshql::manifest::Catalog;
+use meshql_server::ServerOptions;
+use tonic::transport::Channel;
+
+/// 60 times the order lines: several million rows of four columns.
+const LARGE: &str = "SELECT i.order_id, i.product_id, i.quantity, i.unit_price \
+    FROM sales.order_items i CROSS JOIN (SELECT order_id FROM sales.orders LIMIT 60) r";
+const TINY: &str = "SELECT order_id, status FROM sales.orders WHERE order_id = 100042";
+
+async fn client(addr: std::net::SocketAddr) -> FlightSqlServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connects");
+    let mut c = FlightSqlServiceClient::new(channel);
+    c.handshake("admin", "admin-demo").await.expect("logs in");
+    c
+}
+
+async fn run(c: &mut FlightSqlServiceClient<Channel>, sql: &str) -> (usize, usize) {
+    let info = c.execute(sql.to_string(), None).await.expect("plans");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let mut stream = c.do_get(ticket).await.expect("runs");
+    let (mut rows, mut bytes) = (0, 0);
+    while let Some(b) = stream.next().await {
+        let b: RecordBatch = b.expect("batch");
+        rows += b.num_rows();
+        bytes += b.get_array_memory_size();
+    }
+    (rows, bytes)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog");
+    let catalog = Catalog::load_strict(&dir).expect("demo mesh");
+    meshql::demo::ensure(&catalog).expect("demo data");
+    let mesh = Mesh::from_catalog(catalog).expect("mesh");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let options = ServerOptions {
+            query_memory: None,
+            max_concurrent_queries: 64,
+            ..ServerOptions::default()
+        };
+        tokio::spawn(meshql_server::serve(
+            listener,
+            mesh.clone(),
+            options,
+            None,
+            std::future::pending(),
+            Duration::from_secs(1),
+        ));
+        let mut c = client(addr).await;
+
+        // Latency of a one-row query: GetFlightInfo (plan) + DoGet (plan, run, stream).
+        for _ in 0..50 {
+            run(&mut c, TINY).await;
+        }
+        let mut times = Vec::new();
+        for _ in 0..1000 {
+            let t = Instant::now();
+            let (rows, _) = run(&mut c, TINY).await;
+            times.push(t.elapsed());
+            assert_eq!(rows, 1);
+        }
+        times.sort();
+        let p50 = percentile(&times, 0.5);
+        let p99 = percentile(&times, 0.99);
+
+        // The same tiny query in-process, for reference.
+        let session = mesh.session(mesh.principal("admin").expect("admin"));
+        let mut local = Vec::new();
+        for _ in 0..1000 {
+            let t = Instant::now();
+            session.collect(TINY).await.expect("runs");
+            local.push(t.elapsed());
+        }
+        local.sort();
+
+        // Large result: in-process, then over the wire (best of 3 each).
+        let mut best_local = Duration::MAX;
+        let mut large = (0, 0);
+        for _ in 0..3 {
+            let t = Instant::now();
+            let mut stream = session.execute(LARGE).await.expect("runs");
+            let (mut rows, mut bytes) = (0, 0);
+            while let Some(b) = stream.try_next().await.expect("batch") {
+                rows += b.num_rows();
+                bytes += b.get_array_memory_size();
+            }
+            best_local = best_local.min(t.elapsed());
+            large = (rows, bytes);
+        }
+        let mut best_wire = Duration::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let (rows, _) = run(&mut c, LARGE).await;
+            best_wire = best_wire.min(t.elapsed());
+            assert_eq!(rows, large.0);
+        }
+        let mb = large.1 as f64 / 1e6;
+
+        // 16 concurrent clients, tiny queries, for 5 seconds.
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            clients.push(client(addr).await);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|mut c| {
+                let done = Arc::clone(&done);
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        run(&mut c, TINY).await;
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("client");
+        }
+        let qps =
+            done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+
+        println!("meshql Flight SQL over loopback (admin, demo mesh at scale 1)");
+        println!("| measure | value |");
+        println!("| --- | --- |");
+        println!("| one-row query, p50 | {:.2} ms |", p50.as_secs_f64() * 1e3);
+        println!("| one-row query, p99 | {:.2} ms |", p99.as_secs_f64() * 1e3);
+        println!(
+            "| same query in-process, p50 | {:.2} ms |",
+            percentile(&local, 0.5).as_secs_f64() * 1e3
+        );
+        println!(
+            "| large result ({} rows, {:.0} MB of Arrow) in-process | {:.0} MB/s, {:.1} M rows/s |",
+            large.0,
+            mb,
+            mb / best_local.as_secs_f64(),
+            large.0 as f64 / best_local.as_secs_f64() / 1e6
+        );
+        println!(
+            "| large result over Flight SQL | {:.0} MB/s, {:.1} M rows/s ({:.0}% of in-process) |",
+            mb / best_wire.as_secs_f64(),
+            large.0 as f64 / best_wire.as_secs_f64() / 1e6,
+            100.0 * best_local.as_secs_f64() / best_wire.as_secs_f64()
+        );
+        println!("| 16 concurrent clients, one-row queries | {qps:.0} queries/s |");
+    });
+}
