@@ -306,3 +306,73 @@ fn policy_explain_shows_the_rule_the_masks_and_the_filter() {
         "unknown user `nobody` (users.yaml defines admin, analyst, eu_analyst, finance, guest)"
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_library_writes_the_same_audit_records() {
+    use futures::TryStreamExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::sync::Arc::new(
+        meshql::audit::AuditLog::open(dir.path().join("audit.jsonl")).expect("opens"),
+    );
+    let mesh = demo_mesh();
+    let session = mesh.session(mesh.principal("eu_analyst").expect("principal"));
+    let stream = session
+        .execute_audited(
+            "SELECT customer_id, email FROM customers.customers LIMIT 4",
+            &log,
+            Some("embedded-test".into()),
+        )
+        .await
+        .expect("runs");
+    let batches: Vec<_> = stream.try_collect().await.expect("collects");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+    let Err(err) = session
+        .execute_audited("SELECT * FROM payments.refunds", &log, None)
+        .await
+    else {
+        panic!("payments.refunds does not exist");
+    };
+    assert!(err.to_string().contains("does not exist"));
+    // Dropped before the end: recorded as cancelled.
+    let stream = session
+        .execute_audited("SELECT * FROM sales.order_items", &log, None)
+        .await
+        .expect("starts");
+    drop(stream);
+
+    let text = std::fs::read_to_string(log.path()).expect("reads");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(records.len(), 3, "{text}");
+    assert_eq!(records[0]["user"], "eu_analyst");
+    assert_eq!(records[0]["client"], "embedded-test");
+    assert_eq!(records[0]["rows"], 4);
+    assert_eq!(records[0]["outcome"], "ok");
+    let access = &records[0]["products"][0];
+    assert_eq!(access["product"], "customers.customers");
+    assert!(
+        access["row_filter"]
+            .as_str()
+            .expect("filter")
+            .contains("region")
+    );
+    assert!(
+        access["masks"].to_string().contains("mask_email"),
+        "{access}"
+    );
+    assert_eq!(records[1]["outcome"]["error"]["kind"], "sql");
+    assert_eq!(records[2]["outcome"], "cancelled");
+    let raw = mesh
+        .session(admin())
+        .collect("SELECT email FROM customers.customers WHERE region = 'EU' LIMIT 50")
+        .await
+        .expect("raw");
+    for row in rows(&raw) {
+        assert!(
+            !text.contains(&row[0]),
+            "a raw e-mail reached the audit log"
+        );
+    }
+}

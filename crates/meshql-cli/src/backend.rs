@@ -23,12 +23,18 @@ pub trait Backend: Send + Sync {
 
 pub struct Embedded {
     pub session: Session,
+    /// The mesh's audit log (`audit.path` of mesh.yaml), if it keeps one.
+    pub audit: Option<std::sync::Arc<meshql::audit::AuditLog>>,
 }
 
 #[async_trait]
 impl Backend for Embedded {
     async fn execute(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream), String> {
-        let stream = self.session.execute(sql).await.map_err(|e| e.to_string())?;
+        let stream = match &self.audit {
+            Some(log) => self.session.execute_audited(sql, log, None).await,
+            None => self.session.execute(sql).await,
+        }
+        .map_err(|e| e.to_string())?;
         Ok((stream.schema(), stream))
     }
 

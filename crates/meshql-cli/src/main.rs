@@ -282,8 +282,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => {
             let mesh = open_mesh(&mesh_dir)?;
             let principal = principal(&mesh, cli.user.as_deref())?;
+            let audit = match &mesh.catalog().mesh.audit {
+                Some(path) => Some(std::sync::Arc::new(meshql::audit::AuditLog::open(path)?)),
+                None => None,
+            };
             Box::new(Embedded {
                 session: mesh.session(principal),
+                audit,
             })
         }
     };

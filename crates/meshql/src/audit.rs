@@ -197,3 +197,84 @@ mod tests {
         assert!(!text.contains("alice@example.com"), "{text}");
     }
 }
+
+/// A result stream that writes its statement's audit record when it ends,
+/// fails, or is dropped unfinished.
+pub(crate) struct AuditedStream {
+    pub(crate) inner: datafusion::execution::SendableRecordBatchStream,
+    pub(crate) log: std::sync::Arc<AuditLog>,
+    pub(crate) record: Option<AuditRecord>,
+    pub(crate) started: std::time::Instant,
+    pub(crate) outcome: Option<Outcome>,
+}
+
+impl AuditedStream {
+    fn write(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            let outcome = self.outcome.take().unwrap_or(Outcome::Cancelled);
+            record.finish(self.started.elapsed(), outcome);
+            // An audit failure must not pass silently, but cannot fail a
+            // result already delivered: it goes to the process's log.
+            if let Err(e) = self.log.write(&record) {
+                report_audit_failure(&e);
+            }
+        }
+    }
+}
+
+fn report_audit_failure(e: &Error) {
+    eprintln!("meshql: cannot write the audit record: {e}");
+}
+
+impl futures::Stream for AuditedStream {
+    type Item = datafusion::error::Result<arrow::record_batch::RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(batch))) => {
+                if let Some(r) = self.record.as_mut() {
+                    r.rows += batch.num_rows() as u64;
+                    r.bytes += batch.get_array_memory_size() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let message = crate::error::clean_datafusion_message(e);
+                let err = if matches!(
+                    e.find_root(),
+                    datafusion::error::DataFusionError::ResourcesExhausted(_)
+                ) {
+                    Error::ResourcesExhausted(message)
+                } else {
+                    Error::Execution(datafusion::error::DataFusionError::Execution(message))
+                };
+                self.outcome = Some(Outcome::from_error(&err));
+                self.write();
+            }
+            Poll::Ready(None) => {
+                if self.outcome.is_none() {
+                    self.outcome = Some(Outcome::Ok);
+                }
+                self.write();
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl datafusion::execution::RecordBatchStream for AuditedStream {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.inner.schema()
+    }
+}
+
+impl Drop for AuditedStream {
+    fn drop(&mut self) {
+        self.write();
+    }
+}

@@ -416,6 +416,53 @@ impl Session {
         df.execute_stream().await.map_err(|e| self.explain(sql, e))
     }
 
+    /// Runs a statement like [`Session::execute`] and appends its audit
+    /// record to `log` when the stream ends, fails or is dropped: who,
+    /// from where, what was read, which masks and filters applied, rows,
+    /// bytes, duration and outcome. A statement refused before it runs is
+    /// recorded too.
+    pub async fn execute_audited(
+        &self,
+        sql: &str,
+        log: &Arc<crate::audit::AuditLog>,
+        client: Option<String>,
+    ) -> Result<SendableRecordBatchStream> {
+        use crate::audit::{AuditRecord, AuditedStream, Outcome};
+        let started = std::time::Instant::now();
+        let id = crate::random_bytes(8)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let mut record = AuditRecord::start(
+            std::time::SystemTime::now(),
+            id,
+            &self.principal,
+            client,
+            sql,
+        );
+        let planned = self
+            .plan(sql, &QueryOptions::default())
+            .await
+            .and_then(|q| Ok((q.access.clone(), q.execute()?)));
+        match planned {
+            Ok((access, stream)) => {
+                record.products = access;
+                Ok(Box::pin(AuditedStream {
+                    inner: stream,
+                    log: Arc::clone(log),
+                    record: Some(record),
+                    started,
+                    outcome: None,
+                }))
+            }
+            Err(e) => {
+                record.finish(started.elapsed(), Outcome::from_error(&e));
+                log.write(&record)?;
+                Err(e)
+            }
+        }
+    }
+
     /// Runs a statement and collects all its results.
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let df = self.sql(sql).await?;
