@@ -166,38 +166,6 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
-        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
-    }
-
-    #[test]
-    fn records_append_one_line_each_and_keep_no_execution_messages() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = AuditLog::open(dir.path().join("a/audit.jsonl")).expect("open");
-        let p = Principal::new("analyst").with_role("analyst");
-        let mut r = AuditRecord::start(SystemTime::now(), "q1", &p, None, "SELECT 1");
-        r.finish(Duration::from_millis(3), Outcome::Ok);
-        log.write(&r).expect("write");
-        let e = Error::Execution(datafusion::error::DataFusionError::Execution(
-            "cannot cast 'alice@example.com' to Int64".into(),
-        ));
-        r.finish(Duration::from_millis(1), Outcome::from_error(&e));
-        log.write(&r).expect("write");
-        let text = std::fs::read_to_string(log.path()).expect("read");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
-        let second: serde_json::Value = serde_json::from_str(lines[1]).expect("json");
-        assert_eq!(second["outcome"]["error"]["kind"], "execution");
-        assert!(!text.contains("alice@example.com"), "{text}");
-    }
-}
-
 /// A result stream that writes its statement's audit record when it ends,
 /// fails, or is dropped unfinished.
 pub(crate) struct AuditedStream {
@@ -276,5 +244,37 @@ impl datafusion::execution::RecordBatchStream for AuditedStream {
 impl Drop for AuditedStream {
     fn drop(&mut self) {
         self.write();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
+    }
+
+    #[test]
+    fn records_append_one_line_each_and_keep_no_execution_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(dir.path().join("a/audit.jsonl")).expect("open");
+        let p = Principal::new("analyst").with_role("analyst");
+        let mut r = AuditRecord::start(SystemTime::now(), "q1", &p, None, "SELECT 1");
+        r.finish(Duration::from_millis(3), Outcome::Ok);
+        log.write(&r).expect("write");
+        let e = Error::Execution(datafusion::error::DataFusionError::Execution(
+            "cannot cast 'alice@example.com' to Int64".into(),
+        ));
+        r.finish(Duration::from_millis(1), Outcome::from_error(&e));
+        log.write(&r).expect("write");
+        let text = std::fs::read_to_string(log.path()).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let second: serde_json::Value = serde_json::from_str(lines[1]).expect("json");
+        assert_eq!(second["outcome"]["error"]["kind"], "execution");
+        assert!(!text.contains("alice@example.com"), "{text}");
     }
 }
