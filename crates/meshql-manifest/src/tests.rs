@@ -200,3 +200,57 @@ fn secrets_stay_out_of_debug_output() {
     let catalog = Catalog::load(dir.path()).expect("loads");
     assert!(!format!("{catalog:?}").contains("hunter2"));
 }
+
+#[test]
+fn server_and_audit_settings_load_and_their_mistakes_are_located() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "mesh.yaml",
+        &format!(
+            "{MESH}server:\n  addr: 127.0.0.1:4000\n  maxConcurrentQueries: 4\n  queryMemoryMb: 64\n  jwt:\n    hs256Secret: s3cret\n    audience: meshql\naudit:\n  path: logs/audit.jsonl\n"
+        ),
+    );
+    let catalog = Catalog::load_strict(dir.path()).expect("valid");
+    let server = &catalog.mesh.server;
+    assert_eq!(server.addr.as_deref(), Some("127.0.0.1:4000"));
+    assert_eq!(server.max_concurrent_queries, Some(4));
+    assert_eq!(server.query_memory_mb, Some(64));
+    let jwt = server.jwt.as_ref().expect("jwt");
+    assert_eq!(jwt.roles_claim, "roles");
+    assert_eq!(jwt.audience.as_deref(), Some("meshql"));
+    assert!(
+        !format!("{server:?} {jwt:?}").contains("s3cret"),
+        "secrets stay out of Debug"
+    );
+    assert_eq!(
+        catalog.mesh.audit.as_deref(),
+        Some(dir.path().join("logs/audit.jsonl").as_path())
+    );
+
+    write(
+        dir.path(),
+        "mesh.yaml",
+        &format!(
+            "{MESH}server:\n  addr: localhost:4000\n  maxConcurrentQueries: 0\n  queryMemoryMB: 64\n  jwt:\n    audience: meshql\n"
+        ),
+    );
+    let found = problems(Catalog::load(dir.path()).expect_err("invalid"));
+    let all = found.join("\n");
+    assert!(
+        all.contains("mesh.yaml:9:9: `server.addr` must be HOST:PORT"),
+        "{all}"
+    );
+    assert!(
+        all.contains("mesh.yaml:10:25: `server.maxConcurrentQueries` must be a positive number"),
+        "{all}"
+    );
+    assert!(
+        all.contains("queryMemoryMB") && all.contains("did you mean `queryMemoryMb`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("needs exactly one of `hs256Secret` and `publicKeyFile`"),
+        "{all}"
+    );
+}
