@@ -285,9 +285,16 @@ impl MeshFlightSql {
                 return Err(status);
             }
         };
+        let params = match decode_params(claims.p.as_deref()) {
+            Ok(p) => p,
+            Err(status) => {
+                guard.fail(outcome(&status));
+                return Err(status);
+            }
+        };
         let options = QueryOptions {
             memory_limit: self.options.query_memory,
-            params: decode_params(claims.p.as_deref())?,
+            params,
         };
         let planned = match session.plan(&claims.q, &options).await {
             Ok(q) => q,
