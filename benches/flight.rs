@@ -21,12 +21,16 @@ use tonic::transport::Channel;
 /// from Parquet.
 const LARGE: &str = "SELECT * FROM sales.order_items";
 const SCALE: u32 = 50;
-const TINY: &str = "SELECT order_id, status FROM sales.orders WHERE order_id = 100042";
+/// One row from a small product: the cost is the round trips and planning.
+const TINY: &str = "SELECT product_id, name FROM catalog.products WHERE product_id = 1042";
 
 async fn client(addr: std::net::SocketAddr) -> FlightSqlServiceClient<Channel> {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 * 1024 * 1024))
+        .initial_connection_window_size(Some(16 * 1024 * 1024))
+        .max_frame_size(Some(1024 * 1024))
         .connect()
         .await
         .expect("connects");
@@ -82,7 +86,10 @@ fn main() {
         .replace("path: ../data/audit.jsonl", "path: audit.jsonl");
     std::fs::write(mesh_dir.path().join("mesh.yaml"), yaml).expect("mesh.yaml");
     let catalog = Catalog::load_strict(mesh_dir.path()).expect("demo mesh");
-    eprintln!("demo data at scale {SCALE} in {} (generated on first run)", data.display());
+    eprintln!(
+        "demo data at scale {SCALE} in {} (generated on first run)",
+        data.display()
+    );
     meshql::demo::ensure(&catalog).expect("demo data");
     let mesh = Mesh::from_catalog(catalog).expect("mesh");
     let runtime = tokio::runtime::Builder::new_multi_thread()

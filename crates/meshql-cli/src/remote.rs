@@ -68,7 +68,11 @@ impl Remote {
         let http = format!("{}://{rest}", if tls { "https" } else { "http" });
         let mut endpoint = Endpoint::from_shared(http.clone())
             .map_err(|e| format!("--connect: `{}`: {e}", c.url))?
-            .connect_timeout(std::time::Duration::from_secs(10));
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(8 * 1024 * 1024))
+            .initial_connection_window_size(Some(16 * 1024 * 1024))
+            .max_frame_size(Some(1024 * 1024));
         if tls {
             let mut config = ClientTlsConfig::new();
             if let Some(ca) = &c.tls_ca {

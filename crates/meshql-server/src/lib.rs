@@ -120,7 +120,11 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<(), String> {
     let service = flight_service(mesh, options).map_err(|e| e.to_string())?;
-    let mut builder = tonic::transport::Server::builder();
+    // Large results: flow-control windows well above HTTP/2's 64 KiB default.
+    let mut builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(8 * 1024 * 1024))
+        .initial_connection_window_size(Some(16 * 1024 * 1024))
+        .max_frame_size(Some(1024 * 1024));
     if let Some(tls) = tls {
         let read =
             |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
