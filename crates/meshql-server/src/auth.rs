@@ -87,7 +87,7 @@ impl Signer {
         let claims = TokenClaims {
             u: user.to_string(),
             exp: now().saturating_add(ttl_seconds),
-            n: hex(&meshql::random_bytes(8)),
+            n: meshql::random_id(),
         };
         self.sign(TOKEN, &claims)
     }
@@ -137,10 +137,6 @@ pub fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// User and password of an `authorization: Basic ...` header value.

@@ -44,7 +44,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::ServerOptions;
-use crate::auth::{HandleClaims, Signer, hex, parse_basic};
+use crate::auth::{HandleClaims, Signer, parse_basic};
 use crate::metadata;
 use crate::status::{outcome, to_status};
 
@@ -164,7 +164,7 @@ impl MeshFlightSql {
     }
 
     fn new_id() -> String {
-        hex(&meshql::random_bytes(8))
+        meshql::random_id()
     }
 
     /// A FlightInfo whose one endpoint's ticket runs `claims`.

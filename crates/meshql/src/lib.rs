@@ -60,6 +60,11 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     out
 }
 
+/// A random identifier: 16 hex digits (64 bits) from the secure source.
+pub fn random_id() -> String {
+    random_bytes(8).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     governance::functions::hmac_sha256(key, msg)

@@ -429,10 +429,7 @@ impl Session {
     ) -> Result<SendableRecordBatchStream> {
         use crate::audit::{AuditRecord, AuditedStream, Outcome};
         let started = std::time::Instant::now();
-        let id = crate::random_bytes(8)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
+        let id = crate::random_id();
         let mut record = AuditRecord::start(
             std::time::SystemTime::now(),
             id,
