@@ -208,20 +208,20 @@ impl MeshFlightSql {
         ))
     }
 
-    /// The schema of `claims`' results; fails early on bad SQL.
+    /// The schema of `claims`' results and the number of its parameters;
+    /// fails early on bad SQL. Planning to the logical plan finds every
+    /// error of the statement itself; governance keeps names and types, so
+    /// its schema is the result's. DoGet plans fully (tickets are stateless).
     async fn plan_schema(
         &self,
         session: &Session,
         claims: &HandleClaims,
-    ) -> Result<SchemaRef, Status> {
-        // Planning to the logical plan finds every error of the statement
-        // itself; governance keeps names and types, so its schema is the
-        // result's. DoGet plans fully again (tickets are stateless).
-        let df = session
-            .sql(&claims.q)
+    ) -> Result<(SchemaRef, usize), Status> {
+        let (schema, parameters) = session
+            .describe(&claims.q)
             .await
             .map_err(|e| to_status(&e, &claims.id))?;
-        Ok(Arc::new(df.schema().as_arrow().clone()))
+        Ok((schema, parameters.len()))
     }
 
     /// Audits a statement refused before it ran, and passes on the status.
@@ -432,13 +432,21 @@ impl MeshFlightSql {
                     id: Self::new_id(),
                     p: None,
                 };
-                self.plan_schema(&caller.1, &claims).await?.as_ref().clone()
+                self.plan_schema(&caller.1, &claims)
+                    .await?
+                    .0
+                    .as_ref()
+                    .clone()
             }
             C::CommandPreparedStatementQuery(h) => {
                 let claims = self
                     .signer
                     .check_handle(&h.prepared_statement_handle, &caller.0.user)?;
-                self.plan_schema(&caller.1, &claims).await?.as_ref().clone()
+                self.plan_schema(&caller.1, &claims)
+                    .await?
+                    .0
+                    .as_ref()
+                    .clone()
             }
             C::CommandGetCatalogs(c) => c.into_builder().schema().as_ref().clone(),
             C::CommandGetDbSchemas(c) => c.into_builder().schema().as_ref().clone(),
@@ -796,7 +804,7 @@ impl FlightSqlService for MeshFlightSql {
             id: Self::new_id(),
             p: None,
         };
-        let schema = self
+        let (schema, _) = self
             .plan_schema(&session, &claims)
             .await
             .map_err(|s| self.refused(&principal, &request, &claims, s))?;
@@ -813,26 +821,19 @@ impl FlightSqlService for MeshFlightSql {
         let prepared = self
             .signer
             .check_handle(&cmd.prepared_statement_handle, &principal.user)?;
-        if prepared.p.is_none() {
-            let wanted = session
-                .parameters(&prepared.q)
-                .await
-                .map_err(|e| to_status(&e, &prepared.id))?;
-            if !wanted.is_empty() {
-                return Err(Status::invalid_argument(format!(
-                    "the statement has {} parameter(s) and none are bound; bind them with DoPut first",
-                    wanted.len()
-                )));
-            }
-        }
         let claims = HandleClaims {
             id: Self::new_id(),
             ..prepared
         };
-        let schema = self
+        let (schema, wanted) = self
             .plan_schema(&session, &claims)
             .await
             .map_err(|s| self.refused(&principal, &request, &claims, s))?;
+        if claims.p.is_none() && wanted > 0 {
+            return Err(Status::invalid_argument(format!(
+                "the statement has {wanted} parameter(s) and none are bound; bind them with DoPut first"
+            )));
+        }
         let info = self.flight_info(&schema, &claims, request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -1235,29 +1236,18 @@ impl FlightSqlService for MeshFlightSql {
         if query.transaction_id.is_some() {
             return Err(no_transactions());
         }
-        let id = Self::new_id();
-        let df = match session.sql(&query.query).await {
-            Ok(df) => df,
-            Err(e) => {
-                let claims = HandleClaims {
-                    u: principal.user.clone(),
-                    q: query.query.clone(),
-                    id: id.clone(),
-                    p: None,
-                };
-                return Err(self.refused(&principal, &request, &claims, to_status(&e, &id)));
-            }
-        };
-        let dataset = df.schema().as_arrow().clone();
-        let parameters = session
-            .parameters(&query.query)
-            .await
-            .map_err(|e| to_status(&e, &id))?;
         let claims = HandleClaims {
-            u: principal.user,
+            u: principal.user.clone(),
             q: query.query,
-            id,
+            id: Self::new_id(),
             p: None,
+        };
+        let (dataset, parameters) = match session.describe(&claims.q).await {
+            Ok(described) => described,
+            Err(e) => {
+                let status = to_status(&e, &claims.id);
+                return Err(self.refused(&principal, &request, &claims, status));
+            }
         };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: self.signer.issue_handle(&claims).into(),

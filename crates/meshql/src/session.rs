@@ -499,10 +499,13 @@ impl Session {
         })
     }
 
-    /// The placeholders of a statement (`$1`, `$2`, ... or `?`) in order,
-    /// with the types the planner inferred (`Null` where it could not).
-    pub async fn parameters(&self, sql: &str) -> Result<Vec<arrow::datatypes::Field>> {
+    /// What a statement returns and what it takes, from one planning: the
+    /// schema of its results, and its placeholders (`$1`, `$2`, ... or `?`)
+    /// in order with the types the planner inferred (`Null` where it could
+    /// not).
+    pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, Vec<arrow::datatypes::Field>)> {
         let df = self.sql(sql).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
         let fields = df
             .logical_plan()
             .get_parameter_fields()
@@ -518,13 +521,14 @@ impl Session {
                 id.clone(),
             )
         });
-        Ok(named
+        let parameters = named
             .into_iter()
             .map(|(id, f)| {
                 let t = f.map_or(arrow::datatypes::DataType::Null, |f| f.data_type().clone());
                 arrow::datatypes::Field::new(id, t, true)
             })
-            .collect())
+            .collect();
+        Ok((schema, parameters))
     }
 
     /// The products an optimized plan reads, the columns it reads of each,
