@@ -3,7 +3,10 @@
 //! same result in-process, and queries per second with 16 concurrent
 //! clients. Prints a table; run with
 //!
-//! `cargo bench -p meshql-server --bench flight`
+//! `cargo bench -p meshql-server --bench flight [-- tiny|large|adbc|concurrent]`
+//!
+//! With `MESHQL_BENCH_PYTHON` set to a Python that has the ADBC Flight SQL
+//! driver, the `adbc` section reads the large result through it as well.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +68,39 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Whether a section runs: all of them, or those named on the command line
+/// (`cargo bench -p meshql-server --bench flight -- large`).
+fn wanted(section: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    named.is_empty() || named.iter().any(|n| n == section)
+}
+
+/// CPU time this process has used, user and system, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -115,103 +151,141 @@ fn main() {
             Duration::from_secs(1),
         ));
         let mut c = client(addr).await;
-
-        // Latency of a one-row query: GetFlightInfo (plan) + DoGet (plan, run, stream).
-        for _ in 0..50 {
-            run(&mut c, TINY).await;
-        }
-        let mut times = Vec::new();
-        for _ in 0..1000 {
-            let t = Instant::now();
-            let (rows, _) = run(&mut c, TINY).await;
-            times.push(t.elapsed());
-            assert_eq!(rows, 1);
-        }
-        times.sort();
-        let p50 = percentile(&times, 0.5);
-        let p99 = percentile(&times, 0.99);
-
-        // The same tiny query in-process, for reference.
         let session = mesh.session(mesh.principal("admin").expect("admin"));
-        let mut local = Vec::new();
-        for _ in 0..1000 {
-            let t = Instant::now();
-            session.collect(TINY).await.expect("runs");
-            local.push(t.elapsed());
-        }
-        local.sort();
-
-        // Large result: in-process, then over the wire (best of 3 each).
-        let mut best_local = Duration::MAX;
-        let mut large = (0, 0);
-        for _ in 0..3 {
-            let t = Instant::now();
-            let mut stream = session.execute(LARGE).await.expect("runs");
-            let (mut rows, mut bytes) = (0, 0);
-            while let Some(b) = stream.try_next().await.expect("batch") {
-                rows += b.num_rows();
-                bytes += b.get_array_memory_size();
-            }
-            best_local = best_local.min(t.elapsed());
-            large = (rows, bytes);
-        }
-        let mut best_wire = Duration::MAX;
-        for _ in 0..3 {
-            let t = Instant::now();
-            let (rows, _) = run(&mut c, LARGE).await;
-            best_wire = best_wire.min(t.elapsed());
-            assert_eq!(rows, large.0);
-        }
-        let mb = large.1 as f64 / 1e6;
-
-        // 16 concurrent clients, tiny queries, for 5 seconds.
-        let mut clients = Vec::new();
-        for _ in 0..16 {
-            clients.push(client(addr).await);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let start = Instant::now();
-        let tasks: Vec<_> = clients
-            .into_iter()
-            .map(|mut c| {
-                let done = Arc::clone(&done);
-                tokio::spawn(async move {
-                    while Instant::now() < deadline {
-                        run(&mut c, TINY).await;
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("client");
-        }
-        let qps =
-            done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-
         println!("meshql Flight SQL over loopback (admin, demo mesh at scale {SCALE})");
         println!("| measure | value |");
         println!("| --- | --- |");
-        println!("| one-row query, p50 | {:.2} ms |", p50.as_secs_f64() * 1e3);
-        println!("| one-row query, p99 | {:.2} ms |", p99.as_secs_f64() * 1e3);
-        println!(
-            "| same query in-process, p50 | {:.2} ms |",
-            percentile(&local, 0.5).as_secs_f64() * 1e3
-        );
-        println!(
-            "| large result ({} rows, {:.0} MB of Arrow) in-process | {:.0} MB/s, {:.1} M rows/s |",
-            large.0,
-            mb,
-            mb / best_local.as_secs_f64(),
-            large.0 as f64 / best_local.as_secs_f64() / 1e6
-        );
-        println!(
-            "| large result over Flight SQL | {:.0} MB/s, {:.1} M rows/s ({:.0}% of in-process) |",
-            mb / best_wire.as_secs_f64(),
-            large.0 as f64 / best_wire.as_secs_f64() / 1e6,
-            100.0 * best_local.as_secs_f64() / best_wire.as_secs_f64()
-        );
-        println!("| 16 concurrent clients, one-row queries | {qps:.0} queries/s |");
+
+        if wanted("tiny") {
+            // Latency of a one-row query: GetFlightInfo (plan) + DoGet (plan, run, stream).
+            for _ in 0..50 {
+                run(&mut c, TINY).await;
+            }
+            let mut times = Vec::new();
+            for _ in 0..1000 {
+                let t = Instant::now();
+                let (rows, _) = run(&mut c, TINY).await;
+                times.push(t.elapsed());
+                assert_eq!(rows, 1);
+            }
+            times.sort();
+            // The same tiny query in-process, for reference.
+            let mut local = Vec::new();
+            for _ in 0..1000 {
+                let t = Instant::now();
+                session.collect(TINY).await.expect("runs");
+                local.push(t.elapsed());
+            }
+            local.sort();
+            println!("| one-row query, p50 | {:.2} ms |", ms(percentile(&times, 0.5)));
+            println!("| one-row query, p99 | {:.2} ms |", ms(percentile(&times, 0.99)));
+            println!("| same query in-process, p50 | {:.2} ms |", ms(percentile(&local, 0.5)));
+        }
+
+        if wanted("large") {
+            // Large result: in-process, then over the wire (best of 5 each).
+            let mut best_local = Duration::MAX;
+            let mut large = (0, 0);
+            let cpu_start = cpu_seconds();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let mut stream = session.execute(LARGE).await.expect("runs");
+                let (mut rows, mut bytes) = (0, 0);
+                while let Some(b) = stream.try_next().await.expect("batch") {
+                    rows += b.num_rows();
+                    bytes += b.get_array_memory_size();
+                }
+                best_local = best_local.min(t.elapsed());
+                large = (rows, bytes);
+            }
+            let cpu_local = cpu_seconds() - cpu_start;
+            let mut best_wire = Duration::MAX;
+            for _ in 0..5 {
+                let t = Instant::now();
+                let (rows, _) = run(&mut c, LARGE).await;
+                best_wire = best_wire.min(t.elapsed());
+                assert_eq!(rows, large.0);
+            }
+            let cpu_wire = cpu_seconds() - cpu_start - cpu_local;
+            let mb = large.1 as f64 / 1e6;
+            println!(
+                "| large result ({} rows, {:.0} MB of Arrow) in-process | {:.0} MB/s, {:.1} M rows/s |",
+                large.0,
+                mb,
+                mb / best_local.as_secs_f64(),
+                large.0 as f64 / best_local.as_secs_f64() / 1e6
+            );
+            println!(
+                "| large result over Flight SQL | {:.0} MB/s, {:.1} M rows/s ({:.0}% of in-process) |",
+                mb / best_wire.as_secs_f64(),
+                large.0 as f64 / best_wire.as_secs_f64() / 1e6,
+                100.0 * best_local.as_secs_f64() / best_wire.as_secs_f64()
+            );
+            // Where the difference goes: the CPU time of one read, both
+            // cores counted (server and client share this process).
+            println!(
+                "| CPU time per read, in-process / over Flight SQL | {:.0} ms / {:.0} ms |",
+                cpu_local * 1e3 / 5.0,
+                cpu_wire * 1e3 / 5.0
+            );
+        }
+
+        // A third-party client: the Python ADBC driver in its own process,
+        // when MESHQL_BENCH_PYTHON names a Python that has it (the venv of
+        // tests/adbc/setup.sh).
+        if let Some(python) = std::env::var_os("MESHQL_BENCH_PYTHON").filter(|_| wanted("adbc")) {
+            let script = root.join("benches/adbc_read.py");
+            let out = std::process::Command::new(python)
+                .arg(script)
+                .arg(addr.to_string())
+                .arg(LARGE)
+                .output()
+                .expect("runs python");
+            let line = String::from_utf8_lossy(&out.stdout);
+            let fields: Vec<f64> = line
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            match fields[..] {
+                [rows, bytes, secs] => println!(
+                    "| large result through Python ADBC (own process) | {:.0} MB/s, {:.1} M rows/s |",
+                    bytes / 1e6 / secs,
+                    rows / secs / 1e6
+                ),
+                _ => eprintln!(
+                    "the ADBC client failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            }
+        }
+
+        if wanted("concurrent") {
+            // 16 concurrent clients, tiny queries, for 5 seconds.
+            let mut clients = Vec::new();
+            for _ in 0..16 {
+                clients.push(client(addr).await);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let start = Instant::now();
+            let tasks: Vec<_> = clients
+                .into_iter()
+                .map(|mut c| {
+                    let done = Arc::clone(&done);
+                    tokio::spawn(async move {
+                        while Instant::now() < deadline {
+                            run(&mut c, TINY).await;
+                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("client");
+            }
+            let qps = done.load(std::sync::atomic::Ordering::Relaxed) as f64
+                / start.elapsed().as_secs_f64();
+            println!("| 16 concurrent clients, one-row queries | {qps:.0} queries/s |");
+        }
     });
 }
