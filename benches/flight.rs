@@ -118,6 +118,10 @@ fn main() {
     let yaml = std::fs::read_to_string(mesh_dir.path().join("mesh.yaml")).expect("mesh.yaml");
     let yaml = yaml
         .replace("root: ../data/demo", &format!("root: {}", data.display()))
+        .replace(
+            "uri: sqlite:../data/demo/",
+            &format!("uri: sqlite:{}/", data.display()),
+        )
         .replace("scale: 1\n", &format!("scale: {SCALE}\n"))
         .replace("path: ../data/audit.jsonl", "path: audit.jsonl");
     std::fs::write(mesh_dir.path().join("mesh.yaml"), yaml).expect("mesh.yaml");

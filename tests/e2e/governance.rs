@@ -15,8 +15,8 @@ fn demo_without_policies(dir: &Path) {
         dir,
         "mesh.yaml",
         &format!(
-            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  demo:\n    type: local\n    root: {}\ngovernance:\n  pseudonymSecret: t\n  roles: [pii_reader]\n",
-            demo_data().display()
+            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  demo:\n    type: local\n    root: {data}\ncatalogs:\n  lakehouse:\n    type: sql\n    uri: sqlite:{data}/lakehouse.db\n    storage: demo\n    warehouse: lakehouse\ngovernance:\n  pseudonymSecret: t\n  roles: [pii_reader]\n",
+            data = demo_data().display()
         ),
     );
     let catalog = root().join("catalog");

@@ -103,10 +103,16 @@ pub fn s3_mesh(dir: &Path, endpoint: &str, bucket: &str, key: &str, secret: &str
         for file in std::fs::read_dir(&domain).expect("domain") {
             let file = file.expect("entry").path();
             let text = std::fs::read_to_string(&file).expect("contract");
-            let text = text.replace(
-                "server: demo\n    type: local",
-                "server: lake\n    type: s3",
-            );
+            let text = text
+                .replace(
+                    "server: demo\n    type: local",
+                    "server: lake\n    type: s3",
+                )
+                // The Iceberg orders, as their Parquet landing files.
+                .replace(
+                    "server: lakehouse\n    type: iceberg\n    schema: sales\n    table: orders",
+                    "server: lake\n    type: s3\n    format: parquet\n    path: sales/orders",
+                );
             let rel = file.strip_prefix(&catalog).expect("relative");
             write(dir, &rel.to_string_lossy(), &text);
         }

@@ -302,6 +302,7 @@ const MESH_KEYS: &[&str] = &[
     "name",
     "description",
     "storage",
+    "catalogs",
     "demo",
     "governance",
     "server",
@@ -316,6 +317,18 @@ const SERVE_KEYS: &[&str] = &[
     "queryTimeoutSeconds",
     "maxResultRows",
     "jwt",
+];
+const CATALOG_KEYS: &[&str] = &[
+    "type",
+    "uri",
+    "catalogName",
+    "storage",
+    "warehouse",
+    "prefix",
+    "credential",
+    "token",
+    "oauth2ServerUri",
+    "scope",
 ];
 const STORAGE_KEYS: &[&str] = &[
     "type",
@@ -362,6 +375,34 @@ fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig>
                 node.pos,
                 format!(
                     "`storage` must be a mapping of storage names, found {}",
+                    node.kind()
+                ),
+            );
+        }
+    }
+    let mut catalogs = BTreeMap::new();
+    if let Some(node) = f.get("catalogs") {
+        if let Value::Map(entries) = &node.value {
+            for (k, v) in entries {
+                let Some(cname) = ctx.string(k, "a catalog name") else {
+                    continue;
+                };
+                check_identifier(ctx, k.pos, "catalog name", &cname);
+                if storage.contains_key(&cname) {
+                    ctx.err(
+                        k.pos,
+                        format!("catalog `{cname}` has the name of a storage: contracts' `server` must name one or the other"),
+                    );
+                }
+                if let Some(c) = decode_catalog(ctx, v, &cname, k.pos, dir, &storage) {
+                    catalogs.insert(cname, c);
+                }
+            }
+        } else {
+            ctx.err(
+                node.pos,
+                format!(
+                    "`catalogs` must be a mapping of catalog names, found {}",
                     node.kind()
                 ),
             );
@@ -419,7 +460,132 @@ fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig>
         name: name?,
         description,
         storage,
+        catalogs,
         demo,
+    })
+}
+
+fn decode_catalog(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    name: &str,
+    pos: Pos,
+    dir: &Path,
+    storage: &BTreeMap<String, Storage>,
+) -> Option<IcebergCatalog> {
+    let what = format!("catalog `{name}`");
+    let f = ctx.fields(node, &what, CATALOG_KEYS)?;
+    let (kind, kpos) = f.req_string(ctx, "type")?;
+    let (uri, upos) = f.req_string(ctx, "uri")?;
+    let only = |ctx: &mut Ctx<'_>, allowed: &[&str]| {
+        for key in CATALOG_KEYS {
+            if !allowed.contains(key)
+                && let Some(n) = f.get(key)
+            {
+                ctx.err(
+                    n.pos,
+                    format!("`{key}` does not apply to a catalog of type `{kind}`"),
+                );
+            }
+        }
+    };
+    let st = f.get("storage").and_then(|n| {
+        let s = ctx.string(n, "`storage`")?;
+        if !storage.contains_key(&s) {
+            let names: Vec<&str> = storage.keys().map(String::as_str).collect();
+            let hint = match crate::decode::closest(&s, names.iter().copied()) {
+                Some(c) => format!(" (did you mean `{c}`?)"),
+                None => String::new(),
+            };
+            ctx.err(
+                n.pos,
+                format!("{what} names storage `{s}`, which mesh.yaml does not define{hint}"),
+            );
+        }
+        Some(s)
+    });
+    let kind = match kind.as_str() {
+        "sql" => {
+            only(ctx, &["type", "uri", "catalogName", "storage", "warehouse"]);
+            let uri = if let Some(path) = uri.strip_prefix("sqlite:") {
+                // `sqlite:PATH`, `sqlite://PATH` and `sqlite:///ABS`: a
+                // relative path is relative to the catalog directory.
+                let path = path.trim_start_matches("//");
+                let (path, query) = match path.split_once('?') {
+                    Some((p, q)) => (p, format!("?{q}")),
+                    None => (path, String::new()),
+                };
+                if path.is_empty() || path == ":memory:" {
+                    ctx.err(
+                        upos,
+                        format!("{what}: `uri` must name a SQLite file, found `{uri}`"),
+                    );
+                }
+                let file = resolve(dir, path);
+                let file = std::path::absolute(&file).unwrap_or(file);
+                format!("sqlite://{}{query}", file.display())
+            } else if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
+                uri
+            } else {
+                ctx.err(
+                    upos,
+                    format!(
+                        "{what}: `uri` must be `sqlite:PATH` or `postgres://...`, found `{uri}`"
+                    ),
+                );
+                return None;
+            };
+            if st.is_none() {
+                ctx.err(
+                    pos,
+                    format!("{what} needs `storage`: the storage its tables' files live in"),
+                );
+            }
+            IcebergCatalogKind::Sql { uri }
+        }
+        "rest" => {
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                ctx.err(
+                    upos,
+                    format!("{what}: `uri` must be an http:// or https:// URL, found `{uri}`"),
+                );
+            }
+            let credential = f.opt_string(ctx, "credential");
+            let token = f.opt_string(ctx, "token");
+            if credential.is_some() && token.is_some() {
+                ctx.err(
+                    pos,
+                    format!("{what}: give `credential` or `token`, not both"),
+                );
+            }
+            IcebergCatalogKind::Rest {
+                uri,
+                prefix: f.opt_string(ctx, "prefix"),
+                credential,
+                token,
+                oauth2_server_uri: f.opt_string(ctx, "oauth2ServerUri"),
+                scope: f.opt_string(ctx, "scope"),
+            }
+        }
+        other => {
+            ctx.err(
+                kpos,
+                format!("{what}: unknown catalog type `{other}` (meshql reads `sql` and `rest` Iceberg catalogs)"),
+            );
+            return None;
+        }
+    };
+    Some(IcebergCatalog {
+        name: name.to_string(),
+        pos,
+        catalog_name: f
+            .opt_string(ctx, "catalogName")
+            .unwrap_or_else(|| name.to_string()),
+        kind,
+        storage: st,
+        warehouse: f
+            .opt_string(ctx, "warehouse")
+            .map(|w| w.trim_matches('/').to_string()),
     })
 }
 
@@ -655,6 +821,8 @@ const SERVER_KEYS: &[&str] = &[
     "delimiter",
     "endpointUrl",
     "region",
+    "schema",
+    "table",
     "roles",
     "customProperties",
 ];
@@ -1047,6 +1215,10 @@ fn decode_column(ctx: &mut Ctx<'_>, node: &Node) -> Option<Column> {
 fn decode_server(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Server> {
     let f = ctx.fields(node, "a server", SERVER_KEYS)?;
     let (server, spos) = f.req_string(ctx, "server")?;
+    let (kind, tpos) = f.req_string(ctx, "type")?;
+    if kind == "iceberg" {
+        return decode_iceberg_server(ctx, &f, mesh, server, spos);
+    }
     let storage = mesh.storage.get(&server);
     if storage.is_none() {
         let names: Vec<&str> = mesh.storage.keys().map(String::as_str).collect();
@@ -1055,34 +1227,51 @@ fn decode_server(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Se
             None if names.is_empty() => " (mesh.yaml defines no storage)".to_string(),
             None => format!(" (defined: {})", names.join(", ")),
         };
+        let catalog = if mesh.catalogs.contains_key(&server) {
+            " (it is an Iceberg catalog: use `type: iceberg` with `schema` and `table`)"
+        } else {
+            ""
+        };
         ctx.err(
             spos,
-            format!("server `{server}` names a storage that mesh.yaml does not define{hint}"),
+            format!(
+                "server `{server}` names a storage that mesh.yaml does not define{}",
+                if catalog.is_empty() {
+                    hint
+                } else {
+                    catalog.to_string()
+                }
+            ),
         );
     }
-    let kind = f.req_string(ctx, "type").map(|(t, tpos)| {
-        if let Some(st) = storage {
-            let expected = match st.kind {
-                StorageKind::Local { .. } => "local",
-                StorageKind::S3(_) => "s3",
-            };
-            if t != expected {
-                ctx.err(
-                    tpos,
-                    format!(
-                        "server type `{t}` does not match storage `{server}`, which is `{expected}`"
-                    ),
-                );
-            }
+    if let Some(st) = storage {
+        let expected = match st.kind {
+            StorageKind::Local { .. } => "local",
+            StorageKind::S3(_) => "s3",
+        };
+        if kind != expected {
+            ctx.err(
+                tpos,
+                format!(
+                    "server type `{kind}` does not match storage `{server}`, which is `{expected}` (or `iceberg` for an Iceberg table's metadata file)"
+                ),
+            );
         }
-        t
-    });
+    }
+    for key in ["schema", "table"] {
+        if let Some(n) = f.get(key) {
+            ctx.err(
+                n.pos,
+                format!("`{key}` applies to `type: iceberg` servers only"),
+            );
+        }
+    }
     let format = match f.get("format") {
         Some(n) => ctx.string(n, "`format`").filter(|fmt| {
             if fmt != "parquet" {
                 ctx.err(
                     n.pos,
-                    format!("unsupported format `{fmt}`: meshql reads `parquet` products"),
+                    format!("unsupported format `{fmt}`: meshql reads `parquet` files, and Iceberg tables with `type: iceberg`"),
                 );
                 false
             } else {
@@ -1091,15 +1280,7 @@ fn decode_server(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Se
         }),
         None => Some("parquet".to_string()),
     };
-    let path = f.req_string(ctx, "path").map(|(p, ppos)| {
-        if p.split('/').any(|seg| seg == "..") || p.starts_with('/') || p.contains("://") {
-            ctx.err(
-                ppos,
-                format!("`path` must be relative to the storage, found `{p}`"),
-            );
-        }
-        p
-    });
+    let path = relative_path(ctx, &f);
     if let Some(n) = f.get("location") {
         ctx.err(n.pos, "meshql locates data through a named storage: use `server: <storage>` and `path` instead of `location`");
     }
@@ -1108,10 +1289,118 @@ fn decode_server(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<Se
     Some(Server {
         server,
         pos: spos,
-        kind: kind?,
+        kind,
         format: format?,
         path: path?,
         environment,
+        iceberg: None,
+    })
+}
+
+/// `path` of a server: relative to its storage, never escaping it.
+fn relative_path(ctx: &mut Ctx<'_>, f: &Fields<'_>) -> Option<String> {
+    f.req_string(ctx, "path").map(|(p, ppos)| {
+        if p.split('/').any(|seg| seg == "..") || p.starts_with('/') || p.contains("://") {
+            ctx.err(
+                ppos,
+                format!("`path` must be relative to the storage, found `{p}`"),
+            );
+        }
+        p
+    })
+}
+
+/// `type: iceberg`: a table in a catalog (`server` names the catalog,
+/// `schema` the namespace, `table` the table), or a table by its metadata
+/// file (`server` names a storage, `path` the `metadata.json`).
+fn decode_iceberg_server(
+    ctx: &mut Ctx<'_>,
+    f: &Fields<'_>,
+    mesh: &MeshConfig,
+    server: String,
+    spos: Pos,
+) -> Option<Server> {
+    if let Some(n) = f.get("format")
+        && let Some(fmt) = ctx.string(n, "`format`")
+        && fmt != "parquet"
+        && fmt != "iceberg"
+    {
+        ctx.err(
+            n.pos,
+            format!("unsupported format `{fmt}` for an Iceberg table, whose files are Parquet"),
+        );
+    }
+    let environment = f.opt_string(ctx, "environment");
+    if mesh.catalogs.contains_key(&server) {
+        if let Some(n) = f.get("path") {
+            ctx.err(
+                n.pos,
+                format!("`path` does not apply to a table in catalog `{server}`: name it with `schema` and `table`"),
+            );
+        }
+        let namespace = f.req_string(ctx, "schema").map(|(ns, npos)| {
+            let parts: Vec<String> = ns.split('.').map(str::to_string).collect();
+            if parts.iter().any(String::is_empty) {
+                ctx.err(
+                    npos,
+                    format!("`schema` must be an Iceberg namespace such as `sales` or `lake.sales`, found `{ns}`"),
+                );
+            }
+            parts
+        });
+        let table = f.req_string(ctx, "table").map(|(t, _)| t);
+        return Some(Server {
+            server,
+            pos: spos,
+            kind: "iceberg".into(),
+            format: "iceberg".into(),
+            path: String::new(),
+            environment,
+            iceberg: Some(IcebergTableRef {
+                namespace: namespace?,
+                table: table?,
+            }),
+        });
+    }
+    if !mesh.storage.contains_key(&server) {
+        let names = mesh
+            .catalogs
+            .keys()
+            .chain(mesh.storage.keys())
+            .map(String::as_str);
+        let hint = match crate::decode::closest(&server, names) {
+            Some(c) => format!(" (did you mean `{c}`?)"),
+            None => String::new(),
+        };
+        ctx.err(
+            spos,
+            format!("server `{server}` names neither an Iceberg catalog nor a storage of mesh.yaml{hint}"),
+        );
+        return None;
+    }
+    for key in ["schema", "table"] {
+        if let Some(n) = f.get(key) {
+            ctx.err(
+                n.pos,
+                format!("`{key}` applies to a table in a catalog; `{server}` is a storage, so give the table's metadata file as `path`"),
+            );
+        }
+    }
+    let path = relative_path(ctx, f)?;
+    if !path.ends_with(".metadata.json") {
+        ctx.err(
+            spos,
+            format!("an Iceberg table on storage `{server}` is named by its metadata file: `path` must end in `.metadata.json`, found `{path}`"),
+        );
+    }
+    Some(Server {
+        server,
+        pos: spos,
+        kind: "iceberg".into(),
+        format: "iceberg".into(),
+        path,
+        environment,
+        iceberg: None,
     })
 }
 

@@ -15,6 +15,8 @@ pub struct MeshConfig {
     pub name: String,
     pub description: Option<String>,
     pub storage: BTreeMap<String, Storage>,
+    /// Iceberg catalogs that contracts' `servers[]` name.
+    pub catalogs: BTreeMap<String, IcebergCatalog>,
     pub demo: Option<DemoConfig>,
     pub governance: GovernanceConfig,
     /// Settings of `meshql serve`; flags override them.
@@ -103,6 +105,67 @@ impl fmt::Debug for GovernanceConfig {
 pub struct DemoConfig {
     pub storage: String,
     pub scale: u32,
+}
+
+/// An Iceberg catalog (`catalogs:` in `mesh.yaml`): where a table's current
+/// metadata is found. The table files themselves are read from `storage`.
+#[derive(Clone, Serialize, serde::Deserialize)]
+pub struct IcebergCatalog {
+    /// The key in `mesh.yaml`, which contracts name.
+    pub name: String,
+    pub pos: Pos,
+    /// The catalog's own name (the SQL catalog's `catalog_name` column);
+    /// defaults to `name`.
+    pub catalog_name: String,
+    pub kind: IcebergCatalogKind,
+    /// The storage the table files live in, which supplies the S3 endpoint
+    /// and credentials (or the local root).
+    pub storage: Option<String>,
+    /// The warehouse: for `sql`, a path inside `storage` where new tables go;
+    /// for `rest`, the warehouse name sent to the server.
+    pub warehouse: Option<String>,
+}
+
+#[derive(Clone, Serialize, serde::Deserialize)]
+pub enum IcebergCatalogKind {
+    /// The SQL catalog PyIceberg and iceberg-rust share: `sqlite:PATH`
+    /// (relative to the catalog directory) or `postgres://...`.
+    Sql { uri: String },
+    /// An Iceberg REST catalog.
+    Rest {
+        uri: String,
+        prefix: Option<String>,
+        /// OAuth2 client credentials, `CLIENT_ID:CLIENT_SECRET`.
+        #[serde(skip)]
+        credential: Option<String>,
+        /// A bearer token.
+        #[serde(skip)]
+        token: Option<String>,
+        oauth2_server_uri: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+impl fmt::Debug for IcebergCatalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            IcebergCatalogKind::Sql { .. } => "sql",
+            IcebergCatalogKind::Rest { .. } => "rest",
+        };
+        f.debug_struct("IcebergCatalog")
+            .field("name", &self.name)
+            .field("kind", &kind)
+            .field("storage", &self.storage)
+            .field("warehouse", &self.warehouse)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An Iceberg table in a catalog: namespace (one or more levels) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct IcebergTableRef {
+    pub namespace: Vec<String>,
+    pub table: String,
 }
 
 /// A named storage location that contracts' `servers[]` refer to.
@@ -396,9 +459,20 @@ pub struct Server {
     pub pos: Pos,
     pub kind: String,
     pub format: String,
-    /// File, directory or prefix inside the storage.
+    /// File, directory or prefix inside the storage; for an Iceberg table
+    /// without a catalog, its `metadata.json`.
     pub path: String,
     pub environment: Option<String>,
+    /// For `type: iceberg` on a catalog: the table in it.
+    pub iceberg: Option<IcebergTableRef>,
+}
+
+impl Server {
+    /// Whether the product is an Iceberg table (in a catalog, or by its
+    /// metadata file).
+    pub fn is_iceberg(&self) -> bool {
+        self.kind == "iceberg"
+    }
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

@@ -21,6 +21,7 @@ use meshql_manifest::{Contract, Server, Storage};
 use tokio::sync::OnceCell;
 
 use crate::error::Error;
+use crate::iceberg::{IcebergSource, ScanError};
 use crate::storage::product_url;
 use crate::types::{check_data_schema, contract_schema};
 
@@ -33,17 +34,38 @@ pub const CATALOG_NAME: &str = "mesh";
 pub(crate) struct ProductTable {
     pub(crate) contract: Arc<Contract>,
     schema: SchemaRef,
-    url: String,
-    opened: OnceCell<Arc<ListingTable>>,
+    source: Source,
+}
+
+/// What a product's data is.
+#[derive(Debug)]
+enum Source {
+    /// Parquet files: a file, a glob, or a directory / prefix.
+    Files {
+        url: String,
+        opened: OnceCell<Arc<ListingTable>>,
+    },
+    /// An Iceberg table.
+    Iceberg(IcebergSource),
 }
 
 impl ProductTable {
     pub(crate) fn new(contract: Arc<Contract>, storage: &Storage, server: &Server) -> Self {
         Self {
             schema: contract_schema(&contract),
-            url: product_url(storage, server),
+            source: Source::Files {
+                url: product_url(storage, server),
+                opened: OnceCell::new(),
+            },
             contract,
-            opened: OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn iceberg(contract: Arc<Contract>, source: IcebergSource) -> Self {
+        Self {
+            schema: contract_schema(&contract),
+            source: Source::Iceberg(source),
+            contract,
         }
     }
 
@@ -56,23 +78,28 @@ impl ProductTable {
 
     /// Opens the product's storage and checks its data against the
     /// contract. A failure is not remembered: the next query tries again.
-    async fn open(&self, state: &dyn Session) -> DfResult<Arc<ListingTable>> {
-        self.opened
+    async fn open(
+        &self,
+        state: &dyn Session,
+        url: &str,
+        opened: &OnceCell<Arc<ListingTable>>,
+    ) -> DfResult<Arc<ListingTable>> {
+        opened
             .get_or_try_init(|| async {
-                let url = ListingTableUrl::parse(&self.url)
-                    .map_err(|e| self.fail(format!("invalid location `{}`: {e}", self.url)))?;
+                let url_text = url;
+                let url = ListingTableUrl::parse(url_text)
+                    .map_err(|e| self.fail(format!("invalid location `{url_text}`: {e}")))?;
                 let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                     .with_file_extension(".parquet")
                     .with_session_config_options(state.config());
                 let data_schema = options.infer_schema(state, &url).await.map_err(|e| {
                     self.fail(format!(
-                        "cannot read its storage at {}: {}",
-                        self.url,
+                        "cannot read its storage at {url_text}: {}",
                         crate::error::clean_datafusion_message(&e)
                     ))
                 })?;
                 if data_schema.fields().is_empty() {
-                    return Err(self.fail(format!("found no Parquet files at {}", self.url)));
+                    return Err(self.fail(format!("found no Parquet files at {url_text}")));
                 }
                 check_data_schema(&self.schema, &data_schema).map_err(|m| self.fail(m))?;
                 let config = ListingTableConfig::new(url)
@@ -116,8 +143,21 @@ impl TableProvider for ProductTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let table = self.open(state).await?;
-        table.scan(state, projection, filters, limit).await
+        match &self.source {
+            Source::Files { url, opened } => {
+                let table = self.open(state, url, opened).await?;
+                table.scan(state, projection, filters, limit).await
+            }
+            Source::Iceberg(source) => {
+                let table = source.load().await.map_err(|m| self.fail(m))?;
+                crate::iceberg::scan(table, &self.schema, state, projection, filters, limit)
+                    .await
+                    .map_err(|e| match e {
+                        ScanError::Product(m) => self.fail(format!("{}: {m}", source.describe())),
+                        ScanError::DataFusion(e) => e,
+                    })
+            }
+        }
     }
 }
 

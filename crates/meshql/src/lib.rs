@@ -27,6 +27,7 @@ mod catalog;
 pub mod demo;
 mod error;
 pub mod governance;
+mod iceberg;
 mod principal;
 mod session;
 mod storage;

@@ -33,6 +33,7 @@ use crate::catalog::{CATALOG_NAME, MeshCatalog, ProductTable};
 use crate::error::{Error, Result, clean_datafusion_message, product_error};
 use crate::governance::rewrite::{GovernanceRule, GovernedTable, MeshQueryPlanner};
 use crate::governance::{ColumnDecision, ProductPolicy, decide};
+use crate::iceberg::{CatalogHandle, IcebergSource};
 use crate::principal::Principal;
 
 /// An opened mesh: the validated catalog and the products behind it.
@@ -87,14 +88,34 @@ impl Mesh {
         let policy_problems = crate::governance::validate(&catalog);
         catalog.problems.extend(policy_problems);
         let mut products = BTreeMap::new();
+        let catalogs: std::collections::HashMap<_, _> = catalog
+            .mesh
+            .catalogs
+            .values()
+            .map(|c| {
+                let storage = c.storage.as_ref().and_then(|s| catalog.mesh.storage.get(s));
+                (
+                    c.name.clone(),
+                    Arc::new(CatalogHandle::new(c.clone(), storage)),
+                )
+            })
+            .collect();
         for contract in &catalog.contracts {
             let Some(server) = contract.servers.first() else {
                 continue;
             };
-            let Some(storage) = catalog.mesh.storage.get(&server.server) else {
-                continue;
+            let table = if server.is_iceberg() {
+                let Some(source) = IcebergSource::new(server, &catalog.mesh.storage, &catalogs)
+                else {
+                    continue;
+                };
+                ProductTable::iceberg(Arc::new(contract.clone()), source)
+            } else {
+                let Some(storage) = catalog.mesh.storage.get(&server.server) else {
+                    continue;
+                };
+                ProductTable::new(Arc::new(contract.clone()), storage, server)
             };
-            let table = ProductTable::new(Arc::new(contract.clone()), storage, server);
             products.insert(
                 (contract.domain.clone(), contract.product.name.clone()),
                 Arc::new(table),
