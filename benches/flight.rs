@@ -236,7 +236,7 @@ fn main() {
 
         // A third-party client: the Python ADBC driver in its own process,
         // when MESHQL_BENCH_PYTHON names a Python that has it (the venv of
-        // tests/adbc/setup.sh).
+        // tests/python/setup.sh).
         if let Some(python) = std::env::var_os("MESHQL_BENCH_PYTHON").filter(|_| wanted("adbc")) {
             let script = root.join("benches/adbc_read.py");
             let out = std::process::Command::new(python)

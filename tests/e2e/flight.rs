@@ -1100,30 +1100,14 @@ async fn every_statement_is_audited_without_row_values() {
 /// The Python ADBC Flight SQL driver (Go's Flight SQL client inside) against
 /// `meshql serve`: queries, a parameterised prepared statement, catalog
 /// browsing, get_info, and masks per principal. The driver is installed
-/// into a cached venv by `tests/adbc/setup.sh` (from PyPI) unless
+/// into a cached venv by `tests/python/setup.sh` (from PyPI) unless
 /// `MESHQL_TEST_PYTHON` names a Python that has it.
 #[test]
 fn the_adbc_flight_sql_driver_works_against_meshql_serve() {
     demo_mesh();
-    let python = match std::env::var("MESHQL_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            let out = std::process::Command::new(root().join("tests/adbc/setup.sh"))
-                .output()
-                .expect("runs tests/adbc/setup.sh");
-            assert!(
-                out.status.success(),
-                "installing the ADBC driver failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout)
-                .expect("path")
-                .trim()
-                .to_string()
-        }
-    };
+    let python = python_peers();
     let out = std::process::Command::new(&python)
-        .arg(root().join("tests/adbc/flightsql_interop.py"))
+        .arg(root().join("tests/python/adbc_interop.py"))
         .arg(env!("CARGO_BIN_EXE_meshql"))
         .arg(root().join("catalog"))
         .env("MESHQL_LOG", "warn")

@@ -4,6 +4,7 @@
 mod catalog;
 mod flight;
 mod governance;
+mod iceberg;
 mod s3;
 mod shell;
 mod util;

@@ -79,3 +79,29 @@ pub const ALLOW_ALL: &str = "apiVersion: meshql/v1\nkind: Policies\nrules:\n  - 
 pub fn allow_all(dir: &Path) {
     write(dir, "policies.yaml", ALLOW_ALL);
 }
+
+/// The Python that has meshql's Python test peers (the ADBC Flight SQL
+/// driver, PyIceberg): `MESHQL_TEST_PYTHON`, or the venv
+/// `tests/python/setup.sh` installs from PyPI on first use.
+pub fn python_peers() -> String {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| match std::env::var("MESHQL_TEST_PYTHON") {
+            Ok(p) if !p.is_empty() => p,
+            _ => {
+                let out = std::process::Command::new(root().join("tests/python/setup.sh"))
+                    .output()
+                    .expect("runs tests/python/setup.sh");
+                assert!(
+                    out.status.success(),
+                    "installing the Python test peers failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout)
+                    .expect("path")
+                    .trim()
+                    .to_string()
+            }
+        })
+        .clone()
+}

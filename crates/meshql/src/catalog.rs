@@ -21,7 +21,8 @@ use meshql_manifest::{Contract, Server, Storage};
 use tokio::sync::OnceCell;
 
 use crate::error::Error;
-use crate::iceberg::{IcebergSource, ScanError};
+use crate::governance::rewrite::GovernedTable;
+use crate::iceberg::{IcebergSource, ScanError, TimeTravel};
 use crate::storage::product_url;
 use crate::types::{check_data_schema, contract_schema};
 
@@ -45,8 +46,8 @@ enum Source {
         url: String,
         opened: OnceCell<Arc<ListingTable>>,
     },
-    /// An Iceberg table.
-    Iceberg(IcebergSource),
+    /// An Iceberg table: its current snapshot, or a past one.
+    Iceberg(IcebergSource, Option<TimeTravel>),
 }
 
 impl ProductTable {
@@ -64,8 +65,24 @@ impl ProductTable {
     pub(crate) fn iceberg(contract: Arc<Contract>, source: IcebergSource) -> Self {
         Self {
             schema: contract_schema(&contract),
-            source: Source::Iceberg(source),
+            source: Source::Iceberg(source, None),
             contract,
+        }
+    }
+
+    /// The product as of a past version, for `FOR VERSION AS OF` and
+    /// `FOR TIMESTAMP AS OF`: only Iceberg products have versions.
+    pub(crate) fn at(&self, version: TimeTravel) -> Result<ProductTable, String> {
+        match &self.source {
+            Source::Iceberg(source, _) => Ok(ProductTable {
+                contract: Arc::clone(&self.contract),
+                schema: Arc::clone(&self.schema),
+                source: Source::Iceberg(source.clone(), Some(version)),
+            }),
+            Source::Files { .. } => Err(format!(
+                "{} is stored as Parquet files, which have no versions: time travel (FOR VERSION AS OF, FOR TIMESTAMP AS OF) reads Iceberg products",
+                self.contract.qualified_name()
+            )),
         }
     }
 
@@ -148,14 +165,23 @@ impl TableProvider for ProductTable {
                 let table = self.open(state, url, opened).await?;
                 table.scan(state, projection, filters, limit).await
             }
-            Source::Iceberg(source) => {
+            Source::Iceberg(source, version) => {
                 let table = source.load().await.map_err(|m| self.fail(m))?;
-                crate::iceberg::scan(table, &self.schema, state, projection, filters, limit)
-                    .await
-                    .map_err(|e| match e {
-                        ScanError::Product(m) => self.fail(format!("{}: {m}", source.describe())),
-                        ScanError::DataFusion(e) => e,
-                    })
+                let version = version.as_ref();
+                crate::iceberg::scan(
+                    table,
+                    version,
+                    &self.schema,
+                    state,
+                    projection,
+                    filters,
+                    limit,
+                )
+                .await
+                .map_err(|e| match e {
+                    ScanError::Product(m) => self.fail(format!("{}: {m}", source.describe())),
+                    ScanError::DataFusion(e) => e,
+                })
             }
         }
     }
@@ -182,7 +208,28 @@ impl SchemaProvider for DomainSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self.products.get(name).map(Arc::clone))
+        if let Some(table) = self.products.get(name) {
+            return Ok(Some(Arc::clone(table)));
+        }
+        // `orders@v42`: a product at a past version, governed as it is now.
+        let Some((base, version)) = TimeTravel::parse_table_name(name) else {
+            return Ok(None);
+        };
+        let Some(governed) = self
+            .products
+            .get(base)
+            .and_then(|t| t.as_any().downcast_ref::<GovernedTable>())
+        else {
+            return Ok(None);
+        };
+        let raw = governed
+            .raw
+            .at(version)
+            .map_err(|m| DataFusionError::Plan(m))?;
+        Ok(Some(Arc::new(GovernedTable::new(
+            Arc::new(raw),
+            Arc::clone(&governed.policy),
+        ))))
     }
 
     fn table_exist(&self, name: &str) -> bool {

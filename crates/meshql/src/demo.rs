@@ -24,7 +24,7 @@ use meshql_manifest::{Catalog, StorageKind};
 use crate::error::{Error, Result};
 
 const MARKER: &str = ".meshql-demo";
-const GENERATOR_VERSION: u32 = 2;
+const GENERATOR_VERSION: u32 = 3;
 
 /// First and last order dates of the demo data.
 pub const FIRST_ORDER_DATE: (i32, u32, u32) = (2025, 1, 1);

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -110,7 +111,7 @@ pub(crate) async fn sql_catalog(
 }
 
 /// Where an Iceberg product's metadata comes from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum IcebergSource {
     Catalog {
         catalog: Arc<CatalogHandle>,
@@ -229,72 +230,123 @@ pub(crate) fn iceberg_message(e: &iceberg::Error) -> String {
     msg
 }
 
-/// Scans the Iceberg table `table` as the contract's `declared` schema:
-/// columns are found by name in the table's current schema (which Iceberg
-/// resolves to field ids in every data file, so renamed and reordered
-/// columns read correctly), and cast where the table's type is narrower
-/// than the declared one.
+/// Scans the Iceberg table `table` as the contract's `declared` schema.
+/// Columns are found by name in the table's current schema (or, for time
+/// travel, the schema of the snapshot read) and then by field id in the
+/// files, so renamed and reordered columns read correctly; a column added
+/// after the last commit reads as NULL; narrower types are cast to the
+/// declared ones.
 pub(crate) async fn scan(
     table: Table,
+    version: Option<&TimeTravel>,
     declared: &SchemaRef,
     state: &dyn Session,
     projection: Option<&Vec<usize>>,
     filters: &[Expr],
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>, ScanError> {
-    let provider = IcebergStaticTableProvider::try_new_from_table(table)
-        .await
-        .map_err(|e| ScanError::Product(iceberg_message(&e)))?;
+    let product = |e: iceberg::Error| ScanError::Product(iceberg_message(&e));
+    let metadata = table.metadata_ref();
+    let snapshot = match version {
+        Some(v) => Some(v.snapshot_id(&table).map_err(ScanError::Product)?),
+        None => metadata.current_snapshot_id(),
+    };
+    // What the contract's names mean: the current schema, or the one the
+    // table had at the version read.
+    let names = match (version, snapshot.and_then(|id| metadata.snapshot_by_id(id))) {
+        (Some(_), Some(s)) => s.schema(&metadata).map_err(product)?,
+        _ => metadata.current_schema().clone(),
+    };
+    let names_arrow = iceberg::arrow::schema_to_arrow_schema(&names).map_err(product)?;
+    check_data_schema(declared, &names_arrow).map_err(ScanError::Product)?;
+    // What the scan reads: the schema of the snapshot it reads.
+    let scanned_schema = match snapshot.and_then(|id| metadata.snapshot_by_id(id)) {
+        Some(s) => s.schema(&metadata).map_err(product)?,
+        None => metadata.current_schema().clone(),
+    };
+    let provider = match snapshot {
+        Some(id) => IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await,
+        None => IcebergStaticTableProvider::try_new_from_table(table).await,
+    }
+    .map_err(product)?;
     let actual = provider.schema();
-    check_data_schema(declared, &actual).map_err(ScanError::Product)?;
+
     let wanted: Vec<usize> = match projection {
         Some(p) => p.clone(),
         None => (0..declared.fields().len()).collect(),
     };
-    let mut inner_projection = Vec::with_capacity(wanted.len());
+    // Each wanted column: its index in the scan, or None when the snapshot
+    // read has no such field yet.
+    let mut inner_projection = Vec::new();
+    let mut sources: Vec<Option<usize>> = Vec::with_capacity(wanted.len());
+    let mut renamed = std::collections::HashSet::new();
     for &i in &wanted {
         let name = declared.field(i).name();
-        let idx = actual
-            .index_of(name)
-            .map_err(|e| ScanError::Product(e.to_string()))?;
-        inner_projection.push(idx);
+        let field = names
+            .field_by_name(name)
+            .and_then(|f| scanned_schema.field_by_id(f.id));
+        match field {
+            Some(f) => {
+                let idx = actual
+                    .index_of(&f.name)
+                    .map_err(|e| ScanError::Product(e.to_string()))?;
+                if f.name != *name {
+                    renamed.insert(name.clone());
+                }
+                sources.push(Some(inner_projection.len()));
+                inner_projection.push(idx);
+            }
+            None => sources.push(None),
+        }
     }
     // Filters prune files and row groups; they are evaluated again above
-    // the scan. Only those over columns whose type is exactly the declared
-    // one are handed down.
+    // the scan. Only those over columns the scan knows by the same name and
+    // exact type are handed down.
     let exact = |name: &str| {
-        declared
-            .field_with_name(name)
-            .ok()
-            .zip(actual.field_with_name(name).ok())
-            .is_some_and(|(d, a)| d.data_type() == a.data_type())
+        !renamed.contains(name)
+            && declared
+                .field_with_name(name)
+                .ok()
+                .zip(actual.field_with_name(name).ok())
+                .is_some_and(|(d, a)| d.data_type() == a.data_type())
     };
     let pushed: Vec<Expr> = filters
         .iter()
         .filter(|f| f.column_refs().iter().all(|c| exact(c.name())))
         .cloned()
         .collect();
+    // The limit is applied above the scan, which reads whole files.
+    let _ = limit;
     let plan = provider
-        .scan(state, Some(&inner_projection), &pushed, limit)
+        .scan(state, Some(&inner_projection), &pushed, None)
         .await
         .map_err(ScanError::DataFusion)?;
     let scanned = plan.schema();
     let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());
-    let mut casts = false;
-    for (pos, &i) in wanted.iter().enumerate() {
+    let mut reshaped = scanned.fields().len() != wanted.len();
+    for (&i, source) in wanted.iter().zip(&sources) {
         let field = declared.field(i);
-        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(scanned.field(pos).name(), pos));
-        if scanned.field(pos).data_type() == field.data_type() {
-            exprs.push((column, field.name().clone()));
-        } else {
-            casts = true;
-            exprs.push((
-                Arc::new(CastExpr::new(column, field.data_type().clone(), None)),
-                field.name().clone(),
-            ));
-        }
+        let expr: Arc<dyn PhysicalExpr> = match source {
+            Some(pos) => {
+                let column: Arc<dyn PhysicalExpr> =
+                    Arc::new(Column::new(scanned.field(*pos).name(), *pos));
+                if scanned.field(*pos).data_type() == field.data_type() {
+                    column
+                } else {
+                    reshaped = true;
+                    Arc::new(CastExpr::new(column, field.data_type().clone(), None))
+                }
+            }
+            None => {
+                reshaped = true;
+                let null =
+                    ScalarValue::try_from(field.data_type()).map_err(ScanError::DataFusion)?;
+                Arc::new(Literal::new(null))
+            }
+        };
+        exprs.push((expr, field.name().clone()));
     }
-    let plan: Arc<dyn ExecutionPlan> = if casts || scanned.fields().len() != wanted.len() {
+    let plan: Arc<dyn ExecutionPlan> = if reshaped {
         Arc::new(ProjectionExec::try_new(exprs, plan).map_err(ScanError::DataFusion)?)
     } else {
         plan
@@ -390,9 +442,277 @@ impl ExecutionPlan for Reschema {
     }
 }
 
+/// A past state of an Iceberg table: `FOR VERSION AS OF` a snapshot id or
+/// a branch or tag name, `FOR TIMESTAMP AS OF` (or `FOR SYSTEM_TIME AS OF`)
+/// a point in time.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TimeTravel {
+    Snapshot(i64),
+    Ref(String),
+    /// Milliseconds since the epoch, UTC.
+    Timestamp(i64),
+}
+
+/// Marks a table name that carries a time-travel clause: `orders` as of
+/// snapshot 42 is planned as the table `"orders@v42"`.
+pub(crate) const TIME_TRAVEL_MARK: char = '@';
+
+impl TimeTravel {
+    /// The name under which the table at this version is planned.
+    pub(crate) fn table_name(&self, base: &str) -> String {
+        let m = TIME_TRAVEL_MARK;
+        match self {
+            TimeTravel::Snapshot(id) => format!("{base}{m}v{id}"),
+            TimeTravel::Ref(name) => format!("{base}{m}r{name}"),
+            TimeTravel::Timestamp(ms) => format!("{base}{m}t{ms}"),
+        }
+    }
+
+    /// Splits a planned table name into the product and its version.
+    pub(crate) fn parse_table_name(name: &str) -> Option<(&str, TimeTravel)> {
+        let (base, rest) = name.split_once(TIME_TRAVEL_MARK)?;
+        let mut chars = rest.chars();
+        let kind = chars.next()?;
+        let value = chars.as_str();
+        let version = match kind {
+            'v' => TimeTravel::Snapshot(value.parse().ok()?),
+            'r' => TimeTravel::Ref(value.to_string()),
+            't' => TimeTravel::Timestamp(value.parse().ok()?),
+            _ => return None,
+        };
+        Some((base, version))
+    }
+
+    /// The snapshot this version names in `table`.
+    fn snapshot_id(&self, table: &Table) -> Result<i64, String> {
+        let metadata = table.metadata();
+        match self {
+            TimeTravel::Snapshot(id) => metadata
+                .snapshot_by_id(*id)
+                .map(|s| s.snapshot_id())
+                .ok_or_else(|| format!("the table has no snapshot {id}")),
+            TimeTravel::Ref(name) => metadata
+                .snapshot_for_ref(name)
+                .map(|s| s.snapshot_id())
+                .ok_or_else(|| format!("the table has no branch or tag `{name}`")),
+            TimeTravel::Timestamp(ms) => metadata
+                .history()
+                .iter()
+                .filter(|h| h.timestamp_ms() <= *ms)
+                .max_by_key(|h| h.timestamp_ms())
+                .map(|h| h.snapshot_id)
+                .ok_or_else(|| {
+                    format!(
+                        "the table has no snapshot as of {}: its first commit is later",
+                        crate::audit::rfc3339(
+                            std::time::UNIX_EPOCH
+                                + std::time::Duration::from_millis((*ms).max(0) as u64)
+                        )
+                    )
+                }),
+        }
+    }
+}
+
 /// Why a scan could not be planned: the product's data (reported with the
 /// product's name) or the engine.
 pub(crate) enum ScanError {
     Product(String),
     DataFusion(DataFusionError),
+}
+
+/// Rewrites the time-travel clauses of a statement, `FOR VERSION AS OF`,
+/// `FOR TIMESTAMP AS OF` and `FOR SYSTEM_TIME AS OF` after a table name,
+/// into the table name the planner resolves (`orders@v42`). The rewritten
+/// text keeps every other character at its place, so positions in later
+/// errors still point into the statement as written.
+pub(crate) fn rewrite_time_travel(sql: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+    if !sql.to_ascii_uppercase().contains(" AS OF") {
+        return Ok(std::borrow::Cow::Borrowed(sql));
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+        // The parser reports the statement's own error.
+        return Ok(std::borrow::Cow::Borrowed(sql));
+    };
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |line: u64, column: u64| -> usize {
+        let start = line_starts
+            .get((line.max(1) - 1) as usize)
+            .copied()
+            .unwrap_or(sql.len());
+        sql[start..]
+            .char_indices()
+            .nth((column.max(1) - 1) as usize)
+            .map_or(sql.len(), |(i, _)| start + i)
+    };
+    let sig: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let word = |k: usize, w: &str| {
+        sig.get(k).is_some_and(|&i| {
+            matches!(&tokens[i].token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
+        })
+    };
+    let at = |k: usize| {
+        let span = tokens[sig[k]].span;
+        format!("line {}, column {}", span.start.line, span.start.column)
+    };
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let mut k = 1;
+    while k < sig.len() {
+        let kind = ["VERSION", "TIMESTAMP", "SYSTEM_TIME"]
+            .into_iter()
+            .find(|w| word(k + 1, w));
+        let (true, Some(kind), true, true) =
+            (word(k, "FOR"), kind, word(k + 2, "AS"), word(k + 3, "OF"))
+        else {
+            k += 1;
+            continue;
+        };
+        let clause = format!("FOR {kind} AS OF");
+        // The clause follows a table name: `t`, `"t"` or `d.t`, after FROM,
+        // JOIN or a comma.
+        let Token::Word(table) = &tokens[sig[k - 1]].token else {
+            return Err(format!("{clause} must follow a table name (at {})", at(k)));
+        };
+        let before = k.checked_sub(2).map(|b| &tokens[sig[b]].token);
+        let follows_table = match before {
+            Some(Token::Period) | Some(Token::Comma) => true,
+            Some(Token::Word(w)) => {
+                w.quote_style.is_none()
+                    && (w.value.eq_ignore_ascii_case("FROM")
+                        || w.value.eq_ignore_ascii_case("JOIN"))
+            }
+            _ => false,
+        };
+        if !follows_table {
+            return Err(format!(
+                "{clause} must follow the table name directly, before any alias (at {})",
+                at(k)
+            ));
+        }
+        let mut arg = k + 4;
+        let version = match (kind, sig.get(arg).map(|&i| &tokens[i].token)) {
+            ("VERSION", Some(Token::Number(n, _))) => {
+                TimeTravel::Snapshot(n.parse().map_err(|_| {
+                    format!("{clause} takes a snapshot id, found `{n}` (at {})", at(arg))
+                })?)
+            }
+            ("VERSION", Some(Token::SingleQuotedString(name))) => TimeTravel::Ref(name.clone()),
+            ("VERSION", _) => {
+                return Err(format!(
+                    "{clause} takes a snapshot id or a branch or tag name in quotes (at {})",
+                    at(arg.min(sig.len() - 1))
+                ));
+            }
+            (_, _) => {
+                if word(arg, "TIMESTAMP") {
+                    arg += 1;
+                }
+                match sig.get(arg).map(|&i| &tokens[i].token) {
+                    Some(Token::SingleQuotedString(text)) => {
+                        let nanos = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text)
+                            .map_err(|_| {
+                                format!("{clause} takes a timestamp such as TIMESTAMP '2026-03-01 12:00:00' (UTC unless it names a zone), found '{text}' (at {})", at(arg))
+                            })?;
+                        TimeTravel::Timestamp(nanos.div_euclid(1_000_000))
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{clause} takes a timestamp literal such as TIMESTAMP '2026-03-01 12:00:00' (at {})",
+                            at(arg.min(sig.len() - 1))
+                        ));
+                    }
+                }
+            }
+        };
+        let first = tokens[sig[k - 1]].span.start;
+        let last = tokens[sig[arg]].span.end;
+        let (start, end) = (
+            offset(first.line, first.column),
+            offset(last.line, last.column),
+        );
+        let name = version.table_name(&table.value).replace('"', "\"\"");
+        let mut text = format!("\"{name}\"");
+        // Pad to the clause's length, keeping its line breaks.
+        let replaced: Vec<char> = sql[start..end].chars().collect();
+        for c in replaced.iter().skip(text.chars().count()) {
+            text.push(if *c == '\n' { '\n' } else { ' ' });
+        }
+        edits.push((start, end, text));
+        k = arg + 1;
+    }
+    if edits.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(sql));
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut pos = 0;
+    for (start, end, text) in edits {
+        out.push_str(&sql[pos..start]);
+        out.push_str(&text);
+        pos = end;
+    }
+    out.push_str(&sql[pos..]);
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_travel_clauses_become_table_names_in_place() {
+        let sql = "SELECT * FROM sales.orders FOR VERSION AS OF 42 o JOIN x ON 1 = 1";
+        let out = rewrite_time_travel(sql).expect("rewrites");
+        assert_eq!(out.len(), sql.len());
+        assert!(
+            out.starts_with("SELECT * FROM sales.\"orders@v42\""),
+            "{out}"
+        );
+        assert!(out.ends_with(" o JOIN x ON 1 = 1"), "{out}");
+
+        let out = rewrite_time_travel(
+            "SELECT 1 FROM \"Orders\" FOR TIMESTAMP AS OF TIMESTAMP '2026-03-01 00:00:00'",
+        )
+        .expect("rewrites");
+        assert!(out.contains("\"Orders@t1772323200000\""), "{out}");
+        let out = rewrite_time_travel("SELECT 1 FROM t FOR SYSTEM_TIME AS OF '2026-03-01T00:00:00Z', u FOR VERSION AS OF 'main'")
+            .expect("rewrites");
+        assert!(out.contains("\"t@t1772323200000\""), "{out}");
+        assert!(out.contains("\"u@rmain\""), "{out}");
+
+        // Text that only looks like a clause is left alone.
+        let sql = "SELECT 'FOR VERSION AS OF 1' FROM t";
+        assert_eq!(rewrite_time_travel(sql).expect("unchanged"), sql);
+
+        let err =
+            rewrite_time_travel("SELECT * FROM t FOR VERSION AS OF now()").expect_err("bad id");
+        assert!(
+            err.contains("snapshot id") && err.contains("line 1, column 35"),
+            "{err}"
+        );
+        let err = rewrite_time_travel("SELECT * FROM t x FOR VERSION AS OF 1").expect_err("alias");
+        assert!(err.contains("before any alias"), "{err}");
+        let err =
+            rewrite_time_travel("SELECT * FROM t FOR TIMESTAMP AS OF 'yesterday'").expect_err("ts");
+        assert!(err.contains("'yesterday'"), "{err}");
+    }
+
+    #[test]
+    fn time_travel_names_round_trip() {
+        for v in [
+            TimeTravel::Snapshot(-7),
+            TimeTravel::Ref("audit-2026".into()),
+            TimeTravel::Timestamp(1_772_323_200_000),
+        ] {
+            let name = v.table_name("orders");
+            assert_eq!(TimeTravel::parse_table_name(&name), Some(("orders", v)));
+        }
+        assert_eq!(TimeTravel::parse_table_name("orders"), None);
+    }
 }

@@ -410,6 +410,7 @@ impl Session {
     /// the problem is and, for unknown products, which names exist.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         let sql = &*crate::governance::functions::normalize_niladic(sql);
+        let sql = &*crate::iceberg::rewrite_time_travel(sql).map_err(Error::Sql)?;
         // Parsed once: the guard and the planner see the same statement.
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;

@@ -1,6 +1,6 @@
 """meshql through a real third-party driver: the ADBC Flight SQL driver.
 
-Usage: python flightsql_interop.py MESHQL_BINARY MESH_DIR
+Usage: python adbc_interop.py MESHQL_BINARY MESH_DIR
 
 Starts `meshql serve` on 127.0.0.1 (a free port), connects with basic auth
 as each demo principal, and checks queries, a parameterised prepared

@@ -1,0 +1,275 @@
+//! Iceberg data products: tables other engines write, read exactly as
+//! those engines read them, through the same catalog.
+
+use std::path::Path;
+
+use meshql::Mesh;
+
+use crate::util::*;
+
+/// What PyIceberg reads after a step: rows sorted by id, every value as
+/// text; the current snapshot and its commit time.
+struct State {
+    rows: Vec<Vec<String>>,
+    snapshot: i64,
+    committed_ms: i64,
+}
+
+/// Runs one step of `tests/python/pyiceberg_states.py` on the table in
+/// `dir` and returns what PyIceberg reads afterwards.
+fn pyiceberg(dir: &Path, step: &str) -> State {
+    let out = std::process::Command::new(python_peers())
+        .arg(root().join("tests/python/pyiceberg_states.py"))
+        .arg(dir)
+        .arg(step)
+        .output()
+        .expect("runs python");
+    assert!(
+        out.status.success(),
+        "PyIceberg step `{step}` failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    State {
+        rows: state["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .expect("row")
+                    .iter()
+                    .map(|v| v.as_str().expect("text").to_string())
+                    .collect()
+            })
+            .collect(),
+        snapshot: state["snapshot"].as_i64().expect("snapshot"),
+        committed_ms: state["committed_ms"].as_i64().expect("commit time"),
+    }
+}
+
+/// A mesh over PyIceberg's SQLite catalog in `dir`, with the product
+/// `shop.events` declaring `columns`.
+fn mesh(dir: &Path, columns: &[(&str, &str)]) -> Mesh {
+    let mesh_dir = dir.join("mesh");
+    write(
+        &mesh_dir,
+        "mesh.yaml",
+        &format!(
+            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  wh:\n    type: local\n    root: {dir}/warehouse\ncatalogs:\n  pylake:\n    type: sql\n    uri: sqlite:{dir}/catalog.db\n    storage: wh\n",
+            dir = dir.display()
+        ),
+    );
+    allow_all(&mesh_dir);
+    let mut cols = String::new();
+    for (name, ty) in columns {
+        cols.push_str(&format!(
+            "      - name: {name}\n        physicalType: {ty}\n"
+        ));
+    }
+    write(
+        &mesh_dir,
+        "shop/events.yaml",
+        &format!(
+            "apiVersion: v3.1.0\nkind: DataContract\nid: shop.events\nname: events\nversion: 1.0.0\nstatus: active\ndomain: shop\nteam:\n  name: shop-team\nschema:\n  - name: events\n    properties:\n{cols}servers:\n  - server: pylake\n    type: iceberg\n    schema: shop\n    table: events\n"
+        ),
+    );
+    Mesh::open_strict(&mesh_dir).expect("mesh opens")
+}
+
+async fn read(mesh: &Mesh, sql: &str) -> Vec<Vec<String>> {
+    rows(&mesh.session(admin()).collect(sql).await.expect(sql))
+}
+
+const V1: &[(&str, &str)] = &[
+    ("id", "bigint"),
+    ("name", "varchar"),
+    ("amount", "double"),
+    ("day", "date"),
+];
+const V2: &[(&str, &str)] = &[
+    ("id", "bigint"),
+    ("name", "varchar"),
+    ("amount", "double"),
+    ("day", "date"),
+    ("note", "varchar"),
+];
+const V3: &[(&str, &str)] = &[
+    ("id", "bigint"),
+    ("name", "varchar"),
+    ("price", "double"),
+    ("day", "date"),
+    ("note", "varchar"),
+];
+
+#[tokio::test]
+async fn every_state_pyiceberg_writes_reads_as_pyiceberg_reads_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let all = "SELECT * FROM shop.events ORDER BY id";
+
+    // Two appends, into a table partitioned by day.
+    let created = pyiceberg(dir, "create");
+    let expected = created.rows.clone();
+    assert_eq!(expected.len(), 3);
+    assert_eq!(read(&mesh(dir, V1), all).await, expected);
+    let appended = pyiceberg(dir, "append");
+    let expected = appended.rows.clone();
+    assert_eq!(expected.len(), 5);
+    let v1 = mesh(dir, V1);
+    assert_eq!(read(&v1, all).await, expected);
+
+    // An added column: the old contract still reads (the new column is not
+    // published); the new one sees NULL in the rows written before it.
+    let expected = pyiceberg(dir, "add").rows;
+    let without_note: Vec<Vec<String>> = expected.iter().map(|r| r[..4].to_vec()).collect();
+    assert_eq!(read(&v1, all).await, without_note);
+    assert_eq!(read(&mesh(dir, V2), all).await, expected);
+    assert!(expected.iter().any(|r| r[4] == "first with a note"));
+
+    // A renamed column is read by field id from files written under the
+    // old name; the contract that still says `amount` fails naming the drift.
+    let expected = pyiceberg(dir, "rename").rows;
+    let v2 = mesh(dir, V2);
+    let err = v2
+        .session(admin())
+        .collect(all)
+        .await
+        .expect_err("the contract has drifted from the table");
+    let msg = err.to_string();
+    assert!(msg.contains("shop.events"), "{msg}");
+    assert!(
+        msg.contains("column `amount` is declared in the contract but missing from the data"),
+        "{msg}"
+    );
+    let v3 = mesh(dir, V3);
+    assert_eq!(read(&v3, all).await, expected);
+    assert_eq!(
+        read(&v3, "SELECT sum(price) FROM shop.events WHERE id <= 2").await,
+        vec![vec!["30.75".to_string()]]
+    );
+
+    // An overwrite of one day's partition, then a delete.
+    let expected = pyiceberg(dir, "overwrite").rows;
+    assert_eq!(read(&v3, all).await, expected);
+    assert!(expected.iter().all(|r| r[0] != "3" && r[0] != "4"));
+    let expected = pyiceberg(dir, "delete").rows;
+    assert_eq!(read(&v3, all).await, expected);
+    assert!(expected.iter().all(|r| r[0] != "2" && r[0] != "7"));
+
+    // Time travel: the table as of the second append, by snapshot id and
+    // by a time between that commit and the next, read with the contract
+    // of that time.
+    let back = format!(
+        "SELECT * FROM shop.events FOR VERSION AS OF {} ORDER BY id",
+        appended.snapshot
+    );
+    assert_eq!(read(&v1, &back).await, appended.rows);
+    let back = format!(
+        "SELECT * FROM shop.events FOR TIMESTAMP AS OF TIMESTAMP '{}' ORDER BY id",
+        rfc3339_ms(appended.committed_ms)
+    );
+    assert_eq!(read(&v1, &back).await, appended.rows);
+    let before = format!(
+        "SELECT count(*) FROM shop.events FOR SYSTEM_TIME AS OF '{}'",
+        rfc3339_ms(created.committed_ms - 60_000)
+    );
+    let err = v1
+        .session(admin())
+        .collect(&before)
+        .await
+        .expect_err("nothing was committed then");
+    assert!(err.to_string().contains("has no snapshot as of"), "{err}");
+    let err = v1
+        .session(admin())
+        .collect("SELECT * FROM shop.events FOR VERSION AS OF 12345")
+        .await
+        .expect_err("no such snapshot");
+    assert!(err.to_string().contains("no snapshot 12345"), "{err}");
+
+    // Filters and projections read the same rows PyIceberg has.
+    let march_2: Vec<Vec<String>> = expected
+        .iter()
+        .filter(|r| r[3] == "2026-03-02")
+        .map(|r| vec![r[0].clone(), r[2].clone()])
+        .collect();
+    assert_eq!(
+        read(
+            &v3,
+            "SELECT id, price FROM shop.events WHERE day = DATE '2026-03-02' ORDER BY id"
+        )
+        .await,
+        march_2
+    );
+}
+
+#[tokio::test]
+async fn the_demo_orders_are_an_iceberg_table_partitioned_by_day() {
+    let mesh = demo_mesh();
+    let session = mesh.session(admin());
+    // The same orders as the Parquet landing files they were loaded from.
+    let iceberg = session
+        .collect("SELECT count(*), sum(total_order_value), min(order_ts), max(order_ts) FROM sales.orders")
+        .await
+        .expect("iceberg");
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_parquet(
+        "landing",
+        demo_data().join("sales/orders/").to_string_lossy().as_ref(),
+        datafusion::prelude::ParquetReadOptions::default(),
+    )
+    .await
+    .expect("landing files");
+    let landing = ctx
+        .sql("SELECT count(*), sum(total_order_value), min(order_ts), max(order_ts) FROM landing")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("landing files");
+    assert_eq!(rows(&iceberg), rows(&landing));
+    // One data file per day of order_date.
+    let files = std::fs::read_dir(demo_data().join("lakehouse/sales/orders/data"))
+        .expect("the table's data directory")
+        .count();
+    let days = rows(
+        &session
+            .collect("SELECT count(DISTINCT order_date) FROM sales.orders")
+            .await
+            .expect("days"),
+    );
+    assert_eq!(files.to_string(), days[0][0]);
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
+fn rfc3339_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+    let text = meshql::audit::rfc3339(t);
+    // rfc3339 gives `...T..:..:..(.fff)Z`; keep what the clause reads.
+    text.trim_end_matches('Z').replace('T', " ")
+}
+
+#[tokio::test]
+async fn time_travel_is_governed_like_the_current_table() {
+    let mesh = demo_mesh();
+    let eu = mesh.session(mesh.principal("eu_analyst").expect("eu_analyst"));
+    let now = "SELECT DISTINCT region FROM sales.orders ORDER BY region";
+    let then = "SELECT DISTINCT region FROM sales.orders FOR TIMESTAMP AS OF TIMESTAMP '2100-01-01 00:00:00' ORDER BY region";
+    let regions = rows(&eu.collect(then).await.expect("time travel"));
+    assert_eq!(regions, vec![vec!["EU".to_string()]]);
+    assert_eq!(rows(&eu.collect(now).await.expect("current")), regions);
+    // Masks apply too: the analyst sees the same masked values either way.
+    let analyst = mesh.session(mesh.principal("analyst").expect("analyst"));
+    let q = "SELECT * FROM sales.orders FOR VERSION AS OF 'main' ORDER BY order_id LIMIT 5";
+    let current = "SELECT * FROM sales.orders ORDER BY order_id LIMIT 5";
+    assert_eq!(
+        rows(&analyst.collect(q).await.expect("by branch")),
+        rows(&analyst.collect(current).await.expect("current"))
+    );
+    // Parquet products have no versions.
+    let err = analyst
+        .collect("SELECT * FROM catalog.products FOR VERSION AS OF 1")
+        .await
+        .expect_err("parquet");
+    assert!(err.to_string().contains("stored as Parquet files"), "{err}");
+}
