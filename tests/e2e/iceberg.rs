@@ -273,3 +273,101 @@ async fn time_travel_is_governed_like_the_current_table() {
         .expect_err("parquet");
     assert!(err.to_string().contains("stored as Parquet files"), "{err}");
 }
+
+/// A metric of the Iceberg scan in an `EXPLAIN ANALYZE` of `sql`.
+async fn scan_metric(session: &meshql::Session, sql: &str, metric: &str) -> u64 {
+    let plan = rows(
+        &session
+            .collect(&format!("EXPLAIN ANALYZE {sql}"))
+            .await
+            .expect("explain analyze"),
+    );
+    let text: String = plan
+        .iter()
+        .map(|r| r.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let line = text
+        .lines()
+        .find(|l| l.contains("IcebergScan:"))
+        .unwrap_or_else(|| panic!("no Iceberg scan in\n{text}"));
+    let key = format!("{metric}=");
+    let at = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {metric} in {line}"));
+    // Values are shown for people: `7`, `33.20 K`, `1.5 M`.
+    let value: String = line[at + key.len()..]
+        .chars()
+        .take_while(|c| *c != ',' && *c != ']')
+        .collect();
+    let mut parts = value.split_whitespace();
+    let number: f64 = parts
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{metric} is not a number in {line}"));
+    let scale = match parts.next() {
+        None | Some("B") => 1.0,
+        Some("K") | Some("KB") => 1e3,
+        Some("M") | Some("MB") => 1e6,
+        Some("G") | Some("GB") => 1e9,
+        Some(unit) => panic!("unknown unit {unit} in {line}"),
+    };
+    (number * scale).round() as u64
+}
+
+#[tokio::test]
+async fn a_query_by_date_reads_only_the_files_of_that_date() {
+    let mesh = demo_mesh();
+    let session = mesh.session(admin());
+    let days: u64 = rows(
+        &session
+            .collect("SELECT count(DISTINCT order_date) FROM sales.orders")
+            .await
+            .expect("days"),
+    )[0][0]
+        .parse()
+        .expect("number");
+    assert!(days > 600, "{days}");
+    let all = scan_metric(
+        &session,
+        "SELECT count(*) FROM sales.orders",
+        "files_scanned",
+    )
+    .await;
+    assert_eq!(all, days);
+    // One day: the partition filter leaves its one file.
+    let one_day = "SELECT count(*) FROM sales.orders WHERE order_date = DATE '2026-03-01'";
+    assert_eq!(scan_metric(&session, one_day, "files_scanned").await, 1);
+    // A week, through a range on the partition source column.
+    let week = "SELECT count(*) FROM sales.orders WHERE order_date >= DATE '2026-03-01' AND order_date < DATE '2026-03-08'";
+    assert_eq!(scan_metric(&session, week, "files_scanned").await, 7);
+    let sum = "SELECT sum(total_order_value) FROM sales.orders";
+    let full_bytes = scan_metric(&session, sum, "bytes_scanned").await;
+    let week_bytes = scan_metric(
+        &session,
+        &format!("{sum} WHERE order_date >= DATE '2026-03-01' AND order_date < DATE '2026-03-08'"),
+        "bytes_scanned",
+    )
+    .await;
+    assert!(week_bytes * 20 < full_bytes, "{week_bytes} of {full_bytes}");
+    // And the pruned scan still answers exactly.
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_parquet(
+        "landing",
+        demo_data().join("sales/orders/").to_string_lossy().as_ref(),
+        datafusion::prelude::ParquetReadOptions::default(),
+    )
+    .await
+    .expect("landing files");
+    let expected = ctx
+        .sql("SELECT count(*) FROM landing WHERE order_date >= DATE '2026-03-01' AND order_date < DATE '2026-03-08'")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("runs");
+    assert_eq!(
+        rows(&session.collect(week).await.expect("week")),
+        rows(&expected)
+    );
+}

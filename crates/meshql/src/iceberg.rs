@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Schema, SchemaRef};
-use datafusion::catalog::{Session, TableProvider};
+use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -17,20 +17,27 @@ use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::Partitioning;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlanProperties, PlanProperties,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use iceberg::expr::Predicate;
 use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory};
+use iceberg::scan::FileScanTask;
 use iceberg::table::{StaticTable, Table};
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent};
 use iceberg_catalog_sql::{
     SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlBindStyle,
     SqlCatalogBuilder,
 };
-use iceberg_datafusion::IcebergStaticTableProvider;
+use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 use meshql_manifest::{IcebergCatalog, IcebergCatalogKind, Server, Storage, StorageKind};
 use tokio::sync::OnceCell;
 
@@ -264,12 +271,8 @@ pub(crate) async fn scan(
         Some(s) => s.schema(&metadata).map_err(product)?,
         None => metadata.current_schema().clone(),
     };
-    let provider = match snapshot {
-        Some(id) => IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await,
-        None => IcebergStaticTableProvider::try_new_from_table(table).await,
-    }
-    .map_err(product)?;
-    let actual = provider.schema();
+    let actual: SchemaRef =
+        Arc::new(iceberg::arrow::schema_to_arrow_schema(&scanned_schema).map_err(product)?);
 
     let wanted: Vec<usize> = match projection {
         Some(p) => p.clone(),
@@ -317,11 +320,18 @@ pub(crate) async fn scan(
         .collect();
     // The limit is applied above the scan, which reads whole files.
     let _ = limit;
-    let plan = provider
-        .scan(state, Some(&inner_projection), &pushed, None)
-        .await
-        .map_err(ScanError::DataFusion)?;
-    let scanned = plan.schema();
+    let scanned = Arc::new(
+        actual
+            .project(&inner_projection)
+            .map_err(|e| ScanError::DataFusion(e.into()))?,
+    );
+    let plan: Arc<dyn ExecutionPlan> = Arc::new(IcebergScanExec::new(
+        table,
+        snapshot,
+        Arc::clone(&scanned),
+        convert_filters_to_predicate(&pushed),
+        state.config().target_partitions().max(1),
+    ));
     let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());
     let mut reshaped = scanned.fields().len() != wanted.len();
     for (&i, source) in wanted.iter().zip(&sources) {
@@ -360,6 +370,194 @@ pub(crate) async fn scan(
             .collect::<Vec<_>>(),
     ));
     Ok(Arc::new(Reschema::new(plan, target)))
+}
+
+/// Reads an Iceberg snapshot in parallel: the files left after partition
+/// and metrics pruning are planned once, on first execution, and dealt to
+/// the output partitions by size; each partition reads its files through
+/// iceberg-rust's Arrow reader, which applies delete files and row-group
+/// pruning. `EXPLAIN ANALYZE` shows the files and bytes read.
+struct IcebergScanExec {
+    table: Table,
+    snapshot: Option<i64>,
+    schema: SchemaRef,
+    predicate: Option<Predicate>,
+    partitions: usize,
+    planned: Arc<OnceCell<Vec<Vec<FileScanTask>>>>,
+    metrics: ExecutionPlanMetricsSet,
+    properties: Arc<PlanProperties>,
+}
+
+impl std::fmt::Debug for IcebergScanExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IcebergScanExec")
+            .field("table", &self.table.identifier().to_string())
+            .field("snapshot", &self.snapshot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IcebergScanExec {
+    fn new(
+        table: Table,
+        snapshot: Option<i64>,
+        schema: SchemaRef,
+        predicate: Option<Predicate>,
+        partitions: usize,
+    ) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            table,
+            snapshot,
+            schema,
+            predicate,
+            partitions,
+            planned: Arc::new(OnceCell::new()),
+            metrics: ExecutionPlanMetricsSet::new(),
+            properties: Arc::new(properties),
+        }
+    }
+
+    /// The files to read, pruned by the predicate, dealt to partitions:
+    /// largest first, each to the partition with the fewest bytes so far.
+    async fn plan_files(
+        table: &Table,
+        snapshot: Option<i64>,
+        columns: Vec<String>,
+        predicate: Option<Predicate>,
+        partitions: usize,
+    ) -> iceberg::Result<Vec<Vec<FileScanTask>>> {
+        let mut builder = table.scan().select(columns);
+        if let Some(id) = snapshot {
+            builder = builder.snapshot_id(id);
+        }
+        if let Some(p) = predicate {
+            builder = builder.with_filter(p);
+        }
+        let mut tasks: Vec<FileScanTask> =
+            builder.build()?.plan_files().await?.try_collect().await?;
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.length));
+        let mut dealt: Vec<(u64, Vec<FileScanTask>)> =
+            (0..partitions).map(|_| (0, Vec::new())).collect();
+        for task in tasks {
+            if let Some(least) = dealt.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+                least.0 += task.length;
+                least.1.push(task);
+            }
+        }
+        Ok(dealt.into_iter().map(|(_, t)| t).collect())
+    }
+}
+
+impl DisplayAs for IcebergScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IcebergScan: {}", self.table.identifier())?;
+        if let Some(id) = self.snapshot {
+            write!(f, " snapshot={id}")?;
+        }
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(f, " columns=[{}]", columns.join(", "))?;
+        if let Some(p) = &self.predicate {
+            write!(f, " predicate=[{p}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for IcebergScanExec {
+    fn name(&self) -> &str {
+        "IcebergScan"
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let files: Count = MetricBuilder::new(&self.metrics).counter("files_scanned", partition);
+        let bytes: Gauge = MetricBuilder::new(&self.metrics).gauge("bytes_scanned", partition);
+        let table = self.table.clone();
+        let snapshot = self.snapshot;
+        let columns: Vec<String> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let predicate = self.predicate.clone();
+        let partitions = self.partitions;
+        let planned = Arc::clone(&self.planned);
+        let batch_size = context.session_config().batch_size();
+        let schema = Arc::clone(&self.schema);
+        let stream = futures::stream::once(async move {
+            let dealt = planned
+                .get_or_try_init(|| {
+                    Self::plan_files(&table, snapshot, columns, predicate, partitions)
+                })
+                .await
+                .map_err(iceberg_datafusion::to_datafusion_error)?;
+            let mine = dealt.get(partition).cloned().unwrap_or_default();
+            files.add(mine.len());
+            let tasks = futures::stream::iter(mine.into_iter().map(Ok)).boxed();
+            let result = table
+                .reader_builder()
+                .with_batch_size(batch_size)
+                .with_data_file_concurrency_limit(1)
+                .build()
+                .read(tasks)
+                .map_err(iceberg_datafusion::to_datafusion_error)?;
+            let read = result.metrics().clone();
+            let stream = result.stream().map(move |b| {
+                bytes.set(read.bytes_read() as usize);
+                b.map_err(iceberg_datafusion::to_datafusion_error)
+            });
+            Ok::<_, DataFusionError>(stream)
+        })
+        .try_flatten()
+        .filter_map(move |b| {
+            // Counts rows, batches and bytes for EXPLAIN ANALYZE.
+            let polled = baseline.record_poll(std::task::Poll::Ready(Some(b)));
+            std::future::ready(match polled {
+                std::task::Poll::Ready(Some(b)) => Some(b),
+                _ => None,
+            })
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
 }
 
 /// Passes batches through under another schema with the same types: the
