@@ -153,8 +153,23 @@ async fn every_state_pyiceberg_writes_reads_as_pyiceberg_reads_it() {
     let expected = pyiceberg(dir, "overwrite").rows;
     assert_eq!(read(&v3, all).await, expected);
     assert!(expected.iter().all(|r| r[0] != "3" && r[0] != "4"));
-    let expected = pyiceberg(dir, "delete").rows;
+    let deleted = pyiceberg(dir, "delete");
+    let expected = deleted.rows.clone();
     assert_eq!(read(&v3, all).await, expected);
+    // Freshness: the current snapshot's commit time.
+    let updated = v3
+        .session(admin())
+        .last_updated("shop.events")
+        .await
+        .expect("freshness")
+        .expect("committed");
+    assert_eq!(
+        updated
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64,
+        deleted.committed_ms
+    );
     assert!(expected.iter().all(|r| r[0] != "2" && r[0] != "7"));
 
     // Time travel: the table as of the second append, by snapshot id and
@@ -186,6 +201,47 @@ async fn every_state_pyiceberg_writes_reads_as_pyiceberg_reads_it() {
         .await
         .expect_err("no such snapshot");
     assert!(err.to_string().contains("no snapshot 12345"), "{err}");
+
+    // Metadata tables, named as Trino names them.
+    let snapshots = read(
+        &v3,
+        "SELECT snapshot_id, operation FROM shop.\"events$snapshots\" ORDER BY committed_at",
+    )
+    .await;
+    let history = read(
+        &v3,
+        "SELECT snapshot_id FROM shop.\"events$history\" ORDER BY made_current_at",
+    )
+    .await;
+    assert_eq!(snapshots.len(), history.len());
+    assert!(snapshots.len() >= 5, "{snapshots:?}");
+    assert_eq!(
+        history.last().expect("history")[0],
+        deleted.snapshot.to_string()
+    );
+    assert_eq!(
+        snapshots[0],
+        vec![created.snapshot.to_string(), "append".to_string()]
+    );
+    let files = read(
+        &v3,
+        "SELECT sum(record_count), count(*), min(file_format) FROM shop.\"events$files\"",
+    )
+    .await;
+    assert_eq!(files[0][0], expected.len().to_string());
+    assert_eq!(files[0][2], "parquet");
+    let manifests = read(&v3, "SELECT count(*) FROM shop.\"events$manifests\"").await;
+    assert_ne!(manifests[0][0], "0");
+    let err = v3
+        .session(admin())
+        .collect("SELECT * FROM shop.\"events$partitions\"")
+        .await
+        .expect_err("unknown metadata table");
+    assert!(
+        err.to_string()
+            .contains("$snapshots, $history, $manifests, $files"),
+        "{err}"
+    );
 
     // Filters and projections read the same rows PyIceberg has.
     let march_2: Vec<Vec<String>> = expected
@@ -369,5 +425,41 @@ async fn a_query_by_date_reads_only_the_files_of_that_date() {
     assert_eq!(
         rows(&session.collect(week).await.expect("week")),
         rows(&expected)
+    );
+}
+
+#[tokio::test]
+async fn metadata_tables_follow_the_principals_access() {
+    let mesh = demo_mesh();
+    let admin = mesh.session(mesh.principal("admin").expect("admin"));
+    let files = rows(
+        &admin
+            .collect("SELECT partition, record_count FROM sales.\"orders$files\" ORDER BY file_path LIMIT 1")
+            .await
+            .expect("admin reads the files"),
+    );
+    assert_ne!(files[0][0], "NULL", "{files:?}");
+    // A principal whose reading is filtered by row sees no metadata.
+    let eu = mesh.session(mesh.principal("eu_analyst").expect("eu_analyst"));
+    let err = eu
+        .collect("SELECT count(*) FROM sales.\"orders$snapshots\"")
+        .await
+        .expect_err("row-filtered");
+    assert!(err.to_string().contains("filtered by row"), "{err}");
+    // A principal who cannot see the product cannot see its metadata, with
+    // the same error as for a product that does not exist.
+    let guest = mesh.session(meshql::Principal::new("nobody"));
+    assert!(guest.policy("sales.orders").is_none());
+    let hidden = guest
+        .collect("SELECT count(*) FROM sales.\"orders$snapshots\"")
+        .await
+        .expect_err("hidden");
+    let missing = guest
+        .collect("SELECT count(*) FROM sales.\"nothing$snapshots\"")
+        .await
+        .expect_err("missing");
+    assert_eq!(
+        hidden.to_string().replace("orders$snapshots", "X"),
+        missing.to_string().replace("nothing$snapshots", "X")
     );
 }

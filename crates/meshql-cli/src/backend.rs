@@ -19,6 +19,11 @@ pub trait Backend: Send + Sync {
     /// The masks on a product's columns (`column`, `masked: expr`) and its
     /// row filter (empty column name), as they apply to the principal.
     fn masks(&self, product: &str) -> Vec<(String, String)>;
+    /// When the product's data last changed (an Iceberg table's current
+    /// snapshot's commit time), as RFC 3339 text, where the backend knows.
+    async fn last_updated(&self, _product: &str) -> Option<String> {
+        None
+    }
 }
 
 pub struct Embedded {
@@ -44,6 +49,14 @@ impl Backend for Embedded {
 
     fn product_names(&self) -> Vec<String> {
         self.session.product_names()
+    }
+
+    async fn last_updated(&self, product: &str) -> Option<String> {
+        match self.session.last_updated(product).await {
+            Ok(Some(t)) => Some(meshql::audit::rfc3339(t)),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown ({e})")),
+        }
     }
 
     fn masks(&self, product: &str) -> Vec<(String, String)> {

@@ -262,7 +262,15 @@ pub fn describe(c: &Contract, masks: &[(String, String)]) -> (RecordBatch, Vec<S
         lines.push(format!("Rows:     only those where {filter}"));
     }
     if let Some(s) = c.servers.first() {
-        lines.push(format!("Storage:  {} `{}` {}", s.format, s.server, s.path));
+        match &s.iceberg {
+            Some(t) => lines.push(format!(
+                "Storage:  Iceberg table {}.{} in catalog `{}`",
+                t.namespace.join("."),
+                t.table,
+                s.server
+            )),
+            None => lines.push(format!("Storage:  {} `{}` {}", s.format, s.server, s.path)),
+        }
     }
     (batch, lines)
 }

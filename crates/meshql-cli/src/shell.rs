@@ -132,7 +132,10 @@ impl Shell {
                     });
                 };
                 let masks = self.backend.masks(&wanted);
-                let (batch, lines) = command::describe(c, &masks);
+                let (batch, mut lines) = command::describe(c, &masks);
+                if let Some(updated) = self.runtime.block_on(self.backend.last_updated(&wanted)) {
+                    lines.push(format!("Updated:  {updated}"));
+                }
                 self.print(&batch)?;
                 for line in lines {
                     writeln!(self.out, "{line}").map_err(|e| e.to_string())?;

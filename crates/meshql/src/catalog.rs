@@ -22,6 +22,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::Error;
 use crate::governance::rewrite::GovernedTable;
+use crate::governance::{ColumnDecision, ProductPolicy};
 use crate::iceberg::{IcebergSource, ScanError, TimeTravel};
 use crate::storage::product_url;
 use crate::types::{check_data_schema, contract_schema};
@@ -68,6 +69,56 @@ impl ProductTable {
             source: Source::Iceberg(source, None),
             contract,
         }
+    }
+
+    /// When the product's data last changed, in milliseconds since the
+    /// epoch: an Iceberg table's current snapshot's commit time.
+    pub(crate) async fn last_updated_ms(&self) -> Result<Option<i64>, String> {
+        match &self.source {
+            Source::Iceberg(source, _) => {
+                let table = source.load().await?;
+                Ok(table
+                    .metadata()
+                    .current_snapshot()
+                    .map(|s| s.timestamp_ms()))
+            }
+            Source::Files { .. } => Ok(None),
+        }
+    }
+
+    /// A metadata table of the product (`snapshots`, `history`,
+    /// `manifests`, `files`) for a principal with `policy`. They describe
+    /// every row, so a principal whose reading is filtered by row may not
+    /// see them; `$files` shows partition values only to principals who
+    /// see every column unmasked.
+    pub(crate) async fn metadata_table(
+        &self,
+        policy: &ProductPolicy,
+        kind: &str,
+    ) -> DfResult<Arc<dyn TableProvider>> {
+        let product = self.contract.qualified_name();
+        let Source::Iceberg(source, _) = &self.source else {
+            return Err(DataFusionError::Plan(format!(
+                "{product} is stored as Parquet files: metadata tables (${kind}) belong to Iceberg products"
+            )));
+        };
+        if policy.row_filter.is_some() {
+            return Err(DataFusionError::External(Box::new(
+                Error::PermissionDenied(format!(
+                    "the metadata tables of {product} describe all of its rows, and your reading of it is filtered by row"
+                )),
+            )));
+        }
+        let partitions = policy
+            .columns
+            .iter()
+            .all(|c| matches!(c.action, ColumnDecision::Allow));
+        let table = source.load().await.map_err(|m| self.fail(m))?;
+        let batch = crate::iceberg::metadata_table(&table, kind, partitions)
+            .await
+            .map_err(|m| self.fail(m))?;
+        let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        Ok(Arc::new(mem))
     }
 
     /// The product as of a past version, for `FOR VERSION AS OF` and
@@ -210,6 +261,21 @@ impl SchemaProvider for DomainSchema {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if let Some(table) = self.products.get(name) {
             return Ok(Some(Arc::clone(table)));
+        }
+        // `"orders$snapshots"`: a metadata table of an Iceberg product.
+        if let Some((base, kind)) = name.split_once('$') {
+            let Some(governed) = self
+                .products
+                .get(base)
+                .and_then(|t| t.as_any().downcast_ref::<GovernedTable>())
+            else {
+                return Ok(None);
+            };
+            return governed
+                .raw
+                .metadata_table(&governed.policy, kind)
+                .await
+                .map(Some);
         }
         // `orders@v42`: a product at a past version, governed as it is now.
         let Some((base, version)) = TimeTravel::parse_table_name(name) else {

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arrow::record_batch::RecordBatch;
 use datafusion::common::{Column, SchemaError};
@@ -385,6 +386,30 @@ impl Session {
 
     /// The schema a product has for this principal (hidden columns gone,
     /// masked ones with their types), or `None` if they cannot see it.
+    /// When a visible product's data last changed: for an Iceberg product,
+    /// the commit time of its current snapshot. `None` for products stored
+    /// as plain files, and for tables with no commit yet.
+    pub async fn last_updated(&self, product: &str) -> Result<Option<SystemTime>> {
+        let (domain, name) = product.split_once('.').unwrap_or(("", product));
+        let table = self
+            .policy(product)
+            .and_then(|_| {
+                self.mesh
+                    .inner
+                    .products
+                    .get(&(domain.to_string(), name.to_string()))
+            })
+            .ok_or_else(|| Error::Sql(format!("product `{product}` does not exist")))?;
+        let ms = table
+            .last_updated_ms()
+            .await
+            .map_err(|message| Error::Product {
+                product: product.to_string(),
+                message,
+            })?;
+        Ok(ms.map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)))
+    }
+
     pub async fn product_schema(&self, product: &str) -> Option<SchemaRef> {
         let (domain, name) = product.split_once('.')?;
         self.policy(product)?;
@@ -452,13 +477,7 @@ impl Session {
         use crate::audit::{AuditRecord, AuditedStream, Outcome};
         let started = std::time::Instant::now();
         let id = crate::random_id();
-        let mut record = AuditRecord::start(
-            std::time::SystemTime::now(),
-            id,
-            &self.principal,
-            client,
-            sql,
-        );
+        let mut record = AuditRecord::start(SystemTime::now(), id, &self.principal, client, sql);
         let planned = self
             .plan(sql, &QueryOptions::default())
             .await
