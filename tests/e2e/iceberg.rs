@@ -81,17 +81,21 @@ async fn read(mesh: &Mesh, sql: &str) -> Vec<Vec<String>> {
     rows(&mesh.session(admin()).collect(sql).await.expect(sql))
 }
 
+// `qty` is an Iceberg int until the last step widens it to long; the
+// contracts declare bigint throughout.
 const V1: &[(&str, &str)] = &[
     ("id", "bigint"),
     ("name", "varchar"),
     ("amount", "double"),
     ("day", "date"),
+    ("qty", "bigint"),
 ];
 const V2: &[(&str, &str)] = &[
     ("id", "bigint"),
     ("name", "varchar"),
     ("amount", "double"),
     ("day", "date"),
+    ("qty", "bigint"),
     ("note", "varchar"),
 ];
 const V3: &[(&str, &str)] = &[
@@ -99,6 +103,7 @@ const V3: &[(&str, &str)] = &[
     ("name", "varchar"),
     ("price", "double"),
     ("day", "date"),
+    ("qty", "bigint"),
     ("note", "varchar"),
 ];
 
@@ -122,10 +127,10 @@ async fn every_state_pyiceberg_writes_reads_as_pyiceberg_reads_it() {
     // An added column: the old contract still reads (the new column is not
     // published); the new one sees NULL in the rows written before it.
     let expected = pyiceberg(dir, "add").rows;
-    let without_note: Vec<Vec<String>> = expected.iter().map(|r| r[..4].to_vec()).collect();
+    let without_note: Vec<Vec<String>> = expected.iter().map(|r| r[..5].to_vec()).collect();
     assert_eq!(read(&v1, all).await, without_note);
     assert_eq!(read(&mesh(dir, V2), all).await, expected);
-    assert!(expected.iter().any(|r| r[4] == "first with a note"));
+    assert!(expected.iter().any(|r| r[5] == "first with a note"));
 
     // A renamed column is read by field id from files written under the
     // old name; the contract that still says `amount` fails naming the drift.
@@ -256,6 +261,25 @@ async fn every_state_pyiceberg_writes_reads_as_pyiceberg_reads_it() {
         )
         .await,
         march_2
+    );
+
+    // A widened type: `qty` from int to long, with a value beyond int.
+    let widened = pyiceberg(dir, "widen").rows;
+    assert!(widened.iter().any(|r| r[4] == "5000000000"));
+    assert_eq!(read(&v3, all).await, widened);
+    let narrow: Vec<(&str, &str)> = V3
+        .iter()
+        .map(|&(n, t)| if n == "qty" { (n, "int") } else { (n, t) })
+        .collect();
+    let err = mesh(dir, &narrow)
+        .session(admin())
+        .collect(all)
+        .await
+        .expect_err("the contract is narrower than the table");
+    assert!(
+        err.to_string()
+            .contains("column `qty`: the contract declares int, the data has bigint"),
+        "{err}"
     );
 }
 

@@ -5,13 +5,14 @@ meshql's reading of the same table can be compared with it.
 Usage: python pyiceberg_states.py DIR STEP
 
 DIR holds the catalog (catalog.db) and the warehouse (warehouse/). STEP:
-  create    table shop.events (id, name, amount, day) partitioned by day(day),
-            with a first append
+  create    table shop.events (id, name, amount, day, qty int) partitioned by
+            day(day), with a first append
   append    a second append (a second data file)
   add       adds the column `note` and appends rows that have it
   rename    renames `amount` to `price`
   overwrite replaces the rows of one day
   delete    deletes the rows with id 2 or 7
+  widen     widens `qty` from int to long and appends a row beyond int
 
 Prints one JSON object: {"columns": [...], "rows": [[...], ...]}, rows sorted
 by id, every value as text (NULL for null), plus "snapshot": the current
@@ -29,7 +30,7 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform
-from pyiceberg.types import DateType, DoubleType, LongType, NestedField, StringType
+from pyiceberg.types import DateType, DoubleType, IntegerType, LongType, NestedField, StringType
 
 directory, step = sys.argv[1], sys.argv[2]
 catalog = SqlCatalog(
@@ -47,8 +48,9 @@ def batch(rows, note=False):
     fields = [
         pa.field("id", pa.int64(), nullable=False),
         pa.field("name", pa.string()),
-        pa.field("amount" if step not in ("overwrite", "delete") else "price", pa.float64()),
+        pa.field("amount" if step in ("create", "append", "add") else "price", pa.float64()),
         pa.field("day", pa.date32()),
+        pa.field("qty", pa.int64() if step == "widen" else pa.int32()),
     ]
     if note:
         fields.append(pa.field("note", pa.string()))
@@ -63,29 +65,34 @@ if step == "create":
         NestedField(2, "name", StringType(), required=False),
         NestedField(3, "amount", DoubleType(), required=False),
         NestedField(4, "day", DateType(), required=False),
+        NestedField(5, "qty", IntegerType(), required=False),
         identifier_field_ids=[1],
     )
     spec = PartitionSpec(PartitionField(source_id=4, field_id=1000, transform=DayTransform(), name="day_day"))
     table = catalog.create_table("shop.events", schema=schema, partition_spec=spec)
-    table.append(batch([(1, "ada", 10.5, day(1)), (2, "bob", 20.25, day(1)), (3, "cy", None, day(2))]))
+    table.append(batch([(1, "ada", 10.5, day(1), 1), (2, "bob", 20.25, day(1), 2), (3, "cy", None, day(2), None)]))
 else:
     table = catalog.load_table("shop.events")
     if step == "append":
-        table.append(batch([(4, "dee", 4.0, day(2)), (5, None, 5.5, day(3))]))
+        table.append(batch([(4, "dee", 4.0, day(2), 4), (5, None, 5.5, day(3), 5)]))
     elif step == "add":
         with table.update_schema() as update:
             update.add_column("note", StringType())
-        table.append(batch([(6, "eve", 6.75, day(3), "first with a note"), (7, "fay", 7.0, day(4), None)], note=True))
+        table.append(batch([(6, "eve", 6.75, day(3), 6, "first with a note"), (7, "fay", 7.0, day(4), 7, None)], note=True))
     elif step == "rename":
         with table.update_schema() as update:
             update.rename_column("amount", "price")
     elif step == "overwrite":
         table.overwrite(
-            batch([(8, "gus", 80.0, day(2), "replaced day 2"), (9, "hal", 90.0, day(2), None)], note=True),
+            batch([(8, "gus", 80.0, day(2), 8, "replaced day 2"), (9, "hal", 90.0, day(2), 9, None)], note=True),
             overwrite_filter=EqualTo("day", day(2)),
         )
     elif step == "delete":
         table.delete("id = 2 or id = 7")
+    elif step == "widen":
+        with table.update_schema() as update:
+            update.update_column("qty", LongType())
+        table.append(batch([(10, "ivy", 1.0, day(5), 5_000_000_000, None)], note=True))
     else:
         sys.exit(f"unknown step {step}")
     table = catalog.load_table("shop.events")

@@ -288,10 +288,7 @@ impl SchemaProvider for DomainSchema {
         else {
             return Ok(None);
         };
-        let raw = governed
-            .raw
-            .at(version)
-            .map_err(|m| DataFusionError::Plan(m))?;
+        let raw = governed.raw.at(version).map_err(DataFusionError::Plan)?;
         Ok(Some(Arc::new(GovernedTable::new(
             Arc::new(raw),
             Arc::clone(&governed.policy),
