@@ -13,15 +13,22 @@ struct State {
     rows: Vec<Vec<String>>,
     snapshot: i64,
     committed_ms: i64,
+    metadata_location: String,
 }
 
 /// Runs one step of `tests/python/pyiceberg_states.py` on the table in
 /// `dir` and returns what PyIceberg reads afterwards.
 fn pyiceberg(dir: &Path, step: &str) -> State {
+    pyiceberg_with(dir, step, &[])
+}
+
+/// [`pyiceberg`] with environment variables (the S3 settings).
+fn pyiceberg_with(dir: &Path, step: &str, env: &[(&str, &str)]) -> State {
     let out = std::process::Command::new(python_peers())
         .arg(root().join("tests/python/pyiceberg_states.py"))
         .arg(dir)
         .arg(step)
+        .envs(env.iter().copied())
         .output()
         .expect("runs python");
     assert!(
@@ -45,6 +52,10 @@ fn pyiceberg(dir: &Path, step: &str) -> State {
             .collect(),
         snapshot: state["snapshot"].as_i64().expect("snapshot"),
         committed_ms: state["committed_ms"].as_i64().expect("commit time"),
+        metadata_location: state["metadata_location"]
+            .as_str()
+            .expect("metadata location")
+            .to_string(),
     }
 }
 
@@ -486,4 +497,113 @@ async fn metadata_tables_follow_the_principals_access() {
         hidden.to_string().replace("orders$snapshots", "X"),
         missing.to_string().replace("nothing$snapshots", "X")
     );
+}
+
+/// PyIceberg writes into a bucket of an S3-compatible server on 127.0.0.1;
+/// meshql reads the table through the SQL catalog and through its metadata
+/// file, with the storage's endpoint and credentials from mesh.yaml.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iceberg_tables_on_s3_read_as_pyiceberg_reads_them() {
+    use crate::s3::{ACCESS_KEY, SECRET_KEY};
+    let server = crate::s3::start("lake").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let endpoint = server.endpoint.clone();
+    let write = move |step: &'static str| {
+        let (dir, endpoint) = (dir.clone(), endpoint.clone());
+        tokio::task::spawn_blocking(move || {
+            pyiceberg_with(
+                &dir,
+                step,
+                &[
+                    ("MESHQL_S3_ENDPOINT", &endpoint),
+                    ("MESHQL_S3_BUCKET", "lake"),
+                    ("MESHQL_S3_KEY", ACCESS_KEY),
+                    ("MESHQL_S3_SECRET", SECRET_KEY),
+                ],
+            )
+        })
+    };
+    write("create").await.expect("create");
+    let state = write("append").await.expect("append");
+    assert!(
+        state.metadata_location.starts_with("s3://lake/warehouse/"),
+        "{}",
+        state.metadata_location
+    );
+
+    let mesh_dir = tmp.path().join("mesh");
+    let storage = |secret: &str| {
+        format!(
+            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  lake:\n    type: s3\n    bucket: lake\n    endpoint: {}\n    region: us-east-1\n    pathStyle: true\n    accessKeyId: {ACCESS_KEY}\n    secretAccessKey: {secret}\n    connectTimeoutSeconds: 2\n    maxRetries: 0\ncatalogs:\n  pylake:\n    type: sql\n    uri: sqlite:{}/catalog.db\n    storage: lake\n    warehouse: warehouse\n",
+            server.endpoint,
+            tmp.path().display()
+        )
+    };
+    write_mesh(&mesh_dir, &storage(SECRET_KEY), &state.metadata_location);
+    let mesh = Mesh::open_strict(&mesh_dir).expect("mesh opens");
+    let all = "SELECT * FROM shop.events ORDER BY id";
+    assert_eq!(read(&mesh, all).await, state.rows);
+    assert_eq!(
+        read(&mesh, "SELECT * FROM shop.pinned ORDER BY id").await,
+        state.rows
+    );
+    // A commit through the catalog is seen by the next query; the metadata
+    // file names a fixed state.
+    let later = write("add").await.expect("add");
+    let without_note: Vec<Vec<String>> = later.rows.iter().map(|r| r[..5].to_vec()).collect();
+    assert_eq!(read(&mesh, all).await, without_note);
+    assert_eq!(
+        read(&mesh, "SELECT * FROM shop.pinned ORDER BY id").await,
+        state.rows
+    );
+
+    // Wrong credentials: an error naming the product, without the secret.
+    write_mesh(
+        &mesh_dir,
+        &storage("not-the-secret"),
+        &state.metadata_location,
+    );
+    let mesh = Mesh::open_strict(&mesh_dir).expect("mesh opens");
+    let err = mesh
+        .session(admin())
+        .collect(all)
+        .await
+        .expect_err("denied");
+    let msg = err.to_string();
+    assert!(msg.contains("shop.events"), "{msg}");
+    assert!(!msg.contains("not-the-secret"), "{msg}");
+}
+
+/// The S3 mesh: `shop.events` through the catalog, `shop.pinned` by the
+/// metadata file at `metadata`.
+fn write_mesh(dir: &Path, mesh_yaml: &str, metadata: &str) {
+    write(dir, "mesh.yaml", mesh_yaml);
+    allow_all(dir);
+    let mut cols = String::new();
+    for (name, ty) in V1 {
+        cols.push_str(&format!(
+            "      - name: {name}\n        physicalType: {ty}\n"
+        ));
+    }
+    let key = metadata.strip_prefix("s3://lake/").expect("in the bucket");
+    for (product, server) in [
+        (
+            "events",
+            "  - server: pylake\n    type: iceberg\n    schema: shop\n    table: events\n"
+                .to_string(),
+        ),
+        (
+            "pinned",
+            format!("  - server: lake\n    type: iceberg\n    path: {key}\n"),
+        ),
+    ] {
+        write(
+            dir,
+            &format!("shop/{product}.yaml"),
+            &format!(
+                "apiVersion: v3.1.0\nkind: DataContract\nid: shop.{product}\nname: {product}\nversion: 1.0.0\nstatus: active\ndomain: shop\nteam:\n  name: shop-team\nschema:\n  - name: {product}\n    properties:\n{cols}servers:\n{server}"
+            ),
+        );
+    }
 }

@@ -22,6 +22,7 @@ snapshot id and
 
 import datetime
 import json
+import os
 import sys
 
 import pyarrow as pa
@@ -33,11 +34,27 @@ from pyiceberg.transforms import DayTransform
 from pyiceberg.types import DateType, DoubleType, IntegerType, LongType, NestedField, StringType
 
 directory, step = sys.argv[1], sys.argv[2]
-catalog = SqlCatalog(
-    "pylake",
-    uri=f"sqlite:///{directory}/catalog.db",
-    warehouse=f"file://{directory}/warehouse",
-)
+# With MESHQL_S3_ENDPOINT (and _BUCKET, _KEY, _SECRET), the warehouse is in
+# that bucket of an S3-compatible server; the catalog stays in DIR.
+endpoint = os.environ.get("MESHQL_S3_ENDPOINT")
+if endpoint:
+    catalog = SqlCatalog(
+        "pylake",
+        uri=f"sqlite:///{directory}/catalog.db",
+        warehouse=f"s3://{os.environ['MESHQL_S3_BUCKET']}/warehouse",
+        **{
+            "s3.endpoint": endpoint,
+            "s3.access-key-id": os.environ["MESHQL_S3_KEY"],
+            "s3.secret-access-key": os.environ["MESHQL_S3_SECRET"],
+            "s3.region": "us-east-1",
+        },
+    )
+else:
+    catalog = SqlCatalog(
+        "pylake",
+        uri=f"sqlite:///{directory}/catalog.db",
+        warehouse=f"file://{directory}/warehouse",
+    )
 
 
 def day(d):
@@ -113,6 +130,7 @@ print(
             "rows": [[text(v) for v in row.values()] for row in result.to_pylist()],
             "snapshot": table.metadata.current_snapshot_id,
             "committed_ms": table.current_snapshot().timestamp_ms,
+            "metadata_location": table.metadata_location,
         }
     )
 )

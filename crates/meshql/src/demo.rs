@@ -1204,7 +1204,7 @@ pub const LAKEHOUSE_CATALOG: &str = "lakehouse";
 /// through iceberg-rust. Runs on a runtime of its own, so it can be called
 /// from inside or outside one.
 fn build_lakehouse(out: &Path) -> Result<()> {
-    let out = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    let out = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
     let worker = std::thread::spawn(move || -> Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1241,6 +1241,7 @@ async fn load_orders(out: &Path) -> Result<()> {
         LAKEHOUSE_CATALOG,
         &format!("sqlite://{}?mode=rwc", out.join(LAKEHOUSE_DB).display()),
         Some(&format!("file://{}", warehouse.display())),
+        Default::default(),
     )
     .await
     .map_err(|e| fail("create the catalog of", e))?;

@@ -29,7 +29,9 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 use iceberg::expr::Predicate;
-use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory};
+use iceberg::io::FileIOBuilder;
+
+use crate::iceberg_io::{Buckets, MeshStorageFactory};
 use iceberg::scan::FileScanTask;
 use iceberg::table::{StaticTable, Table};
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent};
@@ -49,15 +51,17 @@ use crate::types::check_data_schema;
 pub(crate) struct CatalogHandle {
     config: IcebergCatalog,
     warehouse: Option<String>,
+    buckets: Buckets,
     connected: OnceCell<Arc<dyn Catalog>>,
 }
 
 impl CatalogHandle {
-    pub(crate) fn new(config: IcebergCatalog, storage: Option<&Storage>) -> Self {
+    pub(crate) fn new(config: IcebergCatalog, storage: Option<&Storage>, buckets: Buckets) -> Self {
         let warehouse = storage.map(|st| location(st, config.warehouse.as_deref().unwrap_or("")));
         Self {
             config,
             warehouse,
+            buckets,
             connected: OnceCell::new(),
         }
     }
@@ -71,6 +75,7 @@ impl CatalogHandle {
                             &self.config.catalog_name,
                             uri,
                             self.warehouse.as_deref(),
+                            Arc::clone(&self.buckets),
                         )
                         .await
                         .map_err(|e| {
@@ -99,6 +104,7 @@ pub(crate) async fn sql_catalog(
     name: &str,
     uri: &str,
     warehouse: Option<&str>,
+    buckets: Buckets,
 ) -> iceberg::Result<Arc<dyn Catalog>> {
     let mut props = HashMap::from([(SQL_CATALOG_PROP_URI.to_string(), uri.to_string())]);
     if let Some(w) = warehouse {
@@ -111,7 +117,7 @@ pub(crate) async fn sql_catalog(
         );
     }
     let catalog = SqlCatalogBuilder::default()
-        .with_storage_factory(Arc::new(LocalFsStorageFactory))
+        .with_storage_factory(Arc::new(MeshStorageFactory::new(buckets)))
         .load(name, props)
         .await?;
     Ok(Arc::new(catalog))
@@ -126,6 +132,7 @@ pub(crate) enum IcebergSource {
     },
     Metadata {
         location: String,
+        buckets: Buckets,
     },
 }
 
@@ -134,6 +141,7 @@ impl IcebergSource {
         server: &Server,
         storage: &std::collections::BTreeMap<String, Storage>,
         catalogs: &HashMap<String, Arc<CatalogHandle>>,
+        buckets: &Buckets,
     ) -> Option<Self> {
         match (&server.iceberg, catalogs.get(&server.server)) {
             (Some(t), Some(catalog)) => {
@@ -147,6 +155,7 @@ impl IcebergSource {
                 let st = storage.get(&server.server)?;
                 Some(IcebergSource::Metadata {
                     location: location(st, &server.path),
+                    buckets: Arc::clone(buckets),
                 })
             }
         }
@@ -158,7 +167,7 @@ impl IcebergSource {
             IcebergSource::Catalog { catalog, ident } => {
                 format!("Iceberg table {ident} in catalog `{}`", catalog.config.name)
             }
-            IcebergSource::Metadata { location } => format!("Iceberg table at {location}"),
+            IcebergSource::Metadata { location, .. } => format!("Iceberg table at {location}"),
         }
     }
 
@@ -175,10 +184,13 @@ impl IcebergSource {
                     )
                 })
             }
-            IcebergSource::Metadata { location } => {
+            IcebergSource::Metadata { location, buckets } => {
                 let ident =
                     TableIdent::from_strs(["static", "table"]).map_err(|e| iceberg_message(&e))?;
-                StaticTable::from_metadata_file(location, ident, file_io())
+                let file_io =
+                    FileIOBuilder::new(Arc::new(MeshStorageFactory::new(Arc::clone(buckets))))
+                        .build();
+                StaticTable::from_metadata_file(location, ident, file_io)
                     .await
                     .map(StaticTable::into_table)
                     .map_err(|e| {
@@ -190,10 +202,6 @@ impl IcebergSource {
             }
         }
     }
-}
-
-fn file_io() -> FileIO {
-    FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build()
 }
 
 /// A path inside a storage as the URL Iceberg metadata uses.

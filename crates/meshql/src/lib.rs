@@ -28,6 +28,7 @@ pub mod demo;
 mod error;
 pub mod governance;
 mod iceberg;
+mod iceberg_io;
 mod principal;
 mod session;
 mod storage;

@@ -85,7 +85,7 @@ impl Mesh {
     /// [`Mesh::problems`]; queries on the products they govern fail.
     pub fn from_catalog(mut catalog: Catalog) -> Result<Mesh> {
         let runtime = Arc::new(RuntimeEnv::default());
-        crate::storage::register_stores(&runtime, &catalog.mesh.storage)?;
+        let buckets = crate::storage::register_stores(&runtime, &catalog.mesh.storage)?;
         let policy_problems = crate::governance::validate(&catalog);
         catalog.problems.extend(policy_problems);
         let mut products = BTreeMap::new();
@@ -97,7 +97,7 @@ impl Mesh {
                 let storage = c.storage.as_ref().and_then(|s| catalog.mesh.storage.get(s));
                 (
                     c.name.clone(),
-                    Arc::new(CatalogHandle::new(c.clone(), storage)),
+                    Arc::new(CatalogHandle::new(c.clone(), storage, Arc::clone(&buckets))),
                 )
             })
             .collect();
@@ -106,7 +106,8 @@ impl Mesh {
                 continue;
             };
             let table = if server.is_iceberg() {
-                let Some(source) = IcebergSource::new(server, &catalog.mesh.storage, &catalogs)
+                let Some(source) =
+                    IcebergSource::new(server, &catalog.mesh.storage, &catalogs, &buckets)
                 else {
                     continue;
                 };

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 pub(crate) fn register_stores(
     runtime: &RuntimeEnv,
     storage: &std::collections::BTreeMap<String, Storage>,
-) -> Result<()> {
+) -> Result<crate::iceberg_io::Buckets> {
+    let mut buckets: std::collections::HashMap<String, Arc<dyn object_store::ObjectStore>> =
+        std::collections::HashMap::new();
     for st in storage.values() {
         if let StorageKind::S3(s3) = &st.kind {
             let store = build_s3(s3).map_err(|e| Error::Product {
@@ -28,10 +30,12 @@ pub(crate) fn register_stores(
                 product: format!("storage `{}`", st.name),
                 message: format!("invalid bucket name `{}`: {e}", s3.bucket),
             })?;
-            runtime.register_object_store(&url, Arc::new(store));
+            let store: Arc<dyn object_store::ObjectStore> = Arc::new(store);
+            runtime.register_object_store(&url, Arc::clone(&store));
+            buckets.insert(s3.bucket.clone(), store);
         }
     }
-    Ok(())
+    Ok(Arc::new(buckets))
 }
 
 fn env(name: &str) -> Option<String> {
