@@ -558,6 +558,75 @@ async fn iceberg_tables_on_s3_read_as_pyiceberg_reads_them() {
         state.rows
     );
 
+    // A corrupt data file, then a missing one: errors name the product and
+    // the file.
+    let files = read(
+        &mesh,
+        "SELECT file_path FROM shop.\"events$files\" ORDER BY file_path",
+    )
+    .await;
+    let victim = files[0][0].clone();
+    let client = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("lake")
+        .with_endpoint(&server.endpoint)
+        .with_region("us-east-1")
+        .with_allow_http(true)
+        .with_access_key_id(ACCESS_KEY)
+        .with_secret_access_key(SECRET_KEY)
+        .build()
+        .expect("client");
+    let key =
+        object_store::path::Path::from(victim.strip_prefix("s3://lake/").expect("in the bucket"));
+    use object_store::ObjectStoreExt;
+    client
+        .put(
+            &key,
+            bytes::Bytes::from_static(b"this is not parquet").into(),
+        )
+        .await
+        .expect("overwrite");
+    let err = mesh
+        .session(admin())
+        .collect(all)
+        .await
+        .expect_err("corrupt");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("data product shop.events: cannot read ") && msg.contains(&victim),
+        "{msg}"
+    );
+    client.delete(&key).await.expect("delete");
+    let err = mesh
+        .session(admin())
+        .collect(all)
+        .await
+        .expect_err("missing");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("data product shop.events: cannot read ") && msg.contains(&victim),
+        "{msg}"
+    );
+
+    // The endpoint down: a clear error naming the product, in bounded time.
+    let down = storage(SECRET_KEY).replace(&server.endpoint, "http://127.0.0.1:1");
+    write_mesh(&mesh_dir, &down, &state.metadata_location);
+    let mesh = Mesh::open_strict(&mesh_dir).expect("mesh opens");
+    let started = std::time::Instant::now();
+    let err = mesh
+        .session(admin())
+        .collect("SELECT * FROM shop.pinned")
+        .await
+        .expect_err("unreachable");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.to_string().starts_with("data product shop.pinned: "),
+        "{err}"
+    );
+
     // Wrong credentials: an error naming the product, without the secret.
     write_mesh(
         &mesh_dir,

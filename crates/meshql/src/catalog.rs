@@ -219,7 +219,9 @@ impl TableProvider for ProductTable {
             Source::Iceberg(source, version) => {
                 let table = source.load().await.map_err(|m| self.fail(m))?;
                 let version = version.as_ref();
+                let name = self.contract.qualified_name();
                 crate::iceberg::scan(
+                    &name,
                     table,
                     version,
                     &self.schema,

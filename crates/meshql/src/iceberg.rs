@@ -251,7 +251,9 @@ pub(crate) fn iceberg_message(e: &iceberg::Error) -> String {
 /// files, so renamed and reordered columns read correctly; a column added
 /// after the last commit reads as NULL; narrower types are cast to the
 /// declared ones.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn scan(
+    product_name: &str,
     table: Table,
     version: Option<&TimeTravel>,
     declared: &SchemaRef,
@@ -334,6 +336,7 @@ pub(crate) async fn scan(
             .map_err(|e| ScanError::DataFusion(e.into()))?,
     );
     let plan: Arc<dyn ExecutionPlan> = Arc::new(IcebergScanExec::new(
+        product_name.to_string(),
         table,
         snapshot,
         Arc::clone(&scanned),
@@ -386,6 +389,8 @@ pub(crate) async fn scan(
 /// iceberg-rust's Arrow reader, which applies delete files and row-group
 /// pruning. `EXPLAIN ANALYZE` shows the files and bytes read.
 struct IcebergScanExec {
+    /// `domain.product`, for errors.
+    product: String,
     table: Table,
     snapshot: Option<i64>,
     schema: SchemaRef,
@@ -407,6 +412,7 @@ impl std::fmt::Debug for IcebergScanExec {
 
 impl IcebergScanExec {
     fn new(
+        product: String,
         table: Table,
         snapshot: Option<i64>,
         schema: SchemaRef,
@@ -420,6 +426,7 @@ impl IcebergScanExec {
             Boundedness::Bounded,
         );
         Self {
+            product,
             table,
             snapshot,
             schema,
@@ -529,6 +536,7 @@ impl ExecutionPlan for IcebergScanExec {
         let predicate = self.predicate.clone();
         let partitions = self.partitions;
         let planned = Arc::clone(&self.planned);
+        let product = self.product.clone();
         let batch_size = context.session_config().batch_size();
         let schema = Arc::clone(&self.schema);
         let stream = futures::stream::once(async move {
@@ -540,20 +548,41 @@ impl ExecutionPlan for IcebergScanExec {
                 .map_err(iceberg_datafusion::to_datafusion_error)?;
             let mine = dealt.get(partition).cloned().unwrap_or_default();
             files.add(mine.len());
-            let tasks = futures::stream::iter(mine.into_iter().map(Ok)).boxed();
-            let result = table
-                .reader_builder()
-                .with_batch_size(batch_size)
-                .with_data_file_concurrency_limit(1)
-                .build()
-                .read(tasks)
-                .map_err(iceberg_datafusion::to_datafusion_error)?;
-            let read = result.metrics().clone();
-            let stream = result.stream().map(move |b| {
-                bytes.set(read.bytes_read() as usize);
-                b.map_err(iceberg_datafusion::to_datafusion_error)
+            // One file at a time, so that an error names its file.
+            let read_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let stream = futures::stream::iter(mine).then(move |task| {
+                let (table, product, bytes, read_bytes) = (
+                    table.clone(),
+                    product.clone(),
+                    bytes.clone(),
+                    Arc::clone(&read_bytes),
+                );
+                async move {
+                    let file = task.data_file_path.clone();
+                    let fail = move |e: iceberg::Error| {
+                        DataFusionError::External(Box::new(crate::error::Error::Product {
+                            product: product.clone(),
+                            message: format!("cannot read {file}: {}", iceberg_message(&e)),
+                        }))
+                    };
+                    let one = futures::stream::iter([Ok(task)]).boxed();
+                    let result = table
+                        .reader_builder()
+                        .with_batch_size(batch_size)
+                        .build()
+                        .read(one)
+                        .map_err(fail.clone())?;
+                    let metrics = result.metrics().clone();
+                    let base = read_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                    Ok::<_, DataFusionError>(result.stream().map(move |b| {
+                        let total = base + metrics.bytes_read();
+                        read_bytes.store(total, std::sync::atomic::Ordering::Relaxed);
+                        bytes.set(total as usize);
+                        b.map_err(fail.clone())
+                    }))
+                }
             });
-            Ok::<_, DataFusionError>(stream)
+            Ok::<_, DataFusionError>(stream.try_flatten())
         })
         .try_flatten()
         .filter_map(move |b| {
