@@ -676,3 +676,53 @@ fn write_mesh(dir: &Path, mesh_yaml: &str, metadata: &str) {
         );
     }
 }
+
+/// DuckDB's iceberg extension reads the demo's `sales.orders`, written by
+/// iceberg-rust, and answers as meshql does.
+#[tokio::test]
+async fn duckdb_reads_the_demo_orders_as_meshql_does() {
+    let mesh = demo_mesh();
+    let session = mesh.session(admin());
+    let metadata_dir = demo_data().join("lakehouse/sales/orders/metadata");
+    let mut metadata: Vec<_> = std::fs::read_dir(&metadata_dir)
+        .expect("metadata directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".metadata.json"))
+        .collect();
+    metadata.sort();
+    let current = metadata.last().expect("a metadata file");
+    for (duck, mine) in [
+        (
+            "SELECT count(*), sum(total_order_value), min(order_date), max(order_date) FROM t",
+            "SELECT count(*), sum(total_order_value), min(order_date), max(order_date) FROM sales.orders",
+        ),
+        (
+            "SELECT region, count(*), sum(total_order_value) FROM t GROUP BY region ORDER BY region",
+            "SELECT region, count(*), sum(total_order_value) FROM sales.orders GROUP BY region ORDER BY region",
+        ),
+        (
+            "SELECT status, count(*) FROM t WHERE order_date BETWEEN DATE '2026-03-01' AND DATE '2026-03-31' GROUP BY status ORDER BY status",
+            "SELECT status, count(*) FROM sales.orders WHERE order_date BETWEEN DATE '2026-03-01' AND DATE '2026-03-31' GROUP BY status ORDER BY status",
+        ),
+        (
+            "SELECT order_id, customer_id, currency, order_date FROM t ORDER BY order_id LIMIT 5",
+            "SELECT order_id, customer_id, currency, order_date FROM sales.orders ORDER BY order_id LIMIT 5",
+        ),
+    ] {
+        let out = std::process::Command::new(python_peers())
+            .arg(root().join("tests/python/duckdb_iceberg.py"))
+            .arg(current)
+            .arg(duck)
+            .output()
+            .expect("runs python");
+        assert!(
+            out.status.success(),
+            "DuckDB failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).expect("json");
+        assert!(!expected.is_empty());
+        let got = rows(&session.collect(mine).await.expect(mine));
+        assert_eq!(got, expected, "{mine}");
+    }
+}
