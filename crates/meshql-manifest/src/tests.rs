@@ -254,3 +254,99 @@ fn server_and_audit_settings_load_and_their_mistakes_are_located() {
         "{all}"
     );
 }
+
+#[test]
+fn iceberg_catalogs_and_tables_load_and_their_mistakes_are_located() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalogs = "catalogs:\n  lake:\n    type: sql\n    uri: sqlite:lake.db\n    storage: local\n    warehouse: /wh/\n  remote:\n    type: rest\n    uri: http://127.0.0.1:8181\n    prefix: silver\n    token: t0ken\n";
+    write(dir.path(), "mesh.yaml", &format!("{MESH}{catalogs}"));
+    let iceberg = |server: &str| {
+        contract(
+            "sales",
+            "orders",
+            "      - name: id\n        physicalType: bigint\n",
+        )
+        .replace(
+            "servers:\n  - server: local\n    type: local\n    path: sales/orders\n",
+            server,
+        )
+    };
+    write(
+        dir.path(),
+        "sales/orders.yaml",
+        &iceberg(
+            "servers:\n  - server: lake\n    type: iceberg\n    schema: lake.sales\n    table: orders\n",
+        ),
+    );
+    let catalog = Catalog::load_strict(dir.path()).expect("valid");
+    let lake = &catalog.mesh.catalogs["lake"];
+    assert_eq!(lake.warehouse.as_deref(), Some("wh"));
+    let crate::IcebergCatalogKind::Sql { uri } = &lake.kind else {
+        panic!("`lake` is a SQL catalog");
+    };
+    assert!(
+        uri.starts_with("sqlite:///") && uri.ends_with("/lake.db"),
+        "{uri}"
+    );
+    assert!(!format!("{:?}", catalog.mesh.catalogs).contains("t0ken"));
+    let server = &catalog.contracts[0].servers[0];
+    assert!(server.is_iceberg());
+    assert_eq!(
+        server.iceberg,
+        Some(crate::IcebergTableRef {
+            namespace: vec!["lake".into(), "sales".into()],
+            table: "orders".into()
+        })
+    );
+
+    // Mistakes, each with its place.
+    let bad = "catalogs:\n  lake:\n    type: hive\n    uri: thrift://x\n  lake2:\n    type: sql\n    uri: mysql://x\n    storage: locl\n";
+    write(dir.path(), "mesh.yaml", &format!("{MESH}{bad}"));
+    write(
+        dir.path(),
+        "sales/orders.yaml",
+        &iceberg("servers:\n  - server: lake2\n    type: iceberg\n    path: orders\n"),
+    );
+    let all = problems(Catalog::load(dir.path()).expect_err("invalid")).join("\n");
+    assert!(
+        all.contains("mesh.yaml:10:11: catalog `lake`: unknown catalog type `hive`"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "mesh.yaml:14:10: catalog `lake2`: `uri` must be `sqlite:PATH` or `postgres://...`"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "names storage `locl`, which mesh.yaml does not define (did you mean `local`?)"
+        ),
+        "{all}"
+    );
+
+    write(dir.path(), "mesh.yaml", &format!("{MESH}{catalogs}"));
+    write(
+        dir.path(),
+        "sales/orders.yaml",
+        &iceberg("servers:\n  - server: lake\n    type: iceberg\n    path: orders\n"),
+    );
+    let all = problems(Catalog::load_strict(dir.path()).expect_err("invalid")).join("\n");
+    assert!(
+        all.contains("`path` does not apply to a table in catalog `lake`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("sales/orders.yaml:16:5: missing required field `schema` in a server"),
+        "{all}"
+    );
+    write(
+        dir.path(),
+        "sales/orders.yaml",
+        &iceberg(
+            "servers:\n  - server: local\n    type: iceberg\n    path: orders/metadata/v1.json\n",
+        ),
+    );
+    let all = problems(Catalog::load_strict(dir.path()).expect_err("invalid")).join("\n");
+    assert!(all.contains("`path` must end in `.metadata.json`"), "{all}");
+}

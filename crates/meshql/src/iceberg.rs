@@ -79,18 +79,57 @@ impl CatalogHandle {
                         )
                         .await
                         .map_err(|e| {
+                            format!(
+                                "cannot open Iceberg catalog `{}`: {}",
+                                self.config.name,
+                                iceberg_message(&e)
+                            )
+                        })?;
+                        Ok(catalog)
+                    }
+                    IcebergCatalogKind::Rest {
+                        uri,
+                        prefix,
+                        credential,
+                        token,
+                        oauth2_server_uri,
+                        scope,
+                    } => {
+                        let mut props = HashMap::from([(
+                            iceberg_catalog_rest::REST_CATALOG_PROP_URI.to_string(),
+                            uri.clone(),
+                        )]);
+                        let optional = [
+                            ("prefix", prefix),
+                            ("credential", credential),
+                            ("token", token),
+                            ("oauth2-server-uri", oauth2_server_uri),
+                            ("scope", scope),
+                            (
+                                iceberg_catalog_rest::REST_CATALOG_PROP_WAREHOUSE,
+                                &self.config.warehouse,
+                            ),
+                        ];
+                        for (key, value) in optional {
+                            if let Some(v) = value {
+                                props.insert(key.to_string(), v.clone());
+                            }
+                        }
+                        let catalog = iceberg_catalog_rest::RestCatalogBuilder::default()
+                            .with_storage_factory(Arc::new(MeshStorageFactory::new(Arc::clone(
+                                &self.buckets,
+                            ))))
+                            .load(&self.config.catalog_name, props)
+                            .await
+                            .map_err(|e| {
                                 format!(
-                                    "cannot open Iceberg catalog `{}`: {}",
+                                    "cannot reach Iceberg REST catalog `{}` at {uri}: {}",
                                     self.config.name,
                                     iceberg_message(&e)
                                 )
                             })?;
-                        Ok(catalog)
+                        Ok(Arc::new(catalog) as Arc<dyn Catalog>)
                     }
-                    IcebergCatalogKind::Rest { .. } => Err(format!(
-                        "Iceberg catalog `{}` is a REST catalog, which this build of meshql cannot reach yet",
-                        self.config.name
-                    )),
                 }
             })
             .await
