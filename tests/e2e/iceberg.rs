@@ -726,3 +726,161 @@ async fn duckdb_reads_the_demo_orders_as_meshql_does() {
         assert_eq!(got, expected, "{mine}");
     }
 }
+
+/// A running lakana-server: an Iceberg REST catalog on 127.0.0.1.
+struct RestCatalogServer {
+    child: std::process::Child,
+    uri: String,
+    token: String,
+}
+
+impl Drop for RestCatalogServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `lakana-server` program: `MESHQL_TEST_LAKANA`, or the venv
+/// `tests/python/setup-lakana.sh` installs from PyPI on first use.
+fn lakana() -> String {
+    match std::env::var("MESHQL_TEST_LAKANA") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let out = std::process::Command::new(root().join("tests/python/setup-lakana.sh"))
+                .output()
+                .expect("runs tests/python/setup-lakana.sh");
+            assert!(
+                out.status.success(),
+                "installing lakana-server failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .expect("path")
+                .trim()
+                .to_string()
+        }
+    }
+}
+
+fn start_rest_catalog(dir: &Path) -> RestCatalogServer {
+    let program = lakana();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let token_file = dir.join("token");
+    let env = [
+        (
+            "LAKANA_DATABASE__URL",
+            format!("sqlite:///{}", dir.join("lakana.db").display()),
+        ),
+        (
+            "LAKANA_BOOTSTRAP_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        ("LAKANA_PORT", port.to_string()),
+        ("LAKANA_HOST", "127.0.0.1".to_string()),
+    ];
+    let migrated = std::process::Command::new(&program)
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("runs lakana-server migrate");
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let child = std::process::Command::new(&program)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts lakana-server");
+    let mut server = RestCatalogServer {
+        child,
+        uri: format!("http://127.0.0.1:{port}"),
+        token: String::new(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if let (true, Ok(token)) = (up, std::fs::read_to_string(&token_file)) {
+            server.token = token.trim().to_string();
+            return server;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lakana-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A table PyIceberg creates through a REST catalog server (lakana-server)
+/// reads the same through meshql's `rest` catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_catalog_table_reads_as_pyiceberg_reads_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let warehouse = dir.join("warehouse");
+    std::fs::create_dir_all(&warehouse).expect("warehouse");
+    let server = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || start_rest_catalog(&dir)
+    })
+    .await
+    .expect("lakana-server");
+    let out = std::process::Command::new(python_peers())
+        .arg(root().join("tests/python/rest_catalog.py"))
+        .arg(&server.uri)
+        .arg(&server.token)
+        .arg(&warehouse)
+        .output()
+        .expect("runs python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(expected.len(), 3);
+
+    let mesh_dir = dir.join("mesh");
+    let mesh_yaml = |token: &str| {
+        format!(
+            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  wh:\n    type: local\n    root: {}\ncatalogs:\n  lakana:\n    type: rest\n    uri: {}\n    prefix: dev\n    token: {token}\n",
+            warehouse.display(),
+            server.uri
+        )
+    };
+    write(&mesh_dir, "mesh.yaml", &mesh_yaml(&server.token));
+    allow_all(&mesh_dir);
+    write(
+        &mesh_dir,
+        "hr/people.yaml",
+        "apiVersion: v3.1.0\nkind: DataContract\nid: hr.people\nname: people\nversion: 1.0.0\nstatus: active\ndomain: hr\nteam:\n  name: hr-team\nschema:\n  - name: people\n    properties:\n      - name: id\n        physicalType: bigint\n      - name: name\n        physicalType: varchar\nservers:\n  - server: lakana\n    type: iceberg\n    schema: silver\n    table: people\n",
+    );
+    let mesh = Mesh::open_strict(&mesh_dir).expect("mesh opens");
+    assert_eq!(
+        read(&mesh, "SELECT * FROM hr.people ORDER BY id").await,
+        expected
+    );
+    let snapshots = read(&mesh, "SELECT count(*) FROM hr.\"people$snapshots\"").await;
+    assert_eq!(snapshots, vec![vec!["2".to_string()]]);
+
+    // A wrong token: the product fails with an error naming it, and the
+    // token stays out of it.
+    write(&mesh_dir, "mesh.yaml", &mesh_yaml("lakana_pat_not_a_token"));
+    let mesh = Mesh::open_strict(&mesh_dir).expect("mesh opens");
+    let err = mesh
+        .session(admin())
+        .collect("SELECT * FROM hr.people")
+        .await
+        .expect_err("unauthorized");
+    let msg = err.to_string();
+    assert!(msg.starts_with("data product hr.people: "), "{msg}");
+    assert!(!msg.contains("lakana_pat_not_a_token"), "{msg}");
+}
