@@ -1,0 +1,269 @@
+//! Iceberg against plain Parquet on the same data: the demo mesh's
+//! `sales.orders` as its Iceberg table (one file per day) and as its Parquet
+//! landing files (one per month), a few queries each, medians of alternated
+//! runs; and the time to plan and run a one-file query on a table of 1,000
+//! data files. Prints a table; run with
+//!
+//! `cargo bench -p meshql --bench iceberg`
+//!
+//! The demo data at scale 50 is generated into
+//! `$CARGO_TARGET_DIR/bench-data/` on the first run.
+
+use std::time::{Duration, Instant};
+
+use meshql::Mesh;
+use meshql::manifest::Catalog;
+
+const SCALE: u32 = 50;
+const RUNS: usize = 9;
+
+const QUERIES: &[(&str, &str)] = &[
+    (
+        "full scan, two aggregates",
+        "SELECT count(*), sum(total_order_value) FROM sales.{t}",
+    ),
+    (
+        "group by region",
+        "SELECT region, count(*), sum(total_order_value) FROM sales.{t} GROUP BY region",
+    ),
+    (
+        "one week by order_date",
+        "SELECT status, count(*) FROM sales.{t} WHERE order_date >= DATE '2026-03-01' AND order_date < DATE '2026-03-08' GROUP BY status",
+    ),
+    (
+        "all columns, sorted top 100",
+        "SELECT * FROM sales.{t} ORDER BY total_order_value DESC LIMIT 100",
+    ),
+];
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let data = target.join(format!("bench-data/demo-scale-{SCALE}"));
+    let mesh_dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&root.join("catalog"), mesh_dir.path());
+    let yaml = std::fs::read_to_string(mesh_dir.path().join("mesh.yaml")).expect("mesh.yaml");
+    let yaml = yaml
+        .replace("root: ../data/demo", &format!("root: {}", data.display()))
+        .replace(
+            "uri: sqlite:../data/demo/",
+            &format!("uri: sqlite:{}/", data.display()),
+        )
+        .replace("scale: 1\n", &format!("scale: {SCALE}\n"))
+        .replace("path: ../data/audit.jsonl", "path: audit.jsonl");
+    std::fs::write(mesh_dir.path().join("mesh.yaml"), yaml).expect("mesh.yaml");
+    // The same orders as a Parquet product over the landing files.
+    let orders =
+        std::fs::read_to_string(mesh_dir.path().join("sales/orders.yaml")).expect("orders");
+    let parquet = orders
+        .replace(
+            "id: urn:meshql:demo:sales:orders",
+            "id: urn:meshql:bench:sales:orders_parquet",
+        )
+        .replace("  - name: orders\n", "  - name: orders_parquet\n")
+        .replace(
+            "  - server: lakehouse\n    type: iceberg\n    schema: sales\n    table: orders\n",
+            "  - server: demo\n    type: local\n    format: parquet\n    path: sales/orders\n",
+        );
+    assert_ne!(parquet, orders, "the orders contract changed shape");
+    std::fs::write(mesh_dir.path().join("sales/orders_parquet.yaml"), parquet).expect("contract");
+    let catalog = Catalog::load_strict(mesh_dir.path()).expect("bench mesh");
+    eprintln!("demo data at scale {SCALE} in {}", data.display());
+    meshql::demo::ensure(&catalog).expect("demo data");
+    let mesh = Mesh::from_catalog(catalog).expect("mesh");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    runtime.block_on(async {
+        let session = mesh.session(mesh.principal("admin").expect("admin"));
+        println!("Iceberg against Parquet, sales.orders at scale {SCALE} (admin, medians of {RUNS} alternated runs)");
+        println!("| query | Iceberg (638 day files) | Parquet (21 month files) | Iceberg / Parquet |");
+        println!("| --- | --- | --- | --- |");
+        let mut ratios = Vec::new();
+        for (name, sql) in QUERIES {
+            let iceberg = sql.replace("{t}", "orders");
+            let plain = sql.replace("{t}", "orders_parquet");
+            let (a, b) = (
+                session.collect(&iceberg).await.expect("iceberg"),
+                session.collect(&plain).await.expect("parquet"),
+            );
+            let rows = |bs: &[arrow::record_batch::RecordBatch]| {
+                bs.iter().map(|b| b.num_rows()).sum::<usize>()
+            };
+            assert_eq!(rows(&a), rows(&b), "{name}");
+            let (mut ti, mut tp) = (Vec::new(), Vec::new());
+            for _ in 0..RUNS {
+                let t = Instant::now();
+                session.collect(&iceberg).await.expect("iceberg");
+                ti.push(t.elapsed());
+                let t = Instant::now();
+                session.collect(&plain).await.expect("parquet");
+                tp.push(t.elapsed());
+            }
+            let (i, p) = (median(ti), median(tp));
+            ratios.push(i.as_secs_f64() / p.as_secs_f64());
+            println!(
+                "| {name} | {:.1} ms | {:.1} ms | {:.2} |",
+                ms(i),
+                ms(p),
+                i.as_secs_f64() / p.as_secs_f64()
+            );
+        }
+        let geo = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
+        println!("| geometric mean | | | {geo:.2} |");
+
+        // A table of 1,000 data files: one query that needs one of them.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mesh, files) = thousand_file_table(dir.path()).await;
+        let session = mesh.session(meshql::Principal::new("bench"));
+        let one = "SELECT count(*) FROM bench.wide WHERE k = 500";
+        assert_eq!(
+            session.collect(one).await.expect("query")[0].num_rows(),
+            1
+        );
+        let (mut plan, mut run) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let q = session
+                .plan(one, &meshql::QueryOptions::default())
+                .await
+                .expect("plans");
+            plan.push(t.elapsed());
+            let t = Instant::now();
+            let stream = q.execute().expect("runs");
+            let _ = datafusion::physical_plan::common::collect(stream)
+                .await
+                .expect("collects");
+            run.push(t.elapsed());
+        }
+        println!();
+        println!("A table of {files} data files (one per value of its partition column k), `{one}`:");
+        println!("| step | median |");
+        println!("| --- | --- |");
+        println!("| plan the statement (load the table's metadata, optimize) | {:.1} ms |", ms(median(plan)));
+        println!("| run it (read the manifest, prune to 1 file, read it) | {:.1} ms |", ms(median(run)));
+    });
+}
+
+/// A mesh with one product, `bench.wide`: an Iceberg table partitioned by
+/// `k`, one data file for each of its 1,000 values, in a SQLite catalog.
+async fn thousand_file_table(dir: &std::path::Path) -> (Mesh, usize) {
+    use iceberg::spec::{
+        NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec,
+    };
+    use iceberg::{CatalogBuilder, NamespaceIdent, TableCreation};
+    use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+
+    let warehouse = dir.join("warehouse");
+    std::fs::create_dir_all(&warehouse).expect("warehouse");
+    let props = std::collections::HashMap::from([
+        (
+            "uri".to_string(),
+            format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display()),
+        ),
+        (
+            "warehouse".to_string(),
+            format!("file://{}", warehouse.display()),
+        ),
+        (
+            "sql_bind_style".to_string(),
+            SqlBindStyle::QMark.to_string(),
+        ),
+    ]);
+    let catalog = SqlCatalogBuilder::default()
+        .with_storage_factory(std::sync::Arc::new(iceberg::io::LocalFsStorageFactory))
+        .load("bench", props)
+        .await
+        .expect("catalog");
+    let catalog: std::sync::Arc<dyn iceberg::Catalog> = std::sync::Arc::new(catalog);
+    let ns = NamespaceIdent::new("bench".into());
+    catalog
+        .create_namespace(&ns, std::collections::HashMap::new())
+        .await
+        .expect("namespace");
+    let schema = Schema::builder()
+        .with_fields([
+            NestedField::required(1, "k", Type::Primitive(PrimitiveType::Int)).into(),
+            NestedField::required(2, "v", Type::Primitive(PrimitiveType::Long)).into(),
+        ])
+        .build()
+        .expect("schema");
+    let spec = UnboundPartitionSpec::builder()
+        .add_partition_field(1, "k", Transform::Identity)
+        .expect("partition")
+        .build();
+    catalog
+        .create_table(
+            &ns,
+            TableCreation::builder()
+                .name("wide".into())
+                .schema(schema)
+                .partition_spec(spec)
+                .build(),
+        )
+        .await
+        .expect("table");
+    let ctx = datafusion::prelude::SessionContext::new();
+    let provider = iceberg_datafusion::IcebergCatalogProvider::try_new(catalog)
+        .await
+        .expect("provider");
+    ctx.register_catalog("lake", std::sync::Arc::new(provider));
+    ctx.sql("INSERT INTO lake.bench.wide SELECT CAST(value % 1000 AS INT), value FROM generate_series(0, 99999)")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("inserts");
+
+    let mesh_dir = dir.join("mesh");
+    std::fs::create_dir_all(mesh_dir.join("bench")).expect("mesh dir");
+    std::fs::write(
+        mesh_dir.join("mesh.yaml"),
+        format!(
+            "apiVersion: meshql/v1\nkind: Mesh\nname: bench\nstorage:\n  wh:\n    type: local\n    root: {}\ncatalogs:\n  bench:\n    type: sql\n    uri: sqlite:{}/catalog.db\n    storage: wh\n",
+            warehouse.display(),
+            dir.display()
+        ),
+    )
+    .expect("mesh.yaml");
+    std::fs::write(
+        mesh_dir.join("policies.yaml"),
+        "apiVersion: meshql/v1\nkind: Policies\nrules:\n  - name: everyone reads everything\n    access: allow\n",
+    )
+    .expect("policies");
+    std::fs::write(
+        mesh_dir.join("bench/wide.yaml"),
+        "apiVersion: v3.1.0\nkind: DataContract\nid: bench.wide\nname: wide\nversion: 1.0.0\nstatus: active\ndomain: bench\nteam:\n  name: bench\nschema:\n  - name: wide\n    properties:\n      - name: k\n        physicalType: int\n      - name: v\n        physicalType: bigint\nservers:\n  - server: bench\n    type: iceberg\n    schema: bench\n    table: wide\n",
+    )
+    .expect("contract");
+    let files = std::fs::read_dir(warehouse.join("bench/wide/data"))
+        .expect("data dir")
+        .count();
+    (Mesh::open_strict(&mesh_dir).expect("bench mesh"), files)
+}
