@@ -299,7 +299,8 @@ pub(crate) async fn scan(
     state: &dyn Session,
     projection: Option<&Vec<usize>>,
     filters: &[Expr],
-    limit: Option<usize>,
+    // The limit stays above the scan, which reads whole files.
+    _limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>, ScanError> {
     let product = |e: iceberg::Error| ScanError::Product(iceberg_message(&e));
     let metadata = table.metadata_ref();
@@ -367,8 +368,6 @@ pub(crate) async fn scan(
         .filter(|f| f.column_refs().iter().all(|c| exact(c.name())))
         .cloned()
         .collect();
-    // The limit is applied above the scan, which reads whole files.
-    let _ = limit;
     let scanned = Arc::new(
         actual
             .project(&inner_projection)
