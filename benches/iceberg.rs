@@ -209,7 +209,7 @@ async fn thousand_file_table(dir: &std::path::Path) -> (Mesh, usize) {
         .expect("namespace");
     let schema = Schema::builder()
         .with_fields([
-            NestedField::required(1, "k", Type::Primitive(PrimitiveType::Int)).into(),
+            NestedField::required(1, "k", Type::Primitive(PrimitiveType::Long)).into(),
             NestedField::required(2, "v", Type::Primitive(PrimitiveType::Long)).into(),
         ])
         .build()
@@ -234,12 +234,14 @@ async fn thousand_file_table(dir: &std::path::Path) -> (Mesh, usize) {
         .await
         .expect("provider");
     ctx.register_catalog("lake", std::sync::Arc::new(provider));
-    ctx.sql("INSERT INTO lake.bench.wide SELECT CAST(value % 1000 AS INT), value FROM generate_series(0, 99999)")
-        .await
-        .expect("plans")
-        .collect()
-        .await
-        .expect("inserts");
+    ctx.sql(
+        "INSERT INTO lake.bench.wide SELECT value % 1000, value FROM generate_series(0, 99999)",
+    )
+    .await
+    .expect("plans")
+    .collect()
+    .await
+    .expect("inserts");
 
     let mesh_dir = dir.join("mesh");
     std::fs::create_dir_all(mesh_dir.join("bench")).expect("mesh dir");
@@ -259,7 +261,7 @@ async fn thousand_file_table(dir: &std::path::Path) -> (Mesh, usize) {
     .expect("policies");
     std::fs::write(
         mesh_dir.join("bench/wide.yaml"),
-        "apiVersion: v3.1.0\nkind: DataContract\nid: bench.wide\nname: wide\nversion: 1.0.0\nstatus: active\ndomain: bench\nteam:\n  name: bench\nschema:\n  - name: wide\n    properties:\n      - name: k\n        physicalType: int\n      - name: v\n        physicalType: bigint\nservers:\n  - server: bench\n    type: iceberg\n    schema: bench\n    table: wide\n",
+        "apiVersion: v3.1.0\nkind: DataContract\nid: bench.wide\nname: wide\nversion: 1.0.0\nstatus: active\ndomain: bench\nteam:\n  name: bench\nschema:\n  - name: wide\n    properties:\n      - name: k\n        physicalType: bigint\n      - name: v\n        physicalType: bigint\nservers:\n  - server: bench\n    type: iceberg\n    schema: bench\n    table: wide\n",
     )
     .expect("contract");
     let files = std::fs::read_dir(warehouse.join("bench/wide/data"))
