@@ -264,36 +264,32 @@ impl SchemaProvider for DomainSchema {
         if let Some(table) = self.products.get(name) {
             return Ok(Some(Arc::clone(table)));
         }
-        // `"orders$snapshots"`: a metadata table of an Iceberg product.
-        if let Some((base, kind)) = name.split_once('$') {
-            let Some(governed) = self
-                .products
+        let governed = |base: &str| {
+            self.products
                 .get(base)
                 .and_then(|t| t.as_any().downcast_ref::<GovernedTable>())
-            else {
+        };
+        // `"orders$snapshots"`: a metadata table of an Iceberg product.
+        if let Some((base, kind)) = name.split_once('$') {
+            let Some(product) = governed(base) else {
                 return Ok(None);
             };
-            return governed
+            return product
                 .raw
-                .metadata_table(&governed.policy, kind)
+                .metadata_table(&product.policy, kind)
                 .await
                 .map(Some);
         }
         // `orders@v42`: a product at a past version, governed as it is now.
-        let Some((base, version)) = TimeTravel::parse_table_name(name) else {
-            return Ok(None);
-        };
-        let Some(governed) = self
-            .products
-            .get(base)
-            .and_then(|t| t.as_any().downcast_ref::<GovernedTable>())
+        let Some((product, version)) = TimeTravel::parse_table_name(name)
+            .and_then(|(base, version)| Some((governed(base)?, version)))
         else {
             return Ok(None);
         };
-        let raw = governed.raw.at(version).map_err(DataFusionError::Plan)?;
+        let raw = product.raw.at(version).map_err(DataFusionError::Plan)?;
         Ok(Some(Arc::new(GovernedTable::new(
             Arc::new(raw),
-            Arc::clone(&governed.policy),
+            Arc::clone(&product.policy),
         ))))
     }
 
