@@ -8,6 +8,8 @@
 //! With `MESHQL_BENCH_PYTHON` set to a Python that has the ADBC Flight SQL
 //! driver, the `adbc` section reads the large result through it as well.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,19 +57,6 @@ async fn run(c: &mut FlightSqlServiceClient<Channel>, sql: &str) -> (usize, usiz
     (rows, bytes)
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
-
 /// Whether a section runs: all of them, or those named on the command line
 /// (`cargo bench -p meshql-server --bench flight -- large`).
 fn wanted(section: &str) -> bool {
@@ -106,25 +95,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    // The demo mesh at scale 50, its data generated once into the target
-    // directory and kept for later runs.
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join(format!("bench-data/demo-scale-{SCALE}"));
-    let mesh_dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(&root.join("catalog"), mesh_dir.path());
-    let yaml = std::fs::read_to_string(mesh_dir.path().join("mesh.yaml")).expect("mesh.yaml");
-    let yaml = yaml
-        .replace("root: ../data/demo", &format!("root: {}", data.display()))
-        .replace(
-            "uri: sqlite:../data/demo/",
-            &format!("uri: sqlite:{}/", data.display()),
-        )
-        .replace("scale: 1\n", &format!("scale: {SCALE}\n"))
-        .replace("path: ../data/audit.jsonl", "path: audit.jsonl");
-    std::fs::write(mesh_dir.path().join("mesh.yaml"), yaml).expect("mesh.yaml");
+    let (mesh_dir, data) = common::demo_mesh_at_scale(SCALE);
     let catalog = Catalog::load_strict(mesh_dir.path()).expect("demo mesh");
     eprintln!(
         "demo data at scale {SCALE} in {} (generated on first run)",
@@ -238,7 +209,7 @@ fn main() {
         // when MESHQL_BENCH_PYTHON names a Python that has it (the venv of
         // tests/python/setup.sh).
         if let Some(python) = std::env::var_os("MESHQL_BENCH_PYTHON").filter(|_| wanted("adbc")) {
-            let script = root.join("benches/adbc_read.py");
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/adbc_read.py");
             let out = std::process::Command::new(python)
                 .arg(script)
                 .arg(addr.to_string())

@@ -8,6 +8,8 @@
 //! The demo data at scale 50 is generated into
 //! `$CARGO_TARGET_DIR/bench-data/` on the first run.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use meshql::Mesh;
@@ -35,19 +37,6 @@ const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
-
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times[times.len() / 2]
@@ -58,23 +47,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let data = target.join(format!("bench-data/demo-scale-{SCALE}"));
-    let mesh_dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(&root.join("catalog"), mesh_dir.path());
-    let yaml = std::fs::read_to_string(mesh_dir.path().join("mesh.yaml")).expect("mesh.yaml");
-    let yaml = yaml
-        .replace("root: ../data/demo", &format!("root: {}", data.display()))
-        .replace(
-            "uri: sqlite:../data/demo/",
-            &format!("uri: sqlite:{}/", data.display()),
-        )
-        .replace("scale: 1\n", &format!("scale: {SCALE}\n"))
-        .replace("path: ../data/audit.jsonl", "path: audit.jsonl");
-    std::fs::write(mesh_dir.path().join("mesh.yaml"), yaml).expect("mesh.yaml");
+    let (mesh_dir, data) = common::demo_mesh_at_scale(SCALE);
     // The same orders as a Parquet product over the landing files.
     let orders =
         std::fs::read_to_string(mesh_dir.path().join("sales/orders.yaml")).expect("orders");
