@@ -2,6 +2,9 @@
 //! temporary directory and pointed at demo data of a larger scale, generated
 //! once into `$CARGO_TARGET_DIR/bench-data/` and kept for later runs.
 
+// Each benchmark uses a part of this.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -17,14 +20,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `$CARGO_TARGET_DIR/bench-data/<name>`: where a benchmark keeps the
+/// data it generates, from one run to the next.
+pub fn bench_data(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("bench-data")
+        .join(name)
+}
+
 /// A copy of the demo mesh whose data is the demo at `scale`; returns the
 /// mesh directory and the data directory.
 pub fn demo_mesh_at_scale(scale: u32) -> (tempfile::TempDir, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join(format!("bench-data/demo-scale-{scale}"));
+    let data = bench_data(&format!("demo-scale-{scale}"));
     let mesh_dir = tempfile::tempdir().expect("tempdir");
     copy_dir(&root.join("catalog"), mesh_dir.path());
     let yaml = std::fs::read_to_string(mesh_dir.path().join("mesh.yaml")).expect("mesh.yaml");

@@ -884,3 +884,118 @@ async fn a_rest_catalog_table_reads_as_pyiceberg_reads_it() {
     assert!(msg.starts_with("data product hr.people: "), "{msg}");
     assert!(!msg.contains("lakana_pat_not_a_token"), "{msg}");
 }
+
+/// A merge-on-read table: PyIceberg appends, DuckDB deletes and updates
+/// rows by writing position delete files, all committed through a REST
+/// catalog (lakana-server). meshql reads every state exactly as PyIceberg
+/// reads it, deletes applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_deletes_written_by_duckdb_read_as_pyiceberg_reads_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let warehouse = dir.join("warehouse");
+    std::fs::create_dir_all(&warehouse).expect("warehouse");
+    let server = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || start_rest_catalog(&dir)
+    })
+    .await
+    .expect("lakana-server");
+    let out = std::process::Command::new(python_peers())
+        .arg(root().join("tests/python/duckdb_deletes.py"))
+        .arg(&server.uri)
+        .arg(&server.token)
+        .arg(&warehouse)
+        .output()
+        .expect("runs python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    struct State {
+        snapshot: i64,
+        delete_files: Vec<serde_json::Value>,
+        rows: Vec<Vec<String>>,
+    }
+    let json: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let states: Vec<State> = json
+        .into_iter()
+        .map(|s| State {
+            snapshot: s["snapshot"].as_i64().expect("snapshot id"),
+            delete_files: s["delete_files"].as_array().cloned().unwrap_or_default(),
+            rows: serde_json::from_value(s["rows"].clone()).expect("rows"),
+        })
+        .collect();
+    assert_eq!(states.len(), 3);
+    assert!(states[0].delete_files.is_empty());
+    assert!(
+        !states[1].delete_files.is_empty(),
+        "DuckDB wrote no delete files"
+    );
+    assert_eq!(states[0].rows.len(), 300);
+    assert_eq!(states[1].rows.len(), 260);
+
+    let mesh_dir = dir.join("mesh");
+    write(
+        &mesh_dir,
+        "mesh.yaml",
+        &format!(
+            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  wh:\n    type: local\n    root: {}\ncatalogs:\n  lakana:\n    type: rest\n    uri: {}\n    prefix: dev\n    token: {}\n",
+            warehouse.display(),
+            server.uri,
+            server.token
+        ),
+    );
+    allow_all(&mesh_dir);
+    write(
+        &mesh_dir,
+        "hr/scores.yaml",
+        "apiVersion: v3.1.0\nkind: DataContract\nid: hr.scores\nname: scores\nversion: 1.0.0\nstatus: active\ndomain: hr\nteam:\n  name: hr-team\nschema:\n  - name: scores\n    properties:\n      - name: id\n        physicalType: bigint\n      - name: name\n        physicalType: varchar\n      - name: score\n        physicalType: double\nservers:\n  - server: lakana\n    type: iceberg\n    schema: silver\n    table: scores\n",
+    );
+    let mesh = Mesh::open_strict(&mesh_dir).expect("mesh opens");
+    for state in &states {
+        let sql = format!(
+            "SELECT * FROM hr.scores FOR VERSION AS OF {} ORDER BY id",
+            state.snapshot
+        );
+        assert_eq!(read(&mesh, &sql).await, state.rows, "{sql}");
+    }
+    let last = states.last().expect("a state");
+    assert_eq!(
+        read(&mesh, "SELECT * FROM hr.scores ORDER BY id").await,
+        last.rows
+    );
+    // A filter and an aggregate over the deleted rows.
+    let expected: Vec<&Vec<String>> = last
+        .rows
+        .iter()
+        .filter(|r| r[0].parse::<i64>().expect("id") > 240)
+        .collect();
+    let got = read(
+        &mesh,
+        "SELECT count(*), count(name), min(id), max(id) FROM hr.scores WHERE id > 240",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![vec![
+            expected.len().to_string(),
+            expected
+                .iter()
+                .filter(|r| r[1] != "NULL")
+                .count()
+                .to_string(),
+            expected[0][0].clone(),
+            expected[expected.len() - 1][0].clone(),
+        ]]
+    );
+    // The plan says which files carry deletes.
+    let plan = read(&mesh, "EXPLAIN SELECT * FROM hr.scores").await;
+    let text = plan
+        .iter()
+        .map(|r| r.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("files_with_deletes="), "{text}");
+}

@@ -1,7 +1,8 @@
 //! Iceberg data products: tables in the SQL catalog PyIceberg and
-//! iceberg-rust share, or named by their `metadata.json`, read through
-//! iceberg-datafusion. Every scan loads the table's current metadata, so a
-//! commit by another engine is visible to the next query.
+//! iceberg-rust share, in a REST catalog, or named by their
+//! `metadata.json`. Every scan loads the table's current metadata, so a
+//! commit by another engine is visible to the next query; the files are
+//! planned and read by `iceberg_scan`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::common::ScalarValue;
+use datafusion::common::{ScalarValue, Statistics};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
@@ -17,22 +18,15 @@ use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::Partitioning;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet,
-};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlanProperties, PlanProperties,
 };
-use futures::{StreamExt, TryStreamExt};
-use iceberg::expr::Predicate;
+use futures::StreamExt;
 use iceberg::io::FileIOBuilder;
 
 use crate::iceberg_io::{Buckets, MeshStorageFactory};
-use iceberg::scan::FileScanTask;
 use iceberg::table::{StaticTable, Table};
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent};
 use iceberg_catalog_sql::{
@@ -43,6 +37,7 @@ use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 use meshql_manifest::{IcebergCatalog, IcebergCatalogKind, Server, Storage, StorageKind};
 use tokio::sync::OnceCell;
 
+use crate::iceberg_scan::{IcebergScanExec, ScanRequest};
 use crate::types::check_data_schema;
 
 /// One Iceberg catalog of the mesh, connected on first use and shared by
@@ -299,8 +294,7 @@ pub(crate) async fn scan(
     state: &dyn Session,
     projection: Option<&Vec<usize>>,
     filters: &[Expr],
-    // The limit stays above the scan, which reads whole files.
-    _limit: Option<usize>,
+    limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>, ScanError> {
     let product = |e: iceberg::Error| ScanError::Product(iceberg_message(&e));
     let metadata = table.metadata_ref();
@@ -373,14 +367,24 @@ pub(crate) async fn scan(
             .project(&inner_projection)
             .map_err(|e| ScanError::DataFusion(e.into()))?,
     );
-    let plan: Arc<dyn ExecutionPlan> = Arc::new(IcebergScanExec::new(
-        product_name.to_string(),
-        table,
-        snapshot,
-        Arc::clone(&scanned),
-        convert_filters_to_predicate(&pushed),
-        state.config().target_partitions().max(1),
-    ));
+    let filter = physical_filter(&pushed, &actual, state);
+    let plan: Arc<dyn ExecutionPlan> = Arc::new(
+        IcebergScanExec::plan(
+            ScanRequest {
+                product: product_name.to_string(),
+                table,
+                snapshot,
+                file_schema: Arc::clone(&actual),
+                projection: inner_projection,
+                predicate: convert_filters_to_predicate(&pushed),
+                filter,
+                limit,
+            },
+            state,
+        )
+        .await
+        .map_err(ScanError::DataFusion)?,
+    );
     let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());
     let mut reshaped = scanned.fields().len() != wanted.len();
     for (&i, source) in wanted.iter().zip(&sources) {
@@ -421,218 +425,30 @@ pub(crate) async fn scan(
     Ok(Arc::new(Reschema::new(plan, target)))
 }
 
-/// Reads an Iceberg snapshot in parallel: the files left after partition
-/// and metrics pruning are planned once, on first execution, and dealt to
-/// the output partitions by size; each partition reads its files through
-/// iceberg-rust's Arrow reader, which applies delete files and row-group
-/// pruning. `EXPLAIN ANALYZE` shows the files and bytes read.
-struct IcebergScanExec {
-    /// `domain.product`, for errors.
-    product: String,
-    table: Table,
-    snapshot: Option<i64>,
-    schema: SchemaRef,
-    predicate: Option<Predicate>,
-    partitions: usize,
-    planned: Arc<OnceCell<Vec<Vec<FileScanTask>>>>,
-    metrics: ExecutionPlanMetricsSet,
-    properties: Arc<PlanProperties>,
-}
+/// The filters handed to the scan as one physical predicate over the
+/// file schema, which prunes row groups and pages; None when they cannot
+/// be planned there (they are evaluated above the scan anyway).
+fn physical_filter(
+    filters: &[Expr],
+    schema: &SchemaRef,
+    state: &dyn Session,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    use datafusion::common::DFSchema;
+    use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 
-impl std::fmt::Debug for IcebergScanExec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IcebergScanExec")
-            .field("table", &self.table.identifier().to_string())
-            .field("snapshot", &self.snapshot)
-            .finish_non_exhaustive()
-    }
-}
-
-impl IcebergScanExec {
-    fn new(
-        product: String,
-        table: Table,
-        snapshot: Option<i64>,
-        schema: SchemaRef,
-        predicate: Option<Predicate>,
-        partitions: usize,
-    ) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        Self {
-            product,
-            table,
-            snapshot,
-            schema,
-            predicate,
-            partitions,
-            planned: Arc::new(OnceCell::new()),
-            metrics: ExecutionPlanMetricsSet::new(),
-            properties: Arc::new(properties),
-        }
-    }
-
-    /// The files to read, pruned by the predicate, dealt to partitions:
-    /// largest first, each to the partition with the fewest bytes so far.
-    async fn plan_files(
-        table: &Table,
-        snapshot: Option<i64>,
-        columns: Vec<String>,
-        predicate: Option<Predicate>,
-        partitions: usize,
-    ) -> iceberg::Result<Vec<Vec<FileScanTask>>> {
-        let mut builder = table.scan().select(columns);
-        if let Some(id) = snapshot {
-            builder = builder.snapshot_id(id);
-        }
-        if let Some(p) = predicate {
-            builder = builder.with_filter(p);
-        }
-        let mut tasks: Vec<FileScanTask> =
-            builder.build()?.plan_files().await?.try_collect().await?;
-        tasks.sort_by_key(|t| std::cmp::Reverse(t.length));
-        let mut dealt: Vec<(u64, Vec<FileScanTask>)> =
-            (0..partitions).map(|_| (0, Vec::new())).collect();
-        for task in tasks {
-            if let Some(least) = dealt.iter_mut().min_by_key(|(bytes, _)| *bytes) {
-                least.0 += task.length;
-                least.1.push(task);
-            }
-        }
-        Ok(dealt.into_iter().map(|(_, t)| t).collect())
-    }
-}
-
-impl DisplayAs for IcebergScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IcebergScan: {}", self.table.identifier())?;
-        if let Some(id) = self.snapshot {
-            write!(f, " snapshot={id}")?;
-        }
-        let columns: Vec<&str> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        write!(f, " columns=[{}]", columns.join(", "))?;
-        if let Some(p) = &self.predicate {
-            write!(f, " predicate=[{p}]")?;
-        }
-        Ok(())
-    }
-}
-
-impl ExecutionPlan for IcebergScanExec {
-    fn name(&self) -> &str {
-        "IcebergScan"
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let files: Count = MetricBuilder::new(&self.metrics).counter("files_scanned", partition);
-        let bytes: Gauge = MetricBuilder::new(&self.metrics).gauge("bytes_scanned", partition);
-        let table = self.table.clone();
-        let snapshot = self.snapshot;
-        let columns: Vec<String> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let predicate = self.predicate.clone();
-        let partitions = self.partitions;
-        let planned = Arc::clone(&self.planned);
-        let product = self.product.clone();
-        let batch_size = context.session_config().batch_size();
-        let schema = Arc::clone(&self.schema);
-        let stream = futures::stream::once(async move {
-            let dealt = planned
-                .get_or_try_init(|| {
-                    Self::plan_files(&table, snapshot, columns, predicate, partitions)
-                })
-                .await
-                .map_err(iceberg_datafusion::to_datafusion_error)?;
-            let mine = dealt.get(partition).cloned().unwrap_or_default();
-            files.add(mine.len());
-            // One file at a time, so that an error names its file.
-            let read_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let stream = futures::stream::iter(mine).then(move |task| {
-                let (table, product, bytes, read_bytes) = (
-                    table.clone(),
-                    product.clone(),
-                    bytes.clone(),
-                    Arc::clone(&read_bytes),
-                );
-                async move {
-                    let file = task.data_file_path.clone();
-                    let fail = move |e: iceberg::Error| {
-                        DataFusionError::External(Box::new(crate::error::Error::Product {
-                            product: product.clone(),
-                            message: format!("cannot read {file}: {}", iceberg_message(&e)),
-                        }))
-                    };
-                    let one = futures::stream::iter([Ok(task)]).boxed();
-                    let result = table
-                        .reader_builder()
-                        .with_batch_size(batch_size)
-                        .build()
-                        .read(one)
-                        .map_err(fail.clone())?;
-                    let metrics = result.metrics().clone();
-                    let base = read_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                    Ok::<_, DataFusionError>(result.stream().map(move |b| {
-                        let total = base + metrics.bytes_read();
-                        read_bytes.store(total, std::sync::atomic::Ordering::Relaxed);
-                        bytes.set(total as usize);
-                        b.map_err(fail.clone())
-                    }))
-                }
-            });
-            Ok::<_, DataFusionError>(stream.try_flatten())
+    let conjunction = datafusion::logical_expr::utils::conjunction(filters.iter().cloned())?;
+    // The scan's schema has no table qualifier.
+    let unqualified = conjunction
+        .transform(|e| match e {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(
+                datafusion::common::Column::new_unqualified(c.name),
+            ))),
+            other => Ok(Transformed::no(other)),
         })
-        .try_flatten()
-        .filter_map(move |b| {
-            // Counts rows, batches and bytes for EXPLAIN ANALYZE.
-            let polled = baseline.record_poll(std::task::Poll::Ready(Some(b)));
-            std::future::ready(match polled {
-                std::task::Poll::Ready(Some(b)) => Some(b),
-                _ => None,
-            })
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
-    }
+        .data()
+        .ok()?;
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).ok()?;
+    state.create_physical_expr(unqualified, &df_schema).ok()
 }
 
 /// Passes batches through under another schema with the same types: the
@@ -695,6 +511,10 @@ impl ExecutionPlan for Reschema {
                 "IcebergContractSchema takes one input".into(),
             )),
         }
+    }
+
+    fn partition_statistics(&self, partition: Option<usize>) -> DfResult<Statistics> {
+        self.input.partition_statistics(partition)
     }
 
     fn execute(

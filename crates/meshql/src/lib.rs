@@ -29,6 +29,7 @@ mod error;
 pub mod governance;
 mod iceberg;
 mod iceberg_io;
+mod iceberg_scan;
 mod principal;
 mod session;
 mod storage;

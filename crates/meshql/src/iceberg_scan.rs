@@ -1,0 +1,734 @@
+//! Reading an Iceberg snapshot: iceberg-rust plans the files (partition and
+//! metrics pruning over the manifests), and DataFusion's own Parquet scan
+//! reads them, with the runtime's footer cache, row-group and page pruning
+//! and byte-range splitting of large files, exactly as it reads a Parquet
+//! product. Columns are matched to the files by Iceberg field id, not by
+//! name. Files that carry delete files are read through iceberg-rust's
+//! Arrow reader, which applies position and equality deletes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileGroupPartitioner, FileOpenFuture, FileOpener, FileScanConfig,
+    FileScanConfigBuilder, FileStream, ParquetSource,
+};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::parquet::arrow::PARQUET_FIELD_ID_META_KEY;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr_adapter::{
+    DefaultPhysicalExprAdapter, PhysicalExprAdapter, PhysicalExprAdapterFactory,
+};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::{StreamExt, TryStreamExt};
+use iceberg::expr::Predicate;
+use iceberg::scan::FileScanTask;
+use iceberg::spec::{DataFileFormat, Literal, PrimitiveLiteral, Transform};
+use iceberg::table::Table;
+
+use crate::iceberg::iceberg_message;
+
+/// What to read of one snapshot.
+pub(crate) struct ScanRequest {
+    /// `domain.product`, for errors.
+    pub(crate) product: String,
+    pub(crate) table: Table,
+    pub(crate) snapshot: Option<i64>,
+    /// The snapshot's whole schema as Arrow, fields carrying their ids.
+    pub(crate) file_schema: SchemaRef,
+    /// The columns read, as indices into `file_schema`.
+    pub(crate) projection: Vec<usize>,
+    /// Prunes manifests and files (partition values and column metrics).
+    pub(crate) predicate: Option<Predicate>,
+    /// The same filters over `file_schema`: prunes row groups and pages.
+    pub(crate) filter: Option<Arc<dyn PhysicalExpr>>,
+    pub(crate) limit: Option<usize>,
+}
+
+/// One partition's files: those DataFusion's Parquet scan reads (in the
+/// scan configuration's file group of the same index) and those read
+/// through iceberg-rust because delete files apply to them.
+#[derive(Default, Clone)]
+struct Share {
+    rows: u64,
+    bytes: u64,
+    files: usize,
+    with_deletes: Vec<FileScanTask>,
+}
+
+/// The scan of an Iceberg snapshot, planned to its files.
+pub(crate) struct IcebergScanExec {
+    product: String,
+    table: Table,
+    snapshot: Option<i64>,
+    /// The columns produced (the projected `file_schema`).
+    schema: SchemaRef,
+    predicate: Option<Predicate>,
+    /// DataFusion's Parquet scan of the files without deletes.
+    parquet: FileScanConfig,
+    shares: Vec<Share>,
+    metrics: ExecutionPlanMetricsSet,
+    properties: Arc<PlanProperties>,
+}
+
+impl std::fmt::Debug for IcebergScanExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IcebergScanExec")
+            .field("table", &self.table.identifier().to_string())
+            .field("snapshot", &self.snapshot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IcebergScanExec {
+    /// Plans the files of the snapshot `request` reads and the partitions
+    /// that read them.
+    pub(crate) async fn plan(request: ScanRequest, state: &dyn Session) -> DfResult<Self> {
+        let ScanRequest {
+            product,
+            table,
+            snapshot,
+            file_schema,
+            projection,
+            predicate,
+            filter,
+            limit,
+        } = request;
+        let schema = Arc::new(file_schema.project(&projection)?);
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut builder = table.scan().select(columns);
+        if let Some(id) = snapshot {
+            builder = builder.snapshot_id(id);
+        }
+        if let Some(p) = predicate.clone() {
+            builder = builder.with_filter(p);
+        }
+        let planned = async {
+            builder
+                .build()?
+                .plan_files()
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        };
+        let mut tasks = planned.await.map_err(|e| {
+            product_error(
+                &product,
+                format!("cannot plan the scan: {}", iceberg_message(&e)),
+            )
+        })?;
+
+        // Files DataFusion reads must sit in one object store the runtime
+        // knows; the first file's store is the scan's.
+        let runtime = state.runtime_env();
+        let store_url = tasks
+            .iter()
+            .find_map(|t| object_location(&t.data_file_path).map(|(url, _)| url))
+            .filter(|url| runtime.object_store(url).is_ok())
+            .unwrap_or_else(ObjectStoreUrl::local_filesystem);
+
+        // Largest first, each to the partition with the fewest bytes so far.
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.length));
+        let partitions = state.config().target_partitions().max(1);
+        let mut shares = vec![Share::default(); partitions];
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
+        for task in tasks {
+            let Some(i) = (0..partitions).min_by_key(|&i| shares[i].bytes) else {
+                break;
+            };
+            let share = &mut shares[i];
+            share.bytes += task.length;
+            share.rows += task.record_count.unwrap_or(0);
+            share.files += 1;
+            let direct = task.deletes.is_empty()
+                && task.data_file_format == DataFileFormat::Parquet
+                && object_location(&task.data_file_path).is_some_and(|(url, _)| url == store_url);
+            match object_location(&task.data_file_path) {
+                Some((_, path)) if direct => {
+                    groups[i].push(partitioned_file(&task, path.as_ref(), &file_schema));
+                }
+                _ => share.with_deletes.push(task),
+            }
+        }
+
+        let options = state.config_options();
+        let mut source = ParquetSource::new(Arc::clone(&file_schema))
+            .with_table_parquet_options(state.table_options().parquet.clone())
+            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                exact_ranges(runtime.object_store(&store_url)?, &store_url),
+                runtime.cache_manager.get_file_metadata_cache(),
+            )));
+        if let Some(filter) = filter {
+            source = source.with_predicate(filter);
+        }
+        let mut file_groups: Vec<FileGroup> = groups.into_iter().map(FileGroup::new).collect();
+        // Large files are split into byte ranges, as for Parquet products.
+        if options.optimizer.repartition_file_scans
+            && let Some(split) = FileGroupPartitioner::new()
+                .with_target_partitions(partitions)
+                .with_repartition_file_min_size(options.optimizer.repartition_file_min_size)
+                .repartition_file_groups(&file_groups)
+        {
+            file_groups = split;
+        }
+        let partitions = file_groups.len().max(shares.len());
+        file_groups.resize_with(partitions, || FileGroup::new(Vec::new()));
+        shares.resize_with(partitions, Share::default);
+        let parquet = FileScanConfigBuilder::new(store_url, Arc::new(source))
+            .with_file_groups(file_groups)
+            .with_projection_indices(Some(projection))?
+            .with_limit(limit)
+            .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory)))
+            .build();
+        let metrics = parquet.file_source().metrics().clone();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Self {
+            product,
+            table,
+            snapshot,
+            schema,
+            predicate,
+            parquet,
+            shares,
+            metrics,
+            properties: Arc::new(properties),
+        })
+    }
+
+    /// The files planned, across all partitions.
+    fn file_count(&self) -> usize {
+        self.shares.iter().map(|s| s.files).sum()
+    }
+}
+
+/// Where a data file lives, as the runtime's object store and the path in
+/// it.
+fn object_location(location: &str) -> Option<(ObjectStoreUrl, object_store::path::Path)> {
+    if location.starts_with('/') {
+        let path = object_store::path::Path::from_filesystem_path(location).ok()?;
+        return Some((ObjectStoreUrl::local_filesystem(), path));
+    }
+    let url = url::Url::parse(location).ok()?;
+    let path = object_store::path::Path::from_url_path(url.path()).ok()?;
+    match url.scheme() {
+        "file" => Some((ObjectStoreUrl::local_filesystem(), path)),
+        "s3" | "s3a" | "s3n" => {
+            let store = ObjectStoreUrl::parse(format!("s3://{}", url.host_str()?)).ok()?;
+            Some((store, path))
+        }
+        _ => None,
+    }
+}
+
+/// The store the scan reads through. The file sizes come from the
+/// manifests, so a file that is shorter than its manifest says (replaced
+/// or truncated behind the table's back) must fail the read: a remote
+/// store returns what it has of a range past the end, and object_store's
+/// range coalescing panics on that. The local file system checks ranges
+/// itself.
+fn exact_ranges(
+    store: Arc<dyn object_store::ObjectStore>,
+    url: &ObjectStoreUrl,
+) -> Arc<dyn object_store::ObjectStore> {
+    if *url == ObjectStoreUrl::local_filesystem() {
+        store
+    } else {
+        Arc::new(ExactRanges(store))
+    }
+}
+
+/// An object store whose range reads return the whole range or fail.
+#[derive(Debug)]
+struct ExactRanges(Arc<dyn object_store::ObjectStore>);
+
+impl std::fmt::Display for ExactRanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for ExactRanges {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.0.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        let wanted = match &options.range {
+            Some(object_store::GetRange::Bounded(r)) => Some(r.clone()),
+            _ => None,
+        };
+        let result = self.0.get_opts(location, options).await?;
+        match wanted {
+            Some(r) if result.range != r => Err(object_store::Error::Generic {
+                store: "mesh",
+                source: format!(
+                    "the file is {} bytes long, shorter than its table metadata says (bytes {}..{} were asked for)",
+                    result.meta.size, r.start, r.end
+                )
+                .into(),
+            }),
+            _ => Ok(result),
+        }
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+/// A data file for DataFusion's scan. Identity-partitioned columns are
+/// given as constants from the manifest, as the Iceberg spec says, so they
+/// read right even from files that do not store them.
+fn partitioned_file(task: &FileScanTask, path: &str, file_schema: &Schema) -> PartitionedFile {
+    let whole = task.start == 0 && task.length == task.file_size_in_bytes;
+    let file = if whole {
+        PartitionedFile::new(path, task.file_size_in_bytes)
+    } else {
+        PartitionedFile::new_with_range(
+            path.to_string(),
+            task.file_size_in_bytes,
+            task.start as i64,
+            (task.start + task.length) as i64,
+        )
+    };
+    let (Some(spec), Some(values), Some(rows)) =
+        (&task.partition_spec, &task.partition, task.record_count)
+    else {
+        return file;
+    };
+    let mut columns = vec![ColumnStatistics::new_unknown(); file_schema.fields().len()];
+    let mut any = false;
+    for (field, value) in spec.fields().iter().zip(values.iter()) {
+        if field.transform != Transform::Identity {
+            continue;
+        }
+        let Some(index) = file_schema
+            .fields()
+            .iter()
+            .position(|f| field_id(f) == Some(field.source_id))
+        else {
+            continue;
+        };
+        let Some(Literal::Primitive(value)) = value else {
+            continue;
+        };
+        let Some(scalar) = scalar(value, file_schema.field(index).data_type()) else {
+            continue;
+        };
+        columns[index] = ColumnStatistics {
+            null_count: Precision::Exact(0),
+            min_value: Precision::Exact(scalar.clone()),
+            max_value: Precision::Exact(scalar),
+            ..ColumnStatistics::new_unknown()
+        };
+        any = true;
+    }
+    if !any {
+        return file;
+    }
+    let statistics = Statistics {
+        num_rows: Precision::Exact(rows as usize),
+        total_byte_size: Precision::Absent,
+        column_statistics: columns,
+    };
+    file.with_statistics(Arc::new(statistics))
+}
+
+/// An Iceberg partition value as a value of the column's Arrow type, for
+/// the types identity partitions commonly have.
+fn scalar(value: &PrimitiveLiteral, data_type: &DataType) -> Option<ScalarValue> {
+    Some(match (value, data_type) {
+        (PrimitiveLiteral::Boolean(v), DataType::Boolean) => ScalarValue::Boolean(Some(*v)),
+        (PrimitiveLiteral::Int(v), DataType::Int32) => ScalarValue::Int32(Some(*v)),
+        (PrimitiveLiteral::Int(v), DataType::Date32) => ScalarValue::Date32(Some(*v)),
+        (PrimitiveLiteral::Long(v), DataType::Int64) => ScalarValue::Int64(Some(*v)),
+        (PrimitiveLiteral::Long(v), DataType::Timestamp(TimeUnit::Microsecond, tz)) => {
+            ScalarValue::TimestampMicrosecond(Some(*v), tz.clone())
+        }
+        (PrimitiveLiteral::String(v), DataType::Utf8) => ScalarValue::Utf8(Some(v.clone())),
+        (PrimitiveLiteral::String(v), DataType::LargeUtf8) => {
+            ScalarValue::LargeUtf8(Some(v.clone()))
+        }
+        (PrimitiveLiteral::Int128(v), DataType::Decimal128(p, s)) => {
+            ScalarValue::Decimal128(Some(*v), *p, *s)
+        }
+        _ => return None,
+    })
+}
+
+fn field_id(field: &Field) -> Option<i32> {
+    field
+        .metadata()
+        .get(PARQUET_FIELD_ID_META_KEY)
+        .and_then(|id| id.parse().ok())
+}
+
+fn product_error(product: &str, message: String) -> DataFusionError {
+    DataFusionError::External(Box::new(crate::error::Error::Product {
+        product: product.to_string(),
+        message,
+    }))
+}
+
+/// Matches the columns a query reads to a data file's columns by Iceberg
+/// field id: a renamed column reads from its old name, a dropped and
+/// re-added one does not read the old data, an added one reads NULL, a
+/// widened one is cast. Files without field ids are matched by name.
+#[derive(Debug)]
+struct FieldIdAdapterFactory;
+
+impl PhysicalExprAdapterFactory for FieldIdAdapterFactory {
+    fn create(
+        &self,
+        logical_file_schema: SchemaRef,
+        physical_file_schema: SchemaRef,
+    ) -> DfResult<Arc<dyn PhysicalExprAdapter>> {
+        let by_id: HashMap<i32, &str> = logical_file_schema
+            .fields()
+            .iter()
+            .filter_map(|f| Some((field_id(f)?, f.name().as_str())))
+            .collect();
+        let has_ids = physical_file_schema
+            .fields()
+            .iter()
+            .any(|f| field_id(f).is_some());
+        // The file's columns under the names the table gives their ids; a
+        // column whose id the table no longer has gets a name no column
+        // of the table can have.
+        let renamed = if has_ids {
+            let fields: Vec<Field> = physical_file_schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let name = match field_id(f) {
+                        Some(id) => match by_id.get(&id) {
+                            Some(name) => (*name).to_string(),
+                            None => format!("\u{0}dropped field {id}"),
+                        },
+                        None => format!("\u{0}no field id {}", f.name()),
+                    };
+                    f.as_ref().clone().with_name(name)
+                })
+                .collect();
+            Arc::new(Schema::new_with_metadata(
+                fields,
+                physical_file_schema.metadata().clone(),
+            ))
+        } else {
+            Arc::clone(&physical_file_schema)
+        };
+        Ok(Arc::new(FieldIdAdapter {
+            inner: DefaultPhysicalExprAdapter::new(logical_file_schema, renamed),
+            physical: physical_file_schema,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct FieldIdAdapter {
+    inner: DefaultPhysicalExprAdapter,
+    physical: SchemaRef,
+}
+
+impl PhysicalExprAdapter for FieldIdAdapter {
+    fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> DfResult<Arc<dyn PhysicalExpr>> {
+        // Columns take the file's own names again: row-group statistics
+        // and page indexes are looked up by them.
+        self.inner
+            .rewrite(expr)?
+            .transform(|e| {
+                let Some(column) = e.as_any().downcast_ref::<Column>() else {
+                    return Ok(Transformed::no(e));
+                };
+                let Some(field) = self.physical.fields().get(column.index()) else {
+                    return Ok(Transformed::no(e));
+                };
+                if field.name() == column.name() {
+                    return Ok(Transformed::no(e));
+                }
+                let renamed: Arc<dyn PhysicalExpr> =
+                    Arc::new(Column::new(field.name(), column.index()));
+                Ok(Transformed::yes(renamed))
+            })
+            .data()
+    }
+}
+
+/// Names the product and the file in every error of reading a file.
+struct NamingOpener {
+    inner: Arc<dyn FileOpener>,
+    product: String,
+    store: ObjectStoreUrl,
+}
+
+impl FileOpener for NamingOpener {
+    fn open(&self, file: PartitionedFile) -> DfResult<FileOpenFuture> {
+        let store = self.store.as_str().trim_end_matches('/');
+        let location = format!("{store}/{}", file.object_meta.location);
+        let product = self.product.clone();
+        let name = move |e: DataFusionError| {
+            product_error(
+                &product,
+                format!(
+                    "cannot read {location}: {}",
+                    crate::error::clean_datafusion_message(&e)
+                ),
+            )
+        };
+        let opening = self.inner.open(file).map_err(name.clone())?;
+        Ok(Box::pin(async move {
+            let stream = opening.await.map_err(name.clone())?;
+            Ok(stream.map_err(name).boxed())
+        }))
+    }
+}
+
+impl DisplayAs for IcebergScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IcebergScan: {}", self.table.identifier())?;
+        if let Some(id) = self.snapshot {
+            write!(f, " snapshot={id}")?;
+        }
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(f, " columns=[{}]", columns.join(", "))?;
+        if let Some(p) = &self.predicate {
+            write!(f, " predicate=[{p}]")?;
+        }
+        let deletes: usize = self.shares.iter().map(|s| s.with_deletes.len()).sum();
+        write!(f, " files={}", self.file_count())?;
+        if deletes > 0 {
+            write!(f, " files_with_deletes={deletes}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for IcebergScanExec {
+    fn name(&self) -> &str {
+        "IcebergScan"
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    /// Row counts and sizes from the manifests: upper bounds, since
+    /// deletes and row-group pruning may remove rows.
+    fn partition_statistics(&self, partition: Option<usize>) -> DfResult<Statistics> {
+        let (rows, bytes) = match partition {
+            Some(p) => self.shares.get(p).map_or((0, 0), |s| (s.rows, s.bytes)),
+            None => self
+                .shares
+                .iter()
+                .fold((0, 0), |(r, b), s| (r + s.rows, b + s.bytes)),
+        };
+        let mut statistics = Statistics::new_unknown(&self.schema);
+        statistics.num_rows = Precision::Inexact(rows as usize);
+        statistics.total_byte_size = Precision::Inexact(bytes as usize);
+        if let Some(limit) = self.parquet.limit {
+            statistics.num_rows = statistics.num_rows.min(&Precision::Inexact(limit));
+        }
+        Ok(statistics)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let files: Count = MetricBuilder::new(&self.metrics).counter("files_scanned", partition);
+        let share = self.shares.get(partition).cloned().unwrap_or_default();
+        files.add(share.files);
+
+        // The files without deletes, through DataFusion's Parquet scan.
+        let group_empty = self
+            .parquet
+            .file_groups
+            .get(partition)
+            .is_none_or(|g| g.is_empty());
+        let direct = if group_empty {
+            None
+        } else {
+            let store = context
+                .runtime_env()
+                .object_store(&self.parquet.object_store_url)?;
+            let source = self
+                .parquet
+                .file_source()
+                .with_batch_size(context.session_config().batch_size());
+            let opener = Arc::new(NamingOpener {
+                inner: source.create_file_opener(store, &self.parquet, partition)?,
+                product: self.product.clone(),
+                store: self.parquet.object_store_url.clone(),
+            });
+            Some(FileStream::new(
+                &self.parquet,
+                partition,
+                opener,
+                source.metrics(),
+            )?)
+        };
+
+        // The files with deletes, one at a time through iceberg-rust, so
+        // that an error names its file.
+        let bytes: Count = MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition);
+        let (table, product) = (self.table.clone(), self.product.clone());
+        let batch_size = context.session_config().batch_size();
+        let merged = futures::stream::iter(share.with_deletes)
+            .then(move |task| {
+                let (table, product, bytes) = (table.clone(), product.clone(), bytes.clone());
+                async move {
+                    let file = task.data_file_path.clone();
+                    let fail = move |e: iceberg::Error| {
+                        product_error(
+                            &product,
+                            format!("cannot read {file}: {}", iceberg_message(&e)),
+                        )
+                    };
+                    let one = futures::stream::iter([Ok(task)]).boxed();
+                    let result = table
+                        .reader_builder()
+                        .with_batch_size(batch_size)
+                        .build()
+                        .read(one)
+                        .map_err(fail.clone())?;
+                    let metrics = result.metrics().clone();
+                    let mut counted = 0;
+                    Ok::<_, DataFusionError>(result.stream().map(move |b| {
+                        let total = metrics.bytes_read();
+                        bytes.add((total - counted) as usize);
+                        counted = total;
+                        b.map_err(fail.clone())
+                    }))
+                }
+            })
+            .try_flatten();
+        let stream = match direct {
+            Some(direct) => direct.chain(merged).boxed(),
+            None => merged.boxed(),
+        };
+        let stream = stream.filter_map(move |b| {
+            // Counts rows, batches and bytes for EXPLAIN ANALYZE.
+            let polled = baseline.record_poll(std::task::Poll::Ready(Some(b)));
+            std::future::ready(match polled {
+                std::task::Poll::Ready(Some(b)) => Some(b),
+                _ => None,
+            })
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_files_resolve_to_the_runtime_stores() {
+        let (store, path) =
+            object_location("file:///data/mesh/t/data/a%20b.parquet").expect("file");
+        assert_eq!(store, ObjectStoreUrl::local_filesystem());
+        assert_eq!(path.as_ref(), "data/mesh/t/data/a b.parquet");
+        let (store, path) = object_location("s3://lake/warehouse/t/x.parquet").expect("s3");
+        assert_eq!(store.as_str(), "s3://lake/");
+        assert_eq!(path.as_ref(), "warehouse/t/x.parquet");
+        assert!(object_location("gs://lake/x.parquet").is_none());
+    }
+}
