@@ -62,12 +62,21 @@ fn pyiceberg_with(dir: &Path, step: &str, env: &[(&str, &str)]) -> State {
 /// A mesh over PyIceberg's SQLite catalog in `dir`, with the product
 /// `shop.events` declaring `columns`.
 fn mesh(dir: &Path, columns: &[(&str, &str)]) -> Mesh {
+    mesh_over(
+        dir,
+        &format!("sqlite:{}/catalog.db", dir.display()),
+        columns,
+    )
+}
+
+/// [`mesh`] over the SQL catalog at `uri`.
+fn mesh_over(dir: &Path, uri: &str, columns: &[(&str, &str)]) -> Mesh {
     let mesh_dir = dir.join("mesh");
     write(
         &mesh_dir,
         "mesh.yaml",
         &format!(
-            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  wh:\n    type: local\n    root: {dir}/warehouse\ncatalogs:\n  pylake:\n    type: sql\n    uri: sqlite:{dir}/catalog.db\n    storage: wh\n",
+            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  wh:\n    type: local\n    root: {dir}/warehouse\ncatalogs:\n  pylake:\n    type: sql\n    uri: {uri}\n    storage: wh\n",
             dir = dir.display()
         ),
     );
@@ -998,4 +1007,154 @@ async fn position_deletes_written_by_duckdb_read_as_pyiceberg_reads_them() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(text.contains("files_with_deletes="), "{text}");
+}
+
+/// A PostgreSQL server of the test's own on 127.0.0.1, in `dir/pg`.
+struct Postgres {
+    child: std::process::Child,
+    data: std::path::PathBuf,
+    port: u16,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // The postmaster's pid is the first line of postmaster.pid; the
+        // child may be `runuser`, which does not pass signals on.
+        if let Some(pid) = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The directory of PostgreSQL's server programs (`initdb`, `postgres`):
+/// Debian's, which `.ci/run` installs.
+fn postgres_bin() -> std::path::PathBuf {
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().expect(
+        "no PostgreSQL server under /usr/lib/postgresql: .ci/run installs Debian's `postgresql`",
+    )
+}
+
+/// Runs a PostgreSQL program as the `postgres` user when the tests run as
+/// root (PostgreSQL refuses root), directly otherwise.
+fn as_postgres(program: &Path) -> std::process::Command {
+    if nix::unistd::Uid::effective().is_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+fn start_postgres(dir: &Path) -> Postgres {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = postgres_bin();
+    let data = dir.join("pg");
+    std::fs::create_dir_all(&data).expect("pg dir");
+    if nix::unistd::Uid::effective().is_root() {
+        // The server runs as `postgres`: it must reach and own its directory.
+        let user = nix::unistd::User::from_name("postgres")
+            .expect("users")
+            .expect("a postgres user");
+        std::os::unix::fs::chown(&data, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            .expect("chown");
+        let mut dir = Some(dir);
+        while let Some(d) = dir {
+            if d == Path::new("/") {
+                break;
+            }
+            let mut perms = std::fs::metadata(d).expect("meta").permissions();
+            perms.set_mode(perms.mode() | 0o011);
+            let _ = std::fs::set_permissions(d, perms);
+            dir = d.parent();
+        }
+    }
+    let init = as_postgres(&bin.join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-A", "trust", "-U", "meshql", "-E", "UTF8", "--no-sync"])
+        .output()
+        .expect("runs initdb");
+    assert!(
+        init.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = as_postgres(&bin.join("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(&data)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-F"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts postgres");
+    let server = Postgres { child, data, port };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "postgres did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server
+}
+
+/// PostgreSQL as the SQL catalog: PyIceberg writes its tables there and
+/// meshql reads them through the same catalog tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_sql_catalog_reads_as_pyiceberg_writes_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let pg = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || start_postgres(&dir)
+    })
+    .await
+    .expect("postgres");
+    let sqlalchemy = format!(
+        "postgresql+psycopg2://meshql@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    let env = [("MESHQL_CATALOG_URI", sqlalchemy.as_str())];
+    let uri = format!("postgres://meshql@127.0.0.1:{}/postgres", pg.port);
+    let all = "SELECT * FROM shop.events ORDER BY id";
+    let created = pyiceberg_with(&dir, "create", &env);
+    assert_eq!(created.rows.len(), 3);
+    assert_eq!(read(&mesh_over(&dir, &uri, V1), all).await, created.rows);
+    let appended = pyiceberg_with(&dir, "append", &env);
+    pyiceberg_with(&dir, "add", &env);
+    let renamed = pyiceberg_with(&dir, "rename", &env);
+    let v3 = mesh_over(&dir, &uri, V3);
+    assert_eq!(read(&v3, all).await, renamed.rows);
+    let back = format!(
+        "SELECT * FROM shop.events FOR VERSION AS OF {} ORDER BY id",
+        appended.snapshot
+    );
+    assert_eq!(read(&mesh_over(&dir, &uri, V1), &back).await, appended.rows);
+    // No SQLite catalog was involved.
+    assert!(!dir.join("catalog.db").exists());
 }

@@ -50,9 +50,12 @@ if endpoint:
         },
     )
 else:
+    # With MESHQL_CATALOG_URI (a SQLAlchemy URL such as
+    # postgresql+psycopg2://user@127.0.0.1:5432/db), the catalog is in that
+    # database instead of DIR/catalog.db.
     catalog = SqlCatalog(
         "pylake",
-        uri=f"sqlite:///{directory}/catalog.db",
+        uri=os.environ.get("MESHQL_CATALOG_URI") or f"sqlite:///{directory}/catalog.db",
         warehouse=f"file://{directory}/warehouse",
     )
 

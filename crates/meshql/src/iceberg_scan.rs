@@ -720,6 +720,59 @@ impl ExecutionPlan for IcebergScanExec {
 mod tests {
     use super::*;
 
+    fn with_id(name: &str, data_type: DataType, id: i32) -> Field {
+        Field::new(name, data_type, true).with_metadata(HashMap::from([(
+            PARQUET_FIELD_ID_META_KEY.to_string(),
+            id.to_string(),
+        )]))
+    }
+
+    fn rewrite(logical: &Schema, physical: &Schema, column: &str) -> String {
+        let adapter = FieldIdAdapterFactory
+            .create(Arc::new(logical.clone()), Arc::new(physical.clone()))
+            .expect("adapter");
+        let index = logical.index_of(column).expect("column");
+        let expr: Arc<dyn PhysicalExpr> = Arc::new(Column::new(column, index));
+        adapter.rewrite(expr).expect("rewrites").to_string()
+    }
+
+    #[test]
+    fn columns_match_files_by_field_id() {
+        // The table swapped the names of `a` and `b` after the file was
+        // written, added `c`, dropped and re-added `d` (new id) and widened
+        // `e` from int to bigint.
+        let logical = Schema::new(vec![
+            with_id("a", DataType::Int64, 1),
+            with_id("b", DataType::Int64, 2),
+            with_id("c", DataType::Utf8, 3),
+            with_id("d", DataType::Utf8, 9),
+            with_id("e", DataType::Int64, 5),
+        ]);
+        let physical = Schema::new(vec![
+            with_id("b", DataType::Int64, 1),
+            with_id("a", DataType::Int64, 2),
+            with_id("d", DataType::Utf8, 4),
+            with_id("e", DataType::Int32, 5),
+        ]);
+        // Read from the file's column of the same id, under its own name,
+        // so that statistics are looked up right.
+        assert_eq!(rewrite(&logical, &physical, "a"), "b@0");
+        assert_eq!(rewrite(&logical, &physical, "b"), "a@1");
+        // Not in the file: NULL, even where a dropped column had the name.
+        assert_eq!(rewrite(&logical, &physical, "c"), "NULL");
+        assert_eq!(rewrite(&logical, &physical, "d"), "NULL");
+        let widened = rewrite(&logical, &physical, "e");
+        assert!(
+            widened.contains("e@3") && widened.contains("Int64"),
+            "{widened}"
+        );
+
+        // A file without field ids is matched by name.
+        let plain = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        assert_eq!(rewrite(&logical, &plain, "a"), "a@0");
+        assert_eq!(rewrite(&logical, &plain, "b"), "NULL");
+    }
+
     #[test]
     fn data_files_resolve_to_the_runtime_stores() {
         let (store, path) =
