@@ -195,7 +195,7 @@ fn write_table(path: &Path, table: &str, cols: &[Col], scale: f64) {
             .expect("parquet writer");
     let projection: Vec<usize> = (0..cols.len()).collect();
     let mut chunk = Vec::with_capacity(16 << 20);
-    let mut flush =
+    let flush =
         |chunk: &mut Vec<u8>,
          writer: &mut datafusion::parquet::arrow::ArrowWriter<std::fs::File>| {
             if chunk.is_empty() {
