@@ -63,6 +63,25 @@ fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
     rows
 }
 
+/// Runs `a` and `b` one after the other `runs` times; their medians.
+async fn alternate(
+    session: &meshql::Session,
+    a: &str,
+    b: &str,
+    runs: usize,
+) -> (Duration, Duration) {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        session.collect(a).await.expect(a);
+        ta.push(t.elapsed());
+        let t = Instant::now();
+        session.collect(b).await.expect(b);
+        tb.push(t.elapsed());
+    }
+    (median(ta), median(tb))
+}
+
 struct Args {
     sections: Vec<String>,
     scale: f64,
@@ -127,16 +146,7 @@ fn tpch(runtime: &tokio::runtime::Runtime, scale: f64, runs: usize) {
             let a = session.collect(&iceberg).await.expect("iceberg");
             let b = session.collect(&parquet).await.expect("parquet");
             assert_eq!(sorted_rows(&a), sorted_rows(&b), "Q{n} differs");
-            let (mut ti, mut tp) = (Vec::new(), Vec::new());
-            for _ in 0..runs {
-                let t = Instant::now();
-                session.collect(&iceberg).await.expect("iceberg");
-                ti.push(t.elapsed());
-                let t = Instant::now();
-                session.collect(&parquet).await.expect("parquet");
-                tp.push(t.elapsed());
-            }
-            let (i, p) = (median(ti), median(tp));
+            let (i, p) = alternate(&session, &iceberg, &parquet, runs).await;
             let ratio = i.as_secs_f64() / p.as_secs_f64();
             ratios.push(ratio);
             println!("| Q{n} | {:.1} ms | {:.1} ms | {ratio:.3} |", ms(i), ms(p));
@@ -203,16 +213,7 @@ fn demo(runtime: &tokio::runtime::Runtime, runs: usize) {
             if !name.contains("top 100") {
                 assert_eq!(sorted_rows(&a), sorted_rows(&b), "{name}");
             }
-            let (mut ti, mut tp) = (Vec::new(), Vec::new());
-            for _ in 0..runs {
-                let t = Instant::now();
-                session.collect(&iceberg).await.expect("iceberg");
-                ti.push(t.elapsed());
-                let t = Instant::now();
-                session.collect(&plain).await.expect("parquet");
-                tp.push(t.elapsed());
-            }
-            let (i, p) = (median(ti), median(tp));
+            let (i, p) = alternate(&session, &iceberg, &plain, runs).await;
             let ratio = i.as_secs_f64() / p.as_secs_f64();
             ratios.push(ratio);
             println!("| {name} | {:.1} ms | {:.1} ms | {ratio:.2} |", ms(i), ms(p));
@@ -334,27 +335,10 @@ async fn write_many_files(dir: &std::path::Path) {
     };
     use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
     use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-    use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation};
-    use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+    use iceberg::{Catalog, NamespaceIdent, TableCreation};
 
-    let props = HashMap::from([
-        (
-            iceberg_catalog_sql::SQL_CATALOG_PROP_URI.to_string(),
-            format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display()),
-        ),
-        (
-            iceberg_catalog_sql::SQL_CATALOG_PROP_WAREHOUSE.to_string(),
-            format!("file://{}", dir.join("warehouse").display()),
-        ),
-        (
-            iceberg_catalog_sql::SQL_CATALOG_PROP_BIND_STYLE.to_string(),
-            SqlBindStyle::QMark.to_string(),
-        ),
-    ]);
-    let catalog = SqlCatalogBuilder::default()
-        .load("files", props)
-        .await
-        .expect("catalog");
+    let catalog =
+        tpch_data::sql_catalog("files", &dir.join("catalog.db"), &dir.join("warehouse")).await;
     let ns = NamespaceIdent::new("bench".into());
     catalog
         .create_namespace(&ns, HashMap::new())

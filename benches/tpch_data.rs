@@ -270,34 +270,46 @@ pub fn ensure(scale: f64) -> PathBuf {
     dir
 }
 
-/// The SQLite catalog of the Iceberg tables.
-fn catalog_uri(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("iceberg/catalog.db").display())
-}
-
-async fn load_iceberg(dir: &Path) {
-    use iceberg::spec::{NestedField, Schema as IcebergSchema};
-    use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation};
+/// The SQLite SQL catalog `name` in the file `db` (created if missing),
+/// with its warehouse in the directory `warehouse`.
+pub async fn sql_catalog(
+    name: &str,
+    db: &Path,
+    warehouse: &Path,
+) -> iceberg_catalog_sql::SqlCatalog {
+    use iceberg::CatalogBuilder;
     use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
     let props = HashMap::from([
         (
             iceberg_catalog_sql::SQL_CATALOG_PROP_URI.to_string(),
-            format!("{}?mode=rwc", catalog_uri(dir)),
+            format!("sqlite://{}?mode=rwc", db.display()),
         ),
         (
             iceberg_catalog_sql::SQL_CATALOG_PROP_WAREHOUSE.to_string(),
-            format!("file://{}", dir.join("iceberg/warehouse").display()),
+            format!("file://{}", warehouse.display()),
         ),
         (
             iceberg_catalog_sql::SQL_CATALOG_PROP_BIND_STYLE.to_string(),
             SqlBindStyle::QMark.to_string(),
         ),
     ]);
-    let catalog = SqlCatalogBuilder::default()
-        .load("tpch", props)
+    SqlCatalogBuilder::default()
+        .load(name, props)
         .await
-        .expect("catalog");
+        .expect("SQL catalog")
+}
+
+async fn load_iceberg(dir: &Path) {
+    use iceberg::spec::{NestedField, Schema as IcebergSchema};
+    use iceberg::{Catalog, NamespaceIdent, TableCreation};
+
+    let catalog = sql_catalog(
+        "tpch",
+        &dir.join("iceberg/catalog.db"),
+        &dir.join("iceberg/warehouse"),
+    )
+    .await;
     let ns = NamespaceIdent::new("tpch".into());
     catalog
         .create_namespace(&ns, HashMap::new())

@@ -828,22 +828,24 @@ fn start_rest_catalog(dir: &Path) -> RestCatalogServer {
     }
 }
 
-/// A table PyIceberg creates through a REST catalog server (lakana-server)
-/// reads the same through meshql's `rest` catalog.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rest_catalog_table_reads_as_pyiceberg_reads_it() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().to_path_buf();
+/// Starts a REST catalog server (lakana-server) in `dir` and runs the
+/// Python writer `script` against it (arguments: the server's URI, its
+/// token, the warehouse directory); returns the server, the warehouse and
+/// what the script printed.
+async fn rest_catalog_written_by(
+    dir: &Path,
+    script: &str,
+) -> (RestCatalogServer, std::path::PathBuf, Vec<u8>) {
     let warehouse = dir.join("warehouse");
     std::fs::create_dir_all(&warehouse).expect("warehouse");
     let server = tokio::task::spawn_blocking({
-        let dir = dir.clone();
+        let dir = dir.to_path_buf();
         move || start_rest_catalog(&dir)
     })
     .await
     .expect("lakana-server");
     let out = std::process::Command::new(python_peers())
-        .arg(root().join("tests/python/rest_catalog.py"))
+        .arg(root().join("tests/python").join(script))
         .arg(&server.uri)
         .arg(&server.token)
         .arg(&warehouse)
@@ -851,20 +853,32 @@ async fn a_rest_catalog_table_reads_as_pyiceberg_reads_it() {
         .expect("runs python");
     assert!(
         out.status.success(),
-        "{}",
+        "{script} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let expected: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).expect("json");
+    (server, warehouse, out.stdout)
+}
+
+/// A mesh.yaml with the REST catalog `lakana` at `uri` (prefix `dev`).
+fn rest_mesh_yaml(warehouse: &Path, uri: &str, token: &str) -> String {
+    format!(
+        "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  wh:\n    type: local\n    root: {}\ncatalogs:\n  lakana:\n    type: rest\n    uri: {uri}\n    prefix: dev\n    token: {token}\n",
+        warehouse.display()
+    )
+}
+
+/// A table PyIceberg creates through a REST catalog server (lakana-server)
+/// reads the same through meshql's `rest` catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_catalog_table_reads_as_pyiceberg_reads_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (server, warehouse, stdout) = rest_catalog_written_by(tmp.path(), "rest_catalog.py").await;
+    let dir = tmp.path().to_path_buf();
+    let expected: Vec<Vec<String>> = serde_json::from_slice(&stdout).expect("json");
     assert_eq!(expected.len(), 3);
 
     let mesh_dir = dir.join("mesh");
-    let mesh_yaml = |token: &str| {
-        format!(
-            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  wh:\n    type: local\n    root: {}\ncatalogs:\n  lakana:\n    type: rest\n    uri: {}\n    prefix: dev\n    token: {token}\n",
-            warehouse.display(),
-            server.uri
-        )
-    };
+    let mesh_yaml = |token: &str| rest_mesh_yaml(&warehouse, &server.uri, token);
     write(&mesh_dir, "mesh.yaml", &mesh_yaml(&server.token));
     allow_all(&mesh_dir);
     write(
@@ -901,33 +915,15 @@ async fn a_rest_catalog_table_reads_as_pyiceberg_reads_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn position_deletes_written_by_duckdb_read_as_pyiceberg_reads_them() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    let (server, warehouse, stdout) =
+        rest_catalog_written_by(tmp.path(), "duckdb_deletes.py").await;
     let dir = tmp.path().to_path_buf();
-    let warehouse = dir.join("warehouse");
-    std::fs::create_dir_all(&warehouse).expect("warehouse");
-    let server = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || start_rest_catalog(&dir)
-    })
-    .await
-    .expect("lakana-server");
-    let out = std::process::Command::new(python_peers())
-        .arg(root().join("tests/python/duckdb_deletes.py"))
-        .arg(&server.uri)
-        .arg(&server.token)
-        .arg(&warehouse)
-        .output()
-        .expect("runs python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     struct State {
         snapshot: i64,
         delete_files: Vec<serde_json::Value>,
         rows: Vec<Vec<String>>,
     }
-    let json: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let json: Vec<serde_json::Value> = serde_json::from_slice(&stdout).expect("json");
     let states: Vec<State> = json
         .into_iter()
         .map(|s| State {
@@ -949,12 +945,7 @@ async fn position_deletes_written_by_duckdb_read_as_pyiceberg_reads_them() {
     write(
         &mesh_dir,
         "mesh.yaml",
-        &format!(
-            "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  wh:\n    type: local\n    root: {}\ncatalogs:\n  lakana:\n    type: rest\n    uri: {}\n    prefix: dev\n    token: {}\n",
-            warehouse.display(),
-            server.uri,
-            server.token
-        ),
+        &rest_mesh_yaml(&warehouse, &server.uri, &server.token),
     );
     allow_all(&mesh_dir);
     write(
