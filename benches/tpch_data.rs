@@ -295,6 +295,7 @@ pub async fn sql_catalog(
         ),
     ]);
     SqlCatalogBuilder::default()
+        .with_storage_factory(Arc::new(iceberg::io::LocalFsStorageFactory))
         .load(name, props)
         .await
         .expect("SQL catalog")
@@ -407,23 +408,32 @@ pub fn write_mesh(mesh_dir: &Path, dir: &Path) {
     }
 }
 
-/// TPC-H query `n` (1 to 22) over the products of `domain`.
+/// TPC-H query `n` (1 to 22) over the products of `domain`: table names
+/// after FROM, JOIN or a comma in a FROM list are qualified (Q8 and Q9
+/// also use `nation` as a column alias).
 pub fn query(n: usize, domain: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../benches/tpch")
         .join(format!("q{n:02}.sql"));
     let text = std::fs::read_to_string(&path).expect("query file");
-    let words = words_of(&text);
-    words
-        .into_iter()
-        .map(|w| {
-            if TABLES.iter().any(|(t, _)| *t == w) {
-                format!("{domain}.{w}")
-            } else {
-                w
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len() + 200);
+    let mut previous = String::new();
+    for word in words_of(&text) {
+        let is_table = TABLES.iter().any(|(t, _)| *t == word);
+        let after = previous.eq_ignore_ascii_case("FROM")
+            || previous.eq_ignore_ascii_case("JOIN")
+            || previous == ",";
+        if is_table && after {
+            out.push_str(domain);
+            out.push('.');
+        }
+        out.push_str(&word);
+        let trimmed = word.trim();
+        if !trimmed.is_empty() {
+            previous = trimmed.to_string();
+        }
+    }
+    out
 }
 
 /// Splits text into identifier-like words and everything between them.

@@ -48,6 +48,10 @@ pub(crate) struct CatalogHandle {
     warehouse: Option<String>,
     buckets: Buckets,
     connected: OnceCell<Arc<dyn Catalog>>,
+    /// The last version of each table loaded: kept while the table's
+    /// metadata file stays the same, so that the manifests iceberg-rust
+    /// has read and cached are not read again.
+    loaded: std::sync::Mutex<HashMap<TableIdent, Table>>,
 }
 
 impl CatalogHandle {
@@ -58,6 +62,7 @@ impl CatalogHandle {
             warehouse,
             buckets,
             connected: OnceCell::new(),
+            loaded: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -167,6 +172,8 @@ pub(crate) enum IcebergSource {
     Metadata {
         location: String,
         buckets: Buckets,
+        /// A metadata file never changes: it is read once.
+        loaded: Arc<OnceCell<Table>>,
     },
 }
 
@@ -190,6 +197,7 @@ impl IcebergSource {
                 Some(IcebergSource::Metadata {
                     location: location(st, &server.path),
                     buckets: Arc::clone(buckets),
+                    loaded: Arc::new(OnceCell::new()),
                 })
             }
         }
@@ -210,30 +218,53 @@ impl IcebergSource {
         match self {
             IcebergSource::Catalog { catalog, ident } => {
                 let c = catalog.catalog().await?;
-                c.load_table(ident).await.map_err(|e| {
+                let fresh = c.load_table(ident).await.map_err(|e| {
                     format!(
                         "cannot load Iceberg table {ident} from catalog `{}`: {}",
                         catalog.config.name,
                         iceberg_message(&e)
                     )
+                })?;
+                let mut loaded = catalog
+                    .loaded
+                    .lock()
+                    .map_err(|_| "the table cache is poisoned".to_string())?;
+                match loaded.get(ident) {
+                    Some(known)
+                        if fresh.metadata_location().is_some()
+                            && known.metadata_location() == fresh.metadata_location() =>
+                    {
+                        Ok(known.clone())
+                    }
+                    _ => {
+                        loaded.insert(ident.clone(), fresh.clone());
+                        Ok(fresh)
+                    }
+                }
+            }
+            IcebergSource::Metadata {
+                location,
+                buckets,
+                loaded,
+            } => loaded
+                .get_or_try_init(|| async {
+                    let ident = TableIdent::from_strs(["static", "table"])
+                        .map_err(|e| iceberg_message(&e))?;
+                    let file_io =
+                        FileIOBuilder::new(Arc::new(MeshStorageFactory::new(Arc::clone(buckets))))
+                            .build();
+                    StaticTable::from_metadata_file(location, ident, file_io)
+                        .await
+                        .map(StaticTable::into_table)
+                        .map_err(|e| {
+                            format!(
+                                "cannot read Iceberg metadata {location}: {}",
+                                iceberg_message(&e)
+                            )
+                        })
                 })
-            }
-            IcebergSource::Metadata { location, buckets } => {
-                let ident =
-                    TableIdent::from_strs(["static", "table"]).map_err(|e| iceberg_message(&e))?;
-                let file_io =
-                    FileIOBuilder::new(Arc::new(MeshStorageFactory::new(Arc::clone(buckets))))
-                        .build();
-                StaticTable::from_metadata_file(location, ident, file_io)
-                    .await
-                    .map(StaticTable::into_table)
-                    .map_err(|e| {
-                        format!(
-                            "cannot read Iceberg metadata {location}: {}",
-                            iceberg_message(&e)
-                        )
-                    })
-            }
+                .await
+                .cloned(),
         }
     }
 }
