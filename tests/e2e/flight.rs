@@ -1222,6 +1222,7 @@ async fn the_shell_runs_against_a_remote_server() {
             [
                 c("\\d customers.customers"),
                 c("SELECT email FROM customers.customers ORDER BY customer_id LIMIT 3"),
+                c("\\d sales.orders"),
             ]
             .concat(),
         );
@@ -1240,6 +1241,15 @@ async fn the_shell_runs_against_a_remote_server() {
         "{stdout}"
     );
     assert!(stdout.contains("Owner:    customer-data"), "{stdout}");
+    // The Iceberg product's freshness, as the local shell shows it.
+    let updated = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Updated:  "))
+        .unwrap_or_else(|| panic!("no Updated: line in {stdout}"));
+    assert!(
+        updated.starts_with("20") && updated.ends_with('Z'),
+        "{updated}"
+    );
     let emails: Vec<&str> = stdout.lines().filter(|l| l.contains("***@")).collect();
     assert_eq!(emails.len(), 3, "{stdout}");
 

@@ -247,6 +247,27 @@ impl Backend for Remote {
         self.contracts.clone()
     }
 
+    /// The commit time of an Iceberg product's current snapshot, from its
+    /// `$history` table, for principals who may read it (the server
+    /// refuses it to those whose reading is filtered by row, and it does
+    /// not exist for Parquet products).
+    async fn last_updated(&self, product: &str) -> Option<String> {
+        let (domain, name) = product.split_once('.')?;
+        let sql = format!(
+            "SELECT CAST(max(made_current_at) AS BIGINT) FROM {domain}.\"{name}$history\" WHERE is_current_ancestor"
+        );
+        let (_, stream) = self.execute(&sql).await.ok()?;
+        let batches: Vec<arrow::record_batch::RecordBatch> = stream.try_collect().await.ok()?;
+        let column = batches.first()?.column(0);
+        let millis = column
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .filter(|c| !c.is_empty() && c.is_valid(0))?
+            .value(0);
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
+        Some(meshql::audit::rfc3339(at))
+    }
+
     fn product_names(&self) -> Vec<String> {
         self.contracts
             .iter()
