@@ -24,19 +24,15 @@ fn pyiceberg(dir: &Path, step: &str) -> State {
 
 /// [`pyiceberg`] with environment variables (the S3 settings).
 fn pyiceberg_with(dir: &Path, step: &str, env: &[(&str, &str)]) -> State {
-    let out = std::process::Command::new(python_peers())
-        .arg(root().join("tests/python/pyiceberg_states.py"))
-        .arg(dir)
-        .arg(step)
-        .envs(env.iter().copied())
-        .output()
-        .expect("runs python");
-    assert!(
-        out.status.success(),
-        "PyIceberg step `{step}` failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        std::process::Command::new(python_peers())
+            .arg(root().join("tests/python/pyiceberg_states.py"))
+            .arg(dir)
+            .arg(step)
+            .envs(env.iter().copied()),
+        &format!("PyIceberg step `{step}`"),
     );
-    let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let state: serde_json::Value = serde_json::from_slice(&stdout).expect("json");
     State {
         rows: state["rows"]
             .as_array()
@@ -718,18 +714,14 @@ async fn duckdb_reads_the_demo_orders_as_meshql_does() {
             "SELECT order_id, customer_id, currency, order_date FROM sales.orders ORDER BY order_id LIMIT 5",
         ),
     ] {
-        let out = std::process::Command::new(python_peers())
-            .arg(root().join("tests/python/duckdb_iceberg.py"))
-            .arg(current)
-            .arg(duck)
-            .output()
-            .expect("runs python");
-        assert!(
-            out.status.success(),
-            "DuckDB failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let stdout = run_ok(
+            std::process::Command::new(python_peers())
+                .arg(root().join("tests/python/duckdb_iceberg.py"))
+                .arg(current)
+                .arg(duck),
+            "DuckDB",
         );
-        let expected: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).expect("json");
+        let expected: Vec<Vec<String>> = serde_json::from_slice(&stdout).expect("json");
         assert!(!expected.is_empty());
         let got = rows(&session.collect(mine).await.expect(mine));
         assert_eq!(got, expected, "{mine}");
@@ -756,18 +748,11 @@ fn lakana() -> String {
     match std::env::var("MESHQL_TEST_LAKANA") {
         Ok(p) if !p.is_empty() => p,
         _ => {
-            let out = std::process::Command::new(root().join("tests/python/setup-lakana.sh"))
-                .output()
-                .expect("runs tests/python/setup-lakana.sh");
-            assert!(
-                out.status.success(),
-                "installing lakana-server failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+            let stdout = run_ok(
+                &mut std::process::Command::new(root().join("tests/python/setup-lakana.sh")),
+                "installing lakana-server",
             );
-            String::from_utf8(out.stdout)
-                .expect("path")
-                .trim()
-                .to_string()
+            String::from_utf8(stdout).expect("path").trim().to_string()
         }
     }
 }
@@ -792,15 +777,11 @@ fn start_rest_catalog(dir: &Path) -> RestCatalogServer {
         ("LAKANA_PORT", port.to_string()),
         ("LAKANA_HOST", "127.0.0.1".to_string()),
     ];
-    let migrated = std::process::Command::new(&program)
-        .arg("migrate")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("runs lakana-server migrate");
-    assert!(
-        migrated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrated.stderr)
+    run_ok(
+        std::process::Command::new(&program)
+            .arg("migrate")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+        "lakana-server migrate",
     );
     let child = std::process::Command::new(&program)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -844,19 +825,15 @@ async fn rest_catalog_written_by(
     })
     .await
     .expect("lakana-server");
-    let out = std::process::Command::new(python_peers())
-        .arg(root().join("tests/python").join(script))
-        .arg(&server.uri)
-        .arg(&server.token)
-        .arg(&warehouse)
-        .output()
-        .expect("runs python");
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        std::process::Command::new(python_peers())
+            .arg(root().join("tests/python").join(script))
+            .arg(&server.uri)
+            .arg(&server.token)
+            .arg(&warehouse),
+        script,
     );
-    (server, warehouse, out.stdout)
+    (server, warehouse, stdout)
 }
 
 /// A mesh.yaml with the REST catalog `lakana` at `uri` (prefix `dev`).
@@ -1076,16 +1053,17 @@ fn start_postgres(dir: &Path) -> Postgres {
             dir = d.parent();
         }
     }
-    let init = as_postgres(&bin.join("initdb"))
-        .arg("-D")
-        .arg(&data)
-        .args(["-A", "trust", "-U", "meshql", "-E", "UTF8", "--no-sync"])
-        .output()
-        .expect("runs initdb");
-    assert!(
-        init.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&init.stderr)
+    run_ok(
+        as_postgres(&bin.join("initdb")).arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "meshql",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]),
+        "initdb",
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("a free port")

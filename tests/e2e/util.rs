@@ -105,3 +105,17 @@ pub fn python_peers() -> String {
         })
         .clone()
 }
+
+/// Runs `command` to its end; fails the test with its stderr, naming
+/// `what`, unless it succeeds. Returns its stdout.
+pub fn run_ok(command: &mut std::process::Command, what: &str) -> Vec<u8> {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

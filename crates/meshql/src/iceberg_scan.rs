@@ -64,7 +64,8 @@ pub(crate) struct ScanRequest {
 
 /// One partition's files: those DataFusion's Parquet scan reads (in the
 /// scan configuration's file group of the same index) and those read
-/// through iceberg-rust because delete files apply to them.
+/// through iceberg-rust: files that delete files apply to, and the rare
+/// file outside the scan's object store or not in Parquet.
 #[derive(Default, Clone)]
 struct Share {
     rows: u64,
@@ -157,11 +158,10 @@ impl IcebergScanExec {
             share.bytes += task.length;
             share.rows += task.record_count.unwrap_or(0);
             share.files += 1;
-            let direct = task.deletes.is_empty()
-                && task.data_file_format == DataFileFormat::Parquet
-                && object_location(&task.data_file_path).is_some_and(|(url, _)| url == store_url);
+            let direct =
+                task.deletes.is_empty() && task.data_file_format == DataFileFormat::Parquet;
             match object_location(&task.data_file_path) {
-                Some((_, path)) if direct => {
+                Some((url, path)) if direct && url == store_url => {
                     groups[i].push(partitioned_file(&task, path.as_ref(), &file_schema));
                 }
                 _ => share.with_deletes.push(task),
