@@ -3,12 +3,12 @@
 //! same result in-process, and queries per second with 16 concurrent
 //! clients. Prints a table; run with
 //!
-//! `cargo bench -p meshql-server --bench flight [-- tiny|large|adbc|concurrent]`
+//! `cargo bench -p meshql-bench --bench flight [-- tiny|large|adbc|concurrent]`
 //!
 //! With `MESHQL_BENCH_PYTHON` set to a Python that has the ADBC Flight SQL
 //! driver, the `adbc` section reads the large result through it as well.
 
-mod common;
+use meshql_bench::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ async fn run(c: &mut FlightSqlServiceClient<Channel>, sql: &str) -> (usize, usiz
 }
 
 /// Whether a section runs: all of them, or those named on the command line
-/// (`cargo bench -p meshql-server --bench flight -- large`).
+/// (`cargo bench -p meshql-bench --bench flight -- large`).
 fn wanted(section: &str) -> bool {
     let named: Vec<String> = std::env::args()
         .skip(1)
@@ -209,7 +209,7 @@ fn main() {
         // when MESHQL_BENCH_PYTHON names a Python that has it (the venv of
         // tests/python/setup.sh).
         if let Some(python) = std::env::var_os("MESHQL_BENCH_PYTHON").filter(|_| wanted("adbc")) {
-            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/adbc_read.py");
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("adbc_read.py");
             let out = std::process::Command::new(python)
                 .arg(script)
                 .arg(addr.to_string())

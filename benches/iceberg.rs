@@ -9,12 +9,13 @@
 //! - `files`: planning a query over an Iceberg table of 1,000 data files,
 //!   against a directory of the same 1,000 Parquet files.
 //!
-//! `cargo bench -p meshql --bench iceberg -- [tpch|demo|files] [--scale S]
+//! `cargo bench -p meshql-bench --bench iceberg -- [tpch|demo|files] [--scale S]
 //! [--runs N]`; without a section all three run. Data is generated into
 //! `$CARGO_TARGET_DIR/bench-data/` on the first run and kept.
 
-mod common;
-mod tpch_data;
+use meshql_bench::compare::{is_ordered, same_results};
+use meshql_bench::measure::{geomean, median, ms};
+use meshql_bench::{common, tpch_data};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,44 +25,6 @@ use meshql::Mesh;
 use meshql::manifest::Catalog;
 
 const DEMO_SCALE: u32 = 50;
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn geomean(ratios: &[f64]) -> f64 {
-    (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp()
-}
-
-/// Rows as text, sorted: results compare equal whatever order a query
-/// without ORDER BY gives.
-fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
-    let mut rows = Vec::new();
-    for batch in batches {
-        let columns: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| {
-                arrow::util::display::ArrayFormatter::try_new(
-                    c.as_ref(),
-                    &arrow::util::display::FormatOptions::default(),
-                )
-                .expect("formatter")
-            })
-            .collect();
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = columns.iter().map(|f| f.value(row).to_string()).collect();
-            rows.push(cells.join("|"));
-        }
-    }
-    rows.sort();
-    rows
-}
 
 /// Runs `a` and `b` one after the other `runs` times; their medians.
 async fn alternate(
@@ -129,7 +92,7 @@ fn main() {
 fn tpch(runtime: &tokio::runtime::Runtime, scale: f64, runs: usize) {
     let data = tpch_data::ensure(scale);
     let mesh_dir = tempfile::tempdir().expect("tempdir");
-    tpch_data::write_mesh(mesh_dir.path(), &data);
+    tpch_data::write_mesh(mesh_dir.path(), &data, true);
     let mesh = Mesh::open_strict(mesh_dir.path()).expect("tpch mesh");
     runtime.block_on(async {
         let session = mesh.session(mesh.principal("admin").expect("admin"));
@@ -145,7 +108,9 @@ fn tpch(runtime: &tokio::runtime::Runtime, scale: f64, runs: usize) {
             // The warm-up run also checks that both answer the same.
             let a = session.collect(&iceberg).await.expect("iceberg");
             let b = session.collect(&parquet).await.expect("parquet");
-            assert_eq!(sorted_rows(&a), sorted_rows(&b), "Q{n} differs");
+            if let Err(e) = same_results(&a, &b, is_ordered(&parquet)) {
+                panic!("Q{n} differs: {e}");
+            }
             let (i, p) = alternate(&session, &iceberg, &parquet, runs).await;
             let ratio = i.as_secs_f64() / p.as_secs_f64();
             ratios.push(ratio);
@@ -211,7 +176,9 @@ fn demo(runtime: &tokio::runtime::Runtime, runs: usize) {
                 session.collect(&plain).await.expect("parquet"),
             );
             if !name.contains("top 100") {
-                assert_eq!(sorted_rows(&a), sorted_rows(&b), "{name}");
+                if let Err(e) = same_results(&a, &b, false) {
+                    panic!("{name} differs: {e}");
+                }
             }
             let (i, p) = alternate(&session, &iceberg, &plain, runs).await;
             let ratio = i.as_secs_f64() / p.as_secs_f64();

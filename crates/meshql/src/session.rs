@@ -321,6 +321,13 @@ impl Query {
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
         execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task)).map_err(Error::Execution)
     }
+
+    /// The physical plan, policies applied. After the stream of
+    /// [`Query::execute`] is done, its operators carry their metrics (rows,
+    /// compute time), as `EXPLAIN ANALYZE` shows them.
+    pub fn physical_plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
+    }
 }
 
 /// Queries run as one principal against one mesh.

@@ -21,7 +21,9 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, DFSchema, DFSchemaRef, internal_err, plan_datafusion_err};
+use datafusion::common::{
+    Column, DFSchema, DFSchemaRef, Statistics, internal_err, plan_datafusion_err,
+};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result};
@@ -392,6 +394,12 @@ impl ExecutionPlan for PolicyBoundaryExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         self.input.execute(partition, context)
+    }
+
+    /// The input's statistics (the row filter below already narrowed them):
+    /// join ordering sees a governed product as it sees an ungoverned one.
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Statistics> {
+        self.input.partition_statistics(partition)
     }
 }
 

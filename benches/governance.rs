@@ -4,7 +4,7 @@
 //! three of the five products; and, as the baseline without any
 //! governance, a bare DataFusion context over the same Parquet files.
 //!
-//! `cargo bench -p meshql --bench planning`
+//! `cargo bench -p meshql-bench --bench governance`
 
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ WHERE o.order_date >= DATE '2026-07-01' AND c.email LIKE '%.com'
 GROUP BY c.segment, p.category";
 
 fn planning(c: &mut Criterion) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../catalog");
     let catalog = Catalog::load_strict(&dir).expect("demo mesh");
     meshql::demo::ensure(&catalog).expect("demo data");
     let mesh = Mesh::from_catalog(catalog).expect("mesh");

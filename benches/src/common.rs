@@ -2,8 +2,6 @@
 //! temporary directory and pointed at demo data of a larger scale, generated
 //! once into `$CARGO_TARGET_DIR/bench-data/` and kept for later runs.
 
-// Each benchmark uses a part of this.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +21,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// `$CARGO_TARGET_DIR/bench-data/<name>`: where a benchmark keeps the
 /// data it generates, from one run to the next.
 pub fn bench_data(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
@@ -34,7 +32,7 @@ pub fn bench_data(name: &str) -> PathBuf {
 /// A copy of the demo mesh whose data is the demo at `scale`; returns the
 /// mesh directory and the data directory.
 pub fn demo_mesh_at_scale(scale: u32) -> (tempfile::TempDir, PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let data = bench_data(&format!("demo-scale-{scale}"));
     let mesh_dir = tempfile::tempdir().expect("tempdir");
     copy_dir(&root.join("catalog"), mesh_dir.path());

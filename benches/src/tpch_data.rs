@@ -232,15 +232,12 @@ pub fn data_dir(scale: f64) -> PathBuf {
     crate::common::bench_data(&format!("tpch-sf{scale}"))
 }
 
-/// Generates the Parquet files and the Iceberg tables of `scale` unless
-/// they are there; returns the data directory.
-pub fn ensure(scale: f64) -> PathBuf {
+/// Generates the Parquet files of `scale` unless they are there; returns
+/// the data directory.
+pub fn ensure_parquet(scale: f64) -> PathBuf {
     let dir = data_dir(scale);
     for (table, cols) in TABLES {
-        let path = dir
-            .join("parquet")
-            .join(table)
-            .join(format!("{table}.parquet"));
+        let path = parquet_file(&dir, table);
         if !path.exists() {
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             let started = std::time::Instant::now();
@@ -251,6 +248,20 @@ pub fn ensure(scale: f64) -> PathBuf {
             );
         }
     }
+    dir
+}
+
+/// The Parquet file of `table` in the data directory `dir`.
+pub fn parquet_file(dir: &Path, table: &str) -> PathBuf {
+    dir.join("parquet")
+        .join(table)
+        .join(format!("{table}.parquet"))
+}
+
+/// Generates the Parquet files and the Iceberg tables of `scale` unless
+/// they are there; returns the data directory.
+pub fn ensure(scale: f64) -> PathBuf {
+    let dir = ensure_parquet(scale);
     let done = dir.join("iceberg/.loaded");
     if !done.exists() {
         let _ = std::fs::remove_dir_all(dir.join("iceberg"));
@@ -357,10 +368,41 @@ async fn load_iceberg(dir: &Path) {
     }
 }
 
+/// The bench mesh's policies. `admin` (role platform_admin) reads
+/// everything raw; `analyst` (role analyst) reads domain `tpch` with
+/// `customer.c_phone` partly masked (the country code stays),
+/// `customer.c_address` redacted and the nation `UNITED STATES` filtered
+/// out of `nation`.
+pub const POLICIES: &str = "apiVersion: meshql/v1
+kind: Policies
+rules:
+  - name: admins read everything
+    role: platform_admin
+    access: allow
+  - name: analysts see customers' phone numbers and addresses masked
+    role: analyst
+    domain: tpch
+    product: customer
+    columns:
+      - name: c_phone
+        mask: \"mask_partial({column}, 3, 2, '*')\"
+      - name: c_address
+        mask: redact
+  - name: analysts do not see one nation
+    role: analyst
+    domain: tpch
+    product: nation
+    rowFilter: n_name <> 'UNITED STATES'
+  - name: analysts read the rest of TPC-H
+    role: analyst
+    domain: tpch
+    access: allow
+";
+
 /// Writes a mesh over the data of `dir` into `mesh_dir`: domain `tpch`
-/// reads the Parquet files, domain `tpch_iceberg` the Iceberg tables;
-/// `admin` (role platform_admin) reads everything.
-pub fn write_mesh(mesh_dir: &Path, dir: &Path) {
+/// reads the Parquet files, domain `tpch_iceberg` (with `iceberg`) the
+/// Iceberg tables; the policies are [`POLICIES`], the users the demo's.
+pub fn write_mesh(mesh_dir: &Path, dir: &Path, iceberg: bool) {
     let write = |rel: &str, text: &str| {
         let path = mesh_dir.join(rel);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -375,14 +417,11 @@ pub fn write_mesh(mesh_dir: &Path, dir: &Path) {
             dir.join("iceberg/catalog.db").display()
         ),
     );
-    write(
-        "policies.yaml",
-        "apiVersion: meshql/v1\nkind: Policies\nrules:\n  - name: admins read everything\n    role: platform_admin\n    access: allow\n",
-    );
+    write("policies.yaml", POLICIES);
     // The demo's user file: admin holds platform_admin.
-    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog/users.yaml");
+    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("../catalog/users.yaml");
     std::fs::copy(users, mesh_dir.join("users.yaml")).expect("users.yaml");
-    for (domain, server) in [
+    let domains = [
         (
             "tpch",
             "  - server: tpch\n    type: local\n    format: parquet\n    path: parquet/{t}\n",
@@ -391,7 +430,8 @@ pub fn write_mesh(mesh_dir: &Path, dir: &Path) {
             "tpch_iceberg",
             "  - server: lake\n    type: iceberg\n    schema: tpch\n    table: {t}\n",
         ),
-    ] {
+    ];
+    for (domain, server) in &domains[..if iceberg { 2 } else { 1 }] {
         for (table, cols) in TABLES {
             let mut text = format!(
                 "apiVersion: v3.1.0\nkind: DataContract\nid: urn:meshql:bench:{domain}:{table}\nname: {table}\nversion: 1.0.0\nstatus: active\ndomain: {domain}\ndescription:\n  purpose: TPC-H {table}\nteam:\n  name: bench\nschema:\n  - name: {table}\n    physicalType: table\n    properties:\n"
@@ -400,6 +440,9 @@ pub fn write_mesh(mesh_dir: &Path, dir: &Path) {
                 text.push_str(&format!(
                     "      - name: {name}\n        physicalType: {ty}\n        required: true\n"
                 ));
+                if PII.contains(name) {
+                    text.push_str("        classification: pii\n");
+                }
             }
             text.push_str("servers:\n");
             text.push_str(&server.replace("{t}", table));
@@ -408,14 +451,22 @@ pub fn write_mesh(mesh_dir: &Path, dir: &Path) {
     }
 }
 
+/// Columns the contracts classify as personal data.
+const PII: &[&str] = &["c_name", "c_address", "c_phone"];
+
+/// The text of TPC-H query `n` (1 to 22), as DuckDB ships it.
+pub fn query_text(n: usize) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tpch")
+        .join(format!("q{n:02}.sql"));
+    std::fs::read_to_string(&path).expect("query file")
+}
+
 /// TPC-H query `n` (1 to 22) over the products of `domain`: table names
 /// after FROM, JOIN or a comma in a FROM list are qualified (Q8 and Q9
 /// also use `nation` as a column alias).
 pub fn query(n: usize, domain: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../benches/tpch")
-        .join(format!("q{n:02}.sql"));
-    let text = std::fs::read_to_string(&path).expect("query file");
+    let text = query_text(n);
     let mut out = String::with_capacity(text.len() + 200);
     let mut previous = String::new();
     for word in words_of(&text) {

@@ -1,0 +1,134 @@
+//! `meshql-bench`: meshql's benchmark suite.
+//!
+//! ```text
+//! cargo run --profile bench -p meshql-bench -- tpch --scale 1
+//! cargo run --profile bench -p meshql-bench -- mesh --sizes 100,1000,10000
+//! ```
+//!
+//! Results go to `benches/results/` unless `--out` says otherwise. The
+//! governance-overhead micro-benchmark is a criterion bench:
+//! `cargo bench -p meshql-bench --bench governance`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use meshql_bench::{mesh_scale, tpch};
+
+#[derive(Parser)]
+#[command(name = "meshql-bench", about = "meshql's benchmark suite")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// A comma-separated list, parsed as one value.
+type List = Vec<usize>;
+
+fn default_out() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results")
+}
+
+fn parse_list(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|p| p.trim().parse::<usize>().map_err(|e| format!("{p:?}: {e}")))
+        .collect()
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The 22 TPC-H queries: meshql as admin and as a masked, filtered
+    /// analyst, bare DataFusion and DuckDB on the same Parquet files.
+    Tpch {
+        /// TPC-H scale factor (1 is about 1 GB of text, 6 million order lines).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Timed runs per query and system, after one warm-up.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Queries to run, e.g. `1,6,14`.
+        #[arg(long, value_parser = parse_list, default_value = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22")]
+        queries: List,
+        /// Where the results go.
+        #[arg(long, default_value_os_t = default_out())]
+        out: PathBuf,
+        /// Leave DuckDB out (no Python needed).
+        #[arg(long)]
+        no_duckdb: bool,
+        /// A DataFusion setting for meshql's and DataFusion's sessions,
+        /// e.g. `datafusion.execution.target_partitions=4`; repeatable.
+        #[arg(long = "set", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// Retime the queries DuckDB wins under other session settings.
+        #[arg(long)]
+        sweep: bool,
+        /// Skip the per-system peak memory runs.
+        #[arg(long)]
+        no_memory: bool,
+    },
+    /// Generated meshes of growing size: open, session, plan, memory.
+    Mesh {
+        /// Numbers of contracts, across 100 domains.
+        #[arg(long, value_parser = parse_list, default_value = "100,1000,10000")]
+        sizes: List,
+        /// Where the results go.
+        #[arg(long, default_value_os_t = default_out())]
+        out: PathBuf,
+    },
+    /// (internal) one system's peak memory over the queries.
+    #[command(hide = true)]
+    TpchMemory {
+        #[arg(long)]
+        scale: f64,
+        #[arg(long)]
+        system: String,
+        #[arg(long, value_parser = parse_list)]
+        queries: List,
+    },
+    /// (internal) one mesh size.
+    #[command(hide = true)]
+    MeshChild { contracts: usize },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Tpch {
+            scale,
+            runs,
+            queries,
+            out,
+            no_duckdb,
+            settings,
+            sweep,
+            no_memory,
+        } => {
+            if let Some(q) = queries.iter().find(|q| !(1..=22).contains(*q)) {
+                anyhow::bail!("there is no TPC-H query {q}: queries are 1 to 22");
+            }
+            tpch::run(&tpch::Options {
+                scale,
+                runs,
+                queries,
+                out,
+                duckdb: !no_duckdb,
+                settings,
+                sweep,
+                memory: !no_memory,
+            })
+        }
+        Command::Mesh { sizes, out } => mesh_scale::run(&sizes, &out).map(|_| ()),
+        Command::TpchMemory {
+            scale,
+            system,
+            queries,
+        } => tpch::memory_child(scale, tpch::System::parse(&system)?, &queries),
+        Command::MeshChild { contracts } => mesh_scale::child(contracts),
+    }
+}

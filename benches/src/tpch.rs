@@ -1,0 +1,764 @@
+//! The TPC-H comparison: the 22 queries over the same Parquet files run
+//! four ways in one process run, alternating, after a warm-up:
+//!
+//! 1. meshql embedded, as `admin` (governed; no policy restricts them);
+//! 2. meshql as `analyst`, with `customer.c_phone` / `c_address` masked and
+//!    `nation` filtered ([`crate::tpch_data::POLICIES`]);
+//! 3. a bare DataFusion `SessionContext` with the files registered;
+//! 4. DuckDB (its Python package) with views over the files.
+//!
+//! The warm-up results of 1, 3 and 4 must be equal ([`crate::compare`]);
+//! a difference fails the run. Results go to `<out>/tpch-sf<scale>.md`,
+//! `.csv` and `.png`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::TryStreamExt;
+use meshql::{Mesh, QueryOptions, Session};
+
+use crate::compare::{is_ordered, same_results};
+use crate::duckdb::DuckDb;
+use crate::measure::{geomean, median, mib, ms, peak_rss};
+use crate::tpch_data::{self, TABLES};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub scale: f64,
+    /// Timed iterations per query and system, after one warm-up.
+    pub runs: usize,
+    pub queries: Vec<usize>,
+    /// Where the results go.
+    pub out: PathBuf,
+    pub duckdb: bool,
+    /// `SET` statements for meshql's and DataFusion's sessions.
+    pub settings: Vec<(String, String)>,
+    /// Retimes the queries meshql loses to DuckDB under other settings.
+    pub sweep: bool,
+    /// Runs each system once more in a process of its own for its peak memory.
+    pub memory: bool,
+}
+
+/// The systems, in the order of the tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum System {
+    Admin,
+    Analyst,
+    DataFusion,
+    DuckDb,
+}
+
+impl System {
+    pub const ALL: [System; 4] = [
+        System::Admin,
+        System::Analyst,
+        System::DataFusion,
+        System::DuckDb,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Admin => "admin",
+            System::Analyst => "analyst",
+            System::DataFusion => "datafusion",
+            System::DuckDb => "duckdb",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<System> {
+        System::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| anyhow!("unknown system {s}: admin, analyst, datafusion or duckdb"))
+    }
+}
+
+/// The engines of one run.
+struct Engines {
+    admin: Session,
+    analyst: Session,
+    bare: SessionContext,
+    duck: Option<DuckDb>,
+    scratch: tempfile::TempDir,
+    _mesh_dir: tempfile::TempDir,
+}
+
+impl Engines {
+    async fn start(opts: &Options, data: &Path, duckdb: bool) -> Result<Engines> {
+        let mesh_dir = tempfile::tempdir()?;
+        tpch_data::write_mesh(mesh_dir.path(), data, false);
+        let mesh = Mesh::open_strict(mesh_dir.path()).context("the TPC-H mesh")?;
+        let admin = mesh.session(mesh.principal("admin")?);
+        let analyst = mesh.session(mesh.principal("analyst")?);
+        let bare = SessionContext::new();
+        for (table, _) in TABLES {
+            let file = tpch_data::parquet_file(data, table);
+            bare.register_parquet(
+                *table,
+                file.to_string_lossy().as_ref(),
+                ParquetReadOptions::default(),
+            )
+            .await?;
+        }
+        for (key, value) in &opts.settings {
+            let set = format!("SET {key} = {value}");
+            admin.collect(&set).await.context(set.clone())?;
+            analyst.collect(&set).await.context(set.clone())?;
+            bare.sql(&set).await?.collect().await?;
+        }
+        let duck = if duckdb {
+            let tables: Vec<&str> = TABLES.iter().map(|(t, _)| *t).collect();
+            Some(DuckDb::start(&crate::duckdb::python()?, data, &tables)?)
+        } else {
+            None
+        };
+        Ok(Engines {
+            admin,
+            analyst,
+            bare,
+            duck,
+            scratch: tempfile::tempdir()?,
+            _mesh_dir: mesh_dir,
+        })
+    }
+
+    /// Runs query `n` on `system`; its results and the time it took.
+    async fn run(&mut self, system: System, n: usize) -> Result<(Vec<RecordBatch>, Duration)> {
+        let started = Instant::now();
+        let batches = match system {
+            System::Admin => self.admin.collect(&tpch_data::query(n, "tpch")).await?,
+            System::Analyst => self.analyst.collect(&tpch_data::query(n, "tpch")).await?,
+            System::DataFusion => {
+                self.bare
+                    .sql(&tpch_data::query_text(n))
+                    .await?
+                    .collect()
+                    .await?
+            }
+            System::DuckDb => {
+                let duck = self.duck.as_mut().ok_or_else(|| anyhow!("no DuckDB"))?;
+                return Ok((Vec::new(), duck.run(&tpch_data::query_text(n))?));
+            }
+        };
+        Ok((batches, started.elapsed()))
+    }
+
+    /// DuckDB's results of query `n`.
+    fn duckdb_results(&mut self, n: usize) -> Result<Vec<RecordBatch>> {
+        let duck = self.duck.as_mut().ok_or_else(|| anyhow!("no DuckDB"))?;
+        duck.results(&tpch_data::query_text(n), self.scratch.path())
+    }
+}
+
+/// The measurements of one query.
+#[derive(Clone, Debug, Default)]
+struct Row {
+    n: usize,
+    medians: BTreeMap<System, Duration>,
+    rows: usize,
+    /// Whether the analyst's result differs from admin's (the policies bit).
+    analyst_differs: bool,
+    /// Where meshql's time goes, for the queries DuckDB wins.
+    breakdown: Option<Breakdown>,
+}
+
+impl Row {
+    fn ratio(&self, a: System, b: System) -> Option<f64> {
+        Some(self.medians.get(&a)?.as_secs_f64() / self.medians.get(&b)?.as_secs_f64())
+    }
+}
+
+/// meshql's time in one query: planning, and the compute time of the
+/// operators by kind, summed over partitions (so up to the number of cores
+/// times the wall time).
+#[derive(Clone, Debug, Default)]
+struct Breakdown {
+    plan: Duration,
+    operators: BTreeMap<&'static str, Duration>,
+}
+
+impl Breakdown {
+    fn describe(&self) -> String {
+        let total: Duration = self.operators.values().sum();
+        let mut parts: Vec<(&str, Duration)> =
+            self.operators.iter().map(|(k, v)| (*k, *v)).collect();
+        parts.sort_by(|a, b| b.1.cmp(&a.1));
+        let shares: Vec<String> = parts
+            .iter()
+            .filter(|(_, d)| !d.is_zero())
+            .map(|(k, d)| {
+                format!(
+                    "{k} {:.0}%",
+                    100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-9)
+                )
+            })
+            .collect();
+        format!("plan {:.1} ms; operator time {}", ms(self.plan), shares.join(", "))
+    }
+
+    /// The kind of operator that took most of the time.
+    fn main_cause(&self) -> &'static str {
+        self.operators
+            .iter()
+            .max_by_key(|(_, d)| **d)
+            .map(|(k, _)| *k)
+            .unwrap_or("none")
+    }
+}
+
+fn kind(plan: &dyn ExecutionPlan) -> &'static str {
+    let name = plan.name();
+    if name.contains("DataSource") || name.contains("Iceberg") {
+        "scan"
+    } else if name.contains("Join") {
+        "join"
+    } else if name.contains("Aggregate") {
+        "aggregation"
+    } else if name.contains("Sort") || name.contains("TopK") {
+        "sort"
+    } else if name.contains("Filter") {
+        "filter"
+    } else if name.contains("Repartition") || name.contains("Coalesce") {
+        "exchange"
+    } else {
+        "other"
+    }
+}
+
+fn add_operator_times(plan: &Arc<dyn ExecutionPlan>, into: &mut BTreeMap<&'static str, Duration>) {
+    if let Some(metrics) = plan.metrics() {
+        let mut nanos = metrics.elapsed_compute().unwrap_or(0);
+        // Parquet scans account their decoding separately.
+        if let Some(v) = metrics.sum_by_name("time_elapsed_processing") {
+            nanos += v.as_usize();
+        }
+        *into.entry(kind(plan.as_ref())).or_default() += Duration::from_nanos(nanos as u64);
+    }
+    for child in plan.children() {
+        add_operator_times(child, into);
+    }
+}
+
+async fn breakdown(session: &Session, sql: &str) -> Result<Breakdown> {
+    let started = Instant::now();
+    let query = session.plan(sql, &QueryOptions::default()).await?;
+    let plan = started.elapsed();
+    let _: Vec<RecordBatch> = query.execute()?.try_collect().await?;
+    let mut operators = BTreeMap::new();
+    add_operator_times(query.physical_plan(), &mut operators);
+    Ok(Breakdown { plan, operators })
+}
+
+/// Runs the comparison and writes its results; fails when results differ.
+pub fn run(opts: &Options) -> Result<()> {
+    let data = tpch_data::ensure_parquet(opts.scale);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut engines = runtime.block_on(Engines::start(opts, &data, opts.duckdb))?;
+    let systems: Vec<System> = System::ALL
+        .into_iter()
+        .filter(|s| opts.duckdb || *s != System::DuckDb)
+        .collect();
+    let mut rows = Vec::new();
+    let mut mismatches = Vec::new();
+    for &n in &opts.queries {
+        let sql = tpch_data::query_text(n);
+        let ordered = is_ordered(&sql);
+        let mut row = Row {
+            n,
+            ..Row::default()
+        };
+        // Warm-up, whose results are checked.
+        let mut results = BTreeMap::new();
+        for &s in &systems {
+            let (batches, _) = runtime
+                .block_on(engines.run(s, n))
+                .with_context(|| format!("Q{n} on {}", s.name()))?;
+            results.insert(s, batches);
+        }
+        if opts.duckdb {
+            results.insert(System::DuckDb, engines.duckdb_results(n)?);
+        }
+        let admin = &results[&System::Admin];
+        row.rows = admin.iter().map(RecordBatch::num_rows).sum();
+        for s in [System::DataFusion, System::DuckDb] {
+            if let Some(other) = results.get(&s)
+                && let Err(e) = same_results(admin, other, ordered)
+            {
+                mismatches.push(format!("Q{n}: meshql and {} differ: {e}", s.name()));
+            }
+        }
+        row.analyst_differs = same_results(admin, &results[&System::Analyst], ordered).is_err();
+        // Timed runs, each round in a rotated order.
+        let mut times: BTreeMap<System, Vec<Duration>> = BTreeMap::new();
+        for round in 0..opts.runs {
+            for i in 0..systems.len() {
+                let s = systems[(round + i) % systems.len()];
+                let (_, t) = runtime.block_on(engines.run(s, n))?;
+                times.entry(s).or_default().push(t);
+            }
+        }
+        row.medians = times.into_iter().map(|(s, t)| (s, median(t))).collect();
+        if row.ratio(System::Admin, System::DuckDb).is_some_and(|r| r > 1.0) {
+            row.breakdown = Some(
+                runtime.block_on(breakdown(&engines.admin, &tpch_data::query(n, "tpch")))?,
+            );
+        }
+        eprintln!(
+            "Q{n:02}: admin {:.1} ms, analyst {:.1} ms, DataFusion {:.1} ms{}",
+            row.medians.get(&System::Admin).map_or(0.0, |d| ms(*d)),
+            row.medians.get(&System::Analyst).map_or(0.0, |d| ms(*d)),
+            row.medians.get(&System::DataFusion).map_or(0.0, |d| ms(*d)),
+            row.medians
+                .get(&System::DuckDb)
+                .map_or(String::new(), |d| format!(", DuckDB {:.1} ms", ms(*d))),
+        );
+        rows.push(row);
+    }
+    let in_process_peak = peak_rss();
+    let duck_version = engines
+        .duck
+        .as_ref()
+        .map(|d| format!("{} ({} threads)", d.version, d.threads));
+    let sweep = if opts.sweep {
+        let losing: Vec<usize> = rows
+            .iter()
+            .filter(|r| r.ratio(System::Admin, System::DuckDb).is_some_and(|x| x > 1.0))
+            .map(|r| r.n)
+            .collect();
+        runtime.block_on(settings_sweep(opts, &data, &losing))?
+    } else {
+        Vec::new()
+    };
+    drop(engines);
+    let memory = if opts.memory {
+        memory_pass(opts, &systems)?
+    } else {
+        BTreeMap::new()
+    };
+    let report = Report {
+        opts,
+        rows: &rows,
+        mismatches: &mismatches,
+        in_process_peak,
+        duck_version,
+        sweep: &sweep,
+        memory: &memory,
+    };
+    report.write()?;
+    if !mismatches.is_empty() {
+        bail!("results differ:\n{}", mismatches.join("\n"));
+    }
+    Ok(())
+}
+
+/// The session settings tried on the queries DuckDB wins.
+const SWEEP: &[(&str, &[(&str, &str)])] = &[
+    (
+        "Parquet filter pushdown with reordering",
+        &[
+            ("datafusion.execution.parquet.pushdown_filters", "true"),
+            ("datafusion.execution.parquet.reorder_filters", "true"),
+        ],
+    ),
+    (
+        "no page index",
+        &[("datafusion.execution.parquet.enable_page_index", "false")],
+    ),
+    (
+        "twice the target partitions",
+        &[("datafusion.execution.target_partitions", "{2cores}")],
+    ),
+    (
+        "batch size 32768",
+        &[("datafusion.execution.batch_size", "32768")],
+    ),
+];
+
+/// A setting's median time over the queries, as a ratio to the defaults.
+struct SweepResult {
+    name: &'static str,
+    settings: String,
+    per_query: Vec<(usize, f64)>,
+}
+
+async fn settings_sweep(opts: &Options, data: &Path, queries: &[usize]) -> Result<Vec<SweepResult>> {
+    if queries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let baseline = Engines::start(opts, data, false).await?;
+    let mut out = Vec::new();
+    for (name, settings) in SWEEP {
+        let mut variant_opts = opts.clone();
+        variant_opts.settings.extend(settings.iter().map(|(k, v)| {
+            (
+                k.to_string(),
+                v.replace("{2cores}", &(2 * cores).to_string()),
+            )
+        }));
+        let variant = Engines::start(&variant_opts, data, false).await?;
+        let mut per_query = Vec::new();
+        for &n in queries {
+            let sql = tpch_data::query(n, "tpch");
+            let (mut base, mut var) = (Vec::new(), Vec::new());
+            baseline.admin.collect(&sql).await?;
+            variant.admin.collect(&sql).await?;
+            for _ in 0..opts.runs {
+                let t = Instant::now();
+                baseline.admin.collect(&sql).await?;
+                base.push(t.elapsed());
+                let t = Instant::now();
+                variant.admin.collect(&sql).await?;
+                var.push(t.elapsed());
+            }
+            per_query.push((n, median(var).as_secs_f64() / median(base).as_secs_f64()));
+        }
+        let settings = variant_opts.settings[opts.settings.len()..]
+            .iter()
+            .map(|(k, v)| format!("`{k} = {v}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!("sweep: {name}: done");
+        out.push(SweepResult {
+            name,
+            settings,
+            per_query,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs each system once over the queries in a fresh process of its own
+/// and returns that process's peak resident memory.
+fn memory_pass(opts: &Options, systems: &[System]) -> Result<BTreeMap<System, u64>> {
+    let exe = std::env::current_exe()?;
+    let queries: Vec<String> = opts.queries.iter().map(ToString::to_string).collect();
+    let mut out = BTreeMap::new();
+    for &s in systems {
+        let output = std::process::Command::new(&exe)
+            .args(["tpch-memory", "--system", s.name(), "--scale"])
+            .arg(opts.scale.to_string())
+            .args(["--queries", &queries.join(",")])
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        if !output.status.success() {
+            bail!("the memory run of {} failed", s.name());
+        }
+        let text = String::from_utf8(output.stdout)?;
+        let bytes: u64 = text
+            .trim()
+            .parse()
+            .with_context(|| format!("memory run of {} printed {text:?}", s.name()))?;
+        out.insert(s, bytes);
+    }
+    Ok(out)
+}
+
+/// The child of [`memory_pass`]: runs every query once on `system` and
+/// prints the process's peak resident memory in bytes.
+pub fn memory_child(scale: f64, system: System, queries: &[usize]) -> Result<()> {
+    let data = tpch_data::ensure_parquet(scale);
+    let opts = Options {
+        scale,
+        runs: 0,
+        queries: queries.to_vec(),
+        out: PathBuf::new(),
+        duckdb: system == System::DuckDb,
+        settings: Vec::new(),
+        sweep: false,
+        memory: false,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut engines = runtime.block_on(Engines::start(&opts, &data, opts.duckdb))?;
+    for &n in queries {
+        runtime.block_on(engines.run(system, n))?;
+    }
+    let peak = match system {
+        System::DuckDb => engines
+            .duck
+            .as_mut()
+            .ok_or_else(|| anyhow!("no DuckDB"))?
+            .peak_rss()?,
+        _ => peak_rss().ok_or_else(|| anyhow!("no /proc/self/status"))?,
+    };
+    println!("{peak}");
+    Ok(())
+}
+
+struct Report<'a> {
+    opts: &'a Options,
+    rows: &'a [Row],
+    mismatches: &'a [String],
+    in_process_peak: Option<u64>,
+    duck_version: Option<String>,
+    sweep: &'a [SweepResult],
+    memory: &'a BTreeMap<System, u64>,
+}
+
+fn fmt_ms(d: Option<&Duration>) -> String {
+    d.map_or(String::new(), |d| format!("{:.1}", ms(*d)))
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or(String::new(), |r| format!("{r:.3}"))
+}
+
+/// The machine the run is on, in one line.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or("?".into(), |s| s.trim().to_string());
+    format!("{cpu}, {cores} cores, {memory} memory, Linux {kernel}")
+}
+
+/// Today's date (UTC), from the system clock.
+pub fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+impl Report<'_> {
+    fn stem(&self) -> String {
+        format!("tpch-sf{}", self.opts.scale)
+    }
+
+    fn geomean_of(&self, a: System, b: System) -> Option<f64> {
+        let ratios: Vec<f64> = self.rows.iter().filter_map(|r| r.ratio(a, b)).collect();
+        (!ratios.is_empty()).then(|| geomean(&ratios))
+    }
+
+    fn write(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.opts.out)?;
+        let csv = self.opts.out.join(format!("{}.csv", self.stem()));
+        std::fs::write(&csv, self.csv())?;
+        let md = self.opts.out.join(format!("{}.md", self.stem()));
+        std::fs::write(&md, self.markdown())?;
+        eprintln!("wrote {} and {}", md.display(), csv.display());
+        if self.opts.duckdb {
+            let png = self.opts.out.join(format!("{}.png", self.stem()));
+            chart(&csv, &png, &format!("TPC-H SF{}", self.opts.scale))?;
+            eprintln!("wrote {}", png.display());
+        }
+        Ok(())
+    }
+
+    fn csv(&self) -> String {
+        let mut out = String::from(
+            "query,admin_ms,analyst_ms,datafusion_ms,duckdb_ms,admin_over_datafusion,analyst_over_admin,admin_over_duckdb,rows,analyst_result_differs\n",
+        );
+        for r in self.rows {
+            let _ = writeln!(
+                out,
+                "Q{},{},{},{},{},{},{},{},{},{}",
+                r.n,
+                fmt_ms(r.medians.get(&System::Admin)),
+                fmt_ms(r.medians.get(&System::Analyst)),
+                fmt_ms(r.medians.get(&System::DataFusion)),
+                fmt_ms(r.medians.get(&System::DuckDb)),
+                fmt_ratio(r.ratio(System::Admin, System::DataFusion)),
+                fmt_ratio(r.ratio(System::Analyst, System::Admin)),
+                fmt_ratio(r.ratio(System::Admin, System::DuckDb)),
+                r.rows,
+                r.analyst_differs,
+            );
+        }
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let o = self.opts;
+        let mut md = String::new();
+        let _ = writeln!(md, "# TPC-H at scale {}: meshql, DataFusion, DuckDB\n", o.scale);
+        let _ = writeln!(
+            md,
+            "Run on {} ({}). `meshql-bench tpch --scale {} --runs {}`{}. Medians of {} timed runs per query and system after one warm-up, the systems alternating in rotated order; DataFusion {}{}.\n",
+            today(),
+            machine(),
+            o.scale,
+            o.runs,
+            if o.settings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " with {}",
+                    o.settings
+                        .iter()
+                        .map(|(k, v)| format!("`{k} = {v}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            o.runs,
+            datafusion::DATAFUSION_VERSION,
+            self.duck_version
+                .as_ref()
+                .map_or(String::new(), |v| format!(", DuckDB {v}")),
+        );
+        let _ = writeln!(
+            md,
+            "- admin / DataFusion, geometric mean: **{}** (target at most 1.03)",
+            fmt_ratio(self.geomean_of(System::Admin, System::DataFusion))
+        );
+        let _ = writeln!(
+            md,
+            "- analyst (masks and row filter) / admin, geometric mean: **{}** (target at most 1.10)",
+            fmt_ratio(self.geomean_of(System::Analyst, System::Admin))
+        );
+        if o.duckdb {
+            let _ = writeln!(
+                md,
+                "- admin / DuckDB, geometric mean: **{}**",
+                fmt_ratio(self.geomean_of(System::Admin, System::DuckDb))
+            );
+        }
+        let _ = writeln!(
+            md,
+            "- results of meshql (admin), DataFusion{} {}\n",
+            if o.duckdb { " and DuckDB" } else { "" },
+            if self.mismatches.is_empty() {
+                "equal for every query".to_string()
+            } else {
+                format!("DIFFER: {}", self.mismatches.join("; "))
+            }
+        );
+        md.push_str("| query | admin ms | analyst ms | DataFusion ms | DuckDB ms | admin / DataFusion | analyst / admin | admin / DuckDB | rows | analyst sees other rows |\n");
+        md.push_str("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --- |\n");
+        for r in self.rows {
+            let _ = writeln!(
+                md,
+                "| Q{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.n,
+                fmt_ms(r.medians.get(&System::Admin)),
+                fmt_ms(r.medians.get(&System::Analyst)),
+                fmt_ms(r.medians.get(&System::DataFusion)),
+                fmt_ms(r.medians.get(&System::DuckDb)),
+                fmt_ratio(r.ratio(System::Admin, System::DataFusion)),
+                fmt_ratio(r.ratio(System::Analyst, System::Admin)),
+                fmt_ratio(r.ratio(System::Admin, System::DuckDb)),
+                r.rows,
+                if r.analyst_differs { "yes" } else { "no" },
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| geometric mean | | | | | {} | {} | {} | | |\n",
+            fmt_ratio(self.geomean_of(System::Admin, System::DataFusion)),
+            fmt_ratio(self.geomean_of(System::Analyst, System::Admin)),
+            fmt_ratio(self.geomean_of(System::Admin, System::DuckDb)),
+        );
+        md.push_str("## Peak memory\n\n");
+        let _ = writeln!(
+            md,
+            "The timing process (meshql, both principals, and DataFusion in one process): peak resident {} MiB.",
+            mib(self.in_process_peak)
+        );
+        if !self.memory.is_empty() {
+            md.push_str(
+                "Each system alone, the queries run once in a fresh process (DuckDB's includes the Python interpreter and pyarrow):\n\n| system | peak resident MiB |\n| --- | --: |\n",
+            );
+            for (s, bytes) in self.memory {
+                let _ = writeln!(md, "| {} | {} |", s.name(), mib(Some(*bytes)));
+            }
+        }
+        md.push('\n');
+        let losing: Vec<&Row> = self.rows.iter().filter(|r| r.breakdown.is_some()).collect();
+        if !losing.is_empty() {
+            md.push_str("## Where DuckDB is faster\n\n");
+            md.push_str("For each query meshql answers slower than DuckDB: meshql's planning time and the compute time of its operators by kind, summed over partitions, from the plan's metrics after one more run. The largest kind is named as the cause.\n\n| query | admin / DuckDB | cause | breakdown |\n| --- | --: | --- | --- |\n");
+            for r in losing {
+                if let Some(b) = &r.breakdown {
+                    let _ = writeln!(
+                        md,
+                        "| Q{} | {} | {} | {} |",
+                        r.n,
+                        fmt_ratio(r.ratio(System::Admin, System::DuckDb)),
+                        b.main_cause(),
+                        b.describe()
+                    );
+                }
+            }
+            md.push('\n');
+        }
+        if !self.sweep.is_empty() {
+            md.push_str("## Session settings on those queries\n\n");
+            md.push_str("Each setting against the defaults, admin, alternated, medians; below 1 helps.\n\n");
+            let queries: Vec<usize> = self.sweep[0].per_query.iter().map(|(n, _)| *n).collect();
+            md.push_str("| setting | geometric mean |");
+            for n in &queries {
+                let _ = write!(md, " Q{n} |");
+            }
+            md.push_str("\n| --- | --: |");
+            for _ in &queries {
+                md.push_str(" --: |");
+            }
+            md.push('\n');
+            for s in self.sweep {
+                let ratios: Vec<f64> = s.per_query.iter().map(|(_, r)| *r).collect();
+                let _ = write!(md, "| {} ({}) | {:.3} |", s.name, s.settings, geomean(&ratios));
+                for r in &ratios {
+                    let _ = write!(md, " {r:.2} |");
+                }
+                md.push('\n');
+            }
+            md.push('\n');
+        }
+        md
+    }
+}
+
+/// Draws the per-query ratios of `csv` into `png` with matplotlib.
+fn chart(csv: &Path, png: &Path, title: &str) -> Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("chart.py");
+    let status = std::process::Command::new(crate::duckdb::python()?)
+        .arg(&script)
+        .arg(csv)
+        .arg(png)
+        .arg(title)
+        .status()?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    Ok(())
+}
