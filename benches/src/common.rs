@@ -2,7 +2,6 @@
 //! temporary directory and pointed at demo data of a larger scale, generated
 //! once into `$CARGO_TARGET_DIR/bench-data/` and kept for later runs.
 
-
 use std::path::{Path, PathBuf};
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -9,8 +9,8 @@
 
 pub mod common;
 pub mod compare;
-pub mod measure;
-pub mod tpch_data;
 pub mod duckdb;
+pub mod measure;
 pub mod mesh_scale;
 pub mod tpch;
+pub mod tpch_data;

@@ -27,7 +27,11 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     ("id", "bigint", "primaryKey: true"),
     ("email", "varchar", "classification: pii"),
     ("full_name", "varchar", "classification: pii"),
-    ("phone", "varchar", "classification: pii\n        tags: [contact]"),
+    (
+        "phone",
+        "varchar",
+        "classification: pii\n        tags: [contact]",
+    ),
     ("region", "varchar", ""),
     ("country", "varchar", ""),
     ("amount", "decimal(15,2)", ""),
@@ -276,8 +280,9 @@ pub fn run(sizes: &[usize], out: &Path) -> Result<Vec<Measured>> {
         if !output.status.success() {
             bail!("the mesh of {n} contracts failed");
         }
-        let v: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .with_context(|| format!("mesh of {n}: {:?}", String::from_utf8_lossy(&output.stdout)))?;
+        let v: serde_json::Value = serde_json::from_slice(&output.stdout).with_context(|| {
+            format!("mesh of {n}: {:?}", String::from_utf8_lossy(&output.stdout))
+        })?;
         let d = |k: &str| Duration::from_nanos(v[k].as_u64().unwrap_or(0));
         let m = Measured {
             contracts: n,

@@ -190,7 +190,7 @@ impl Breakdown {
         let total: Duration = self.operators.values().sum();
         let mut parts: Vec<(&str, Duration)> =
             self.operators.iter().map(|(k, v)| (*k, *v)).collect();
-        parts.sort_by(|a, b| b.1.cmp(&a.1));
+        parts.sort_by_key(|p| std::cmp::Reverse(p.1));
         let shares: Vec<String> = parts
             .iter()
             .filter(|(_, d)| !d.is_zero())
@@ -201,7 +201,11 @@ impl Breakdown {
                 )
             })
             .collect();
-        format!("plan {:.1} ms; operator time {}", ms(self.plan), shares.join(", "))
+        format!(
+            "plan {:.1} ms; operator time {}",
+            ms(self.plan),
+            shares.join(", ")
+        )
     }
 
     /// The kind of operator that took most of the time.
@@ -308,10 +312,12 @@ pub fn run(opts: &Options) -> Result<()> {
             }
         }
         row.medians = times.into_iter().map(|(s, t)| (s, median(t))).collect();
-        if row.ratio(System::Admin, System::DuckDb).is_some_and(|r| r > 1.0) {
-            row.breakdown = Some(
-                runtime.block_on(breakdown(&engines.admin, &tpch_data::query(n, "tpch")))?,
-            );
+        if row
+            .ratio(System::Admin, System::DuckDb)
+            .is_some_and(|r| r > 1.0)
+        {
+            row.breakdown =
+                Some(runtime.block_on(breakdown(&engines.admin, &tpch_data::query(n, "tpch")))?);
         }
         eprintln!(
             "Q{n:02}: admin {:.1} ms, analyst {:.1} ms, DataFusion {:.1} ms{}",
@@ -332,7 +338,10 @@ pub fn run(opts: &Options) -> Result<()> {
     let sweep = if opts.sweep {
         let losing: Vec<usize> = rows
             .iter()
-            .filter(|r| r.ratio(System::Admin, System::DuckDb).is_some_and(|x| x > 1.0))
+            .filter(|r| {
+                r.ratio(System::Admin, System::DuckDb)
+                    .is_some_and(|x| x > 1.0)
+            })
             .map(|r| r.n)
             .collect();
         runtime.block_on(settings_sweep(opts, &data, &losing))?
@@ -391,7 +400,11 @@ struct SweepResult {
     per_query: Vec<(usize, f64)>,
 }
 
-async fn settings_sweep(opts: &Options, data: &Path, queries: &[usize]) -> Result<Vec<SweepResult>> {
+async fn settings_sweep(
+    opts: &Options,
+    data: &Path,
+    queries: &[usize],
+) -> Result<Vec<SweepResult>> {
     if queries.is_empty() {
         return Ok(Vec::new());
     }
@@ -610,7 +623,11 @@ impl Report<'_> {
     fn markdown(&self) -> String {
         let o = self.opts;
         let mut md = String::new();
-        let _ = writeln!(md, "# TPC-H at scale {}: meshql, DataFusion, DuckDB\n", o.scale);
+        let _ = writeln!(
+            md,
+            "# TPC-H at scale {}: meshql, DataFusion, DuckDB\n",
+            o.scale
+        );
         let _ = writeln!(
             md,
             "Run on {} ({}). `meshql-bench tpch --scale {} --runs {}`{}. Medians of {} timed runs per query and system after one warm-up, the systems alternating in rotated order; DataFusion {}{}.\n",
@@ -723,7 +740,9 @@ impl Report<'_> {
         }
         if !self.sweep.is_empty() {
             md.push_str("## Session settings on those queries\n\n");
-            md.push_str("Each setting against the defaults, admin, alternated, medians; below 1 helps.\n\n");
+            md.push_str(
+                "Each setting against the defaults, admin, alternated, medians; below 1 helps.\n\n",
+            );
             let queries: Vec<usize> = self.sweep[0].per_query.iter().map(|(n, _)| *n).collect();
             md.push_str("| setting | geometric mean |");
             for n in &queries {
@@ -736,7 +755,13 @@ impl Report<'_> {
             md.push('\n');
             for s in self.sweep {
                 let ratios: Vec<f64> = s.per_query.iter().map(|(_, r)| *r).collect();
-                let _ = write!(md, "| {} ({}) | {:.3} |", s.name, s.settings, geomean(&ratios));
+                let _ = write!(
+                    md,
+                    "| {} ({}) | {:.3} |",
+                    s.name,
+                    s.settings,
+                    geomean(&ratios)
+                );
                 for r in &ratios {
                     let _ = write!(md, " {r:.2} |");
                 }

@@ -9,7 +9,9 @@ pub(crate) mod rewrite;
 pub use decide::{ColumnDecision, ColumnPolicy, PolicyExpr, ProductPolicy, decide, mask_sql};
 pub use functions::{REDACTED, mask_card, mask_email, mask_partial};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+
+use arrow::datatypes::DataType;
 
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::ExprSchemable;
@@ -41,23 +43,25 @@ pub(crate) fn validate(catalog: &Catalog) -> Vec<Problem> {
             });
         }
     };
+    let mut schemas: Vec<Option<Option<DFSchema>>> = vec![None; catalog.contracts.len()];
+    let mut checker = TypeChecker::default();
     for rule in catalog.rules.iter().filter(|r| r.access == Access::Allow) {
-        for contract in &catalog.contracts {
+        for (i, contract) in catalog.contracts.iter().enumerate() {
             let applies = decide::product_matches(rule, contract);
             if !applies {
                 continue;
             }
-            let arrow = crate::types::contract_schema(contract);
-            let Ok(schema) = DFSchema::try_from(arrow.as_ref().clone()) else {
+            let schema = schemas[i].get_or_insert_with(|| {
+                let arrow = crate::types::contract_schema(contract);
+                DFSchema::try_from(arrow.as_ref().clone()).ok()
+            });
+            let Some(schema) = schema.as_ref() else {
                 continue;
             };
             let product = contract.qualified_name();
             if let Some(f) = &rule.row_filter {
-                match ctx
-                    .parse_sql_expr(&f.sql, &schema)
-                    .and_then(|e| e.get_type(&schema))
-                {
-                    Ok(arrow::datatypes::DataType::Boolean) => {}
+                match checker.type_of(&ctx, &f.sql, schema) {
+                    Ok(DataType::Boolean) => {}
                     Ok(t) => report(
                         rule,
                         f.pos,
@@ -88,10 +92,7 @@ pub(crate) fn validate(catalog: &Catalog) -> Vec<Problem> {
                 let sql =
                     functions::normalize_niladic(&mask_sql(&mask.sql, &col.name)).into_owned();
                 let want = crate::types::arrow_type(col.data_type);
-                match ctx
-                    .parse_sql_expr(&sql, &schema)
-                    .and_then(|e| e.get_type(&schema))
-                {
+                match checker.type_of(&ctx, &sql, schema) {
                     Ok(t) if t == want => {}
                     Ok(t) => report(
                         rule,
@@ -116,6 +117,48 @@ pub(crate) fn validate(catalog: &Catalog) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// A column an expression names: name, type, nullability.
+type NamedColumn = (String, DataType, bool);
+
+/// Types policy expressions, remembering the types of those that type-check.
+/// An expression's type depends on the schema only through the columns it
+/// names, so the key is the expression and the name, type and nullability
+/// of every column it names: products of a large
+/// mesh that share those columns are checked once. (A column counts as
+/// named when its name occurs anywhere in the text: more columns in the key
+/// only means fewer hits.) Failures are not
+/// remembered, so their messages are DataFusion's own for each product.
+#[derive(Default)]
+struct TypeChecker {
+    known: HashMap<(String, Vec<NamedColumn>), DataType>,
+}
+
+impl TypeChecker {
+    fn type_of(
+        &mut self,
+        ctx: &SessionContext,
+        sql: &str,
+        schema: &DFSchema,
+    ) -> datafusion::error::Result<DataType> {
+        let text = sql.to_lowercase();
+        let named: Vec<NamedColumn> = schema
+            .fields()
+            .iter()
+            .filter(|f| text.contains(&f.name().to_lowercase()))
+            .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+            .collect();
+        let key = (sql.to_string(), named);
+        if let Some(t) = self.known.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = ctx
+            .parse_sql_expr(sql, schema)
+            .and_then(|e| e.get_type(schema))?;
+        self.known.insert(key, t.clone());
+        Ok(t)
+    }
 }
 
 /// Refuses to serve the documented demo passwords of a `users.yaml` marked
