@@ -109,10 +109,12 @@ impl Engines {
             .await?;
         }
         for (key, value) in &opts.settings {
-            let set = format!("SET {key} = {value}");
-            admin.collect(&set).await.context(set.clone())?;
-            analyst.collect(&set).await.context(set.clone())?;
-            bare.sql(&set).await?.collect().await?;
+            admin.set_option(key, value)?;
+            analyst.set_option(key, value)?;
+            bare.sql(&format!("SET {key} = {value}"))
+                .await?
+                .collect()
+                .await?;
         }
         let duck = if duckdb {
             let tables: Vec<&str> = TABLES.iter().map(|(t, _)| *t).collect();
@@ -335,6 +337,20 @@ pub fn run(opts: &Options) -> Result<()> {
         .duck
         .as_ref()
         .map(|d| format!("{} ({} threads)", d.version, d.threads));
+    // Written now, and again with the sweep and the memory runs.
+    let mut report = Report {
+        opts,
+        rows: &rows,
+        mismatches: &mismatches,
+        in_process_peak,
+        duck_version: duck_version.clone(),
+        sweep: &[],
+        memory: &BTreeMap::new(),
+    };
+    report.write()?;
+    if !mismatches.is_empty() {
+        bail!("results differ:\n{}", mismatches.join("\n"));
+    }
     let sweep = if opts.sweep {
         let losing: Vec<usize> = rows
             .iter()
@@ -354,20 +370,9 @@ pub fn run(opts: &Options) -> Result<()> {
     } else {
         BTreeMap::new()
     };
-    let report = Report {
-        opts,
-        rows: &rows,
-        mismatches: &mismatches,
-        in_process_peak,
-        duck_version,
-        sweep: &sweep,
-        memory: &memory,
-    };
-    report.write()?;
-    if !mismatches.is_empty() {
-        bail!("results differ:\n{}", mismatches.join("\n"));
-    }
-    Ok(())
+    report.sweep = &sweep;
+    report.memory = &memory;
+    report.write()
 }
 
 /// The session settings tried on the queries DuckDB wins.

@@ -509,6 +509,20 @@ impl Session {
         }
     }
 
+    /// Sets a DataFusion option (`datafusion.execution.target_partitions`,
+    /// `datafusion.execution.parquet.pushdown_filters`, ...) for this
+    /// session's later statements. SQL `SET` is refused to clients; an
+    /// application that embeds meshql tunes its sessions here.
+    pub fn set_option(&self, key: &str, value: &str) -> Result<()> {
+        self.ctx
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .set(key, value)
+            .map_err(Error::Execution)
+    }
+
     /// Runs a statement and collects all its results.
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let df = self.sql(sql).await?;
