@@ -173,6 +173,18 @@ struct Row {
 }
 
 impl Row {
+    /// The cells the CSV and the Markdown table share: query, medians,
+    /// ratios, rows.
+    fn cells(&self) -> Vec<String> {
+        let mut cells = vec![format!("Q{}", self.n)];
+        cells.extend(System::ALL.map(|s| fmt_ms(self.medians.get(&s))));
+        cells.push(fmt_ratio(self.ratio(System::Admin, System::DataFusion)));
+        cells.push(fmt_ratio(self.ratio(System::Analyst, System::Admin)));
+        cells.push(fmt_ratio(self.ratio(System::Admin, System::DuckDb)));
+        cells.push(self.rows.to_string());
+        cells
+    }
+
     fn ratio(&self, a: System, b: System) -> Option<f64> {
         Some(self.medians.get(&a)?.as_secs_f64() / self.medians.get(&b)?.as_secs_f64())
     }
@@ -607,20 +619,10 @@ impl Report<'_> {
             "query,admin_ms,analyst_ms,datafusion_ms,duckdb_ms,admin_over_datafusion,analyst_over_admin,admin_over_duckdb,rows,analyst_result_differs\n",
         );
         for r in self.rows {
-            let _ = writeln!(
-                out,
-                "Q{},{},{},{},{},{},{},{},{},{}",
-                r.n,
-                fmt_ms(r.medians.get(&System::Admin)),
-                fmt_ms(r.medians.get(&System::Analyst)),
-                fmt_ms(r.medians.get(&System::DataFusion)),
-                fmt_ms(r.medians.get(&System::DuckDb)),
-                fmt_ratio(r.ratio(System::Admin, System::DataFusion)),
-                fmt_ratio(r.ratio(System::Analyst, System::Admin)),
-                fmt_ratio(r.ratio(System::Admin, System::DuckDb)),
-                r.rows,
-                r.analyst_differs,
-            );
+            let mut cells = r.cells();
+            cells.push(r.analyst_differs.to_string());
+            out.push_str(&cells.join(","));
+            out.push('\n');
         }
         out
     }
@@ -688,20 +690,9 @@ impl Report<'_> {
         md.push_str("| query | admin ms | analyst ms | DataFusion ms | DuckDB ms | admin / DataFusion | analyst / admin | admin / DuckDB | rows | analyst sees other rows |\n");
         md.push_str("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --- |\n");
         for r in self.rows {
-            let _ = writeln!(
-                md,
-                "| Q{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.n,
-                fmt_ms(r.medians.get(&System::Admin)),
-                fmt_ms(r.medians.get(&System::Analyst)),
-                fmt_ms(r.medians.get(&System::DataFusion)),
-                fmt_ms(r.medians.get(&System::DuckDb)),
-                fmt_ratio(r.ratio(System::Admin, System::DataFusion)),
-                fmt_ratio(r.ratio(System::Analyst, System::Admin)),
-                fmt_ratio(r.ratio(System::Admin, System::DuckDb)),
-                r.rows,
-                if r.analyst_differs { "yes" } else { "no" },
-            );
+            let mut cells = r.cells();
+            cells.push(if r.analyst_differs { "yes" } else { "no" }.into());
+            let _ = writeln!(md, "| {} |", cells.join(" | "));
         }
         let _ = writeln!(
             md,
