@@ -185,6 +185,57 @@ async fn parameters_compare_with_the_masked_value() {
     }
 }
 
+#[tokio::test]
+async fn strings_computed_as_views_are_delivered_as_the_contracts_strings() {
+    use arrow::datatypes::DataType;
+    let mesh = demo_mesh();
+    let session = mesh.session(mesh.principal("analyst").expect("user"));
+    // Inside the query, product strings are views.
+    let typed = session
+        .collect("SELECT arrow_typeof(region) FROM customers.customers LIMIT 1")
+        .await
+        .expect("runs");
+    assert_eq!(rows(&typed), vec![vec!["Utf8View".to_string()]]);
+    // Results, masked or not, computed or not, arrive as Utf8; and the
+    // masked values are the masks' values.
+    let sql = "SELECT region, lower(region) AS r, email, phone || '' AS p, customer_id \
+               FROM customers.customers ORDER BY customer_id LIMIT 2";
+    for batches in [
+        session.collect(sql).await.expect("runs"),
+        futures::TryStreamExt::try_collect::<Vec<_>>(session.execute(sql).await.expect("runs"))
+            .await
+            .expect("streams"),
+    ] {
+        let schema = batches[0].schema();
+        let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
+        assert_eq!(
+            types,
+            vec![
+                &DataType::Utf8,
+                &DataType::Utf8,
+                &DataType::Utf8,
+                &DataType::Utf8,
+                &DataType::Int64
+            ]
+        );
+        let got = rows(&batches);
+        assert_eq!(got[0][0], "EU");
+        assert_eq!(got[0][1], "eu");
+        assert!(got[0][2].contains("***@"), "{got:?}");
+        assert!(got[0][3].contains("****"), "{got:?}");
+    }
+    let (schema, _) = session.describe(sql).await.expect("describes");
+    assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+    let product = session
+        .product_schema("customers.customers")
+        .await
+        .expect("visible");
+    assert_eq!(
+        product.field_with_name("email").expect("email").data_type(),
+        &DataType::Utf8
+    );
+}
+
 #[test]
 fn demo_passwords_authenticate_and_nothing_else_does() {
     let mesh = demo_mesh();

@@ -1,5 +1,11 @@
 //! `meshql`: the analyst's shell and command line over a data mesh.
 
+/// meshql's allocator: contracts, plans and batches make many small
+/// allocations on several threads, where mimalloc is faster than the
+/// system's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backend;
 mod command;
 mod exec;

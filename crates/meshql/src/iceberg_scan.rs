@@ -415,6 +415,7 @@ fn scalar(value: &PrimitiveLiteral, data_type: &DataType) -> Option<ScalarValue>
             ScalarValue::TimestampMicrosecond(Some(*v), tz.clone())
         }
         (PrimitiveLiteral::String(v), DataType::Utf8) => ScalarValue::Utf8(Some(v.clone())),
+        (PrimitiveLiteral::String(v), DataType::Utf8View) => ScalarValue::Utf8View(Some(v.clone())),
         (PrimitiveLiteral::String(v), DataType::LargeUtf8) => {
             ScalarValue::LargeUtf8(Some(v.clone()))
         }

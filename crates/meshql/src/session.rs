@@ -26,7 +26,7 @@ use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
 use datafusion::optimizer::Analyzer;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
@@ -428,7 +428,7 @@ impl Session {
             .table(name)
             .await
             .ok()??;
-        Some(table.schema())
+        Some(crate::types::delivered_schema(&table.schema()))
     }
 
     /// This principal's policy for a product they can see.
@@ -462,6 +462,7 @@ impl Session {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| Error::PermissionDenied(clean_datafusion_message(&e)))?;
+        let plan = delivered(plan).map_err(|e| self.explain(sql, e))?;
         Ok(DataFrame::new(state, plan))
     }
 
@@ -869,6 +870,32 @@ fn number_placeholders(statement: &mut DfStatement) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// Casts the columns a statement returns from the types queries compute in
+/// to the types results are delivered in (string views to strings): every
+/// client, from Arrow Flight SQL drivers to the shell, gets the contract's
+/// types. Only the final rows pay for it.
+fn delivered(plan: LogicalPlan) -> std::result::Result<LogicalPlan, DataFusionError> {
+    let schema = Arc::clone(plan.schema());
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| crate::types::delivered_type(f.data_type()).is_some())
+    {
+        return Ok(plan);
+    }
+    let exprs: Vec<Expr> = schema
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(Column::from((qualifier, field)));
+            match crate::types::delivered_type(field.data_type()) {
+                Some(t) => cast(column, t).alias_qualified(qualifier.cloned(), field.name()),
+                None => column,
+            }
+        })
+        .collect();
+    LogicalPlanBuilder::from(plan).project(exprs)?.build()
 }
 
 fn check_statement(statement: &DfStatement) -> Result<()> {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use meshql_manifest::{ColumnType, Contract};
 
+/// The Arrow type a contract column type is delivered as: in results, in
+/// `Session::product_schema`, to Flight SQL clients.
 pub(crate) fn arrow_type(t: ColumnType) -> DataType {
     match t {
         ColumnType::Boolean => DataType::Boolean,
@@ -25,14 +27,49 @@ pub(crate) fn arrow_type(t: ColumnType) -> DataType {
     }
 }
 
-/// The product's schema as its contract declares it: the schema every
-/// principal's queries are planned against, before any storage is touched.
+/// The Arrow type a contract column type is read and computed in inside a
+/// query: strings as views (`Utf8View`), which Parquet decodes without
+/// copying and which compare, hash and group faster; results are cast back
+/// to [`arrow_type`] at the edge (see [`delivered_schema`]).
+pub(crate) fn scan_type(t: ColumnType) -> DataType {
+    match arrow_type(t) {
+        DataType::Utf8 => DataType::Utf8View,
+        other => other,
+    }
+}
+
+/// The type a value computed inside a query is delivered as: string views
+/// as plain strings, everything else as it is.
+pub(crate) fn delivered_type(t: &DataType) -> Option<DataType> {
+    match t {
+        DataType::Utf8View => Some(DataType::Utf8),
+        _ => None,
+    }
+}
+
+/// `schema` with every column of an internal-only type in its delivered
+/// type (see [`delivered_type`]).
+pub(crate) fn delivered_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match delivered_type(f.data_type()) {
+            Some(t) => f.as_ref().clone().with_data_type(t),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The product's schema as its contract declares it, in the types queries
+/// compute in ([`scan_type`]): the schema every principal's queries are
+/// planned against, before any storage is touched.
 pub(crate) fn contract_schema(contract: &Contract) -> SchemaRef {
     let fields: Vec<Field> = contract
         .product
         .columns
         .iter()
-        .map(|c| Field::new(&c.name, arrow_type(c.data_type), !c.required))
+        .map(|c| Field::new(&c.name, scan_type(c.data_type), !c.required))
         .collect();
     Arc::new(Schema::new(fields))
 }
@@ -45,7 +82,7 @@ fn compatible(declared: &DataType, actual: &DataType) -> bool {
         return true;
     }
     match (declared, actual) {
-        (Utf8, Utf8 | LargeUtf8 | Utf8View) => true,
+        (Utf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) => true,
         (Binary, Binary | LargeBinary | BinaryView | FixedSizeBinary(_)) => true,
         (Int64, Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32) => true,
         (Int32, Int8 | Int16 | UInt8 | UInt16) => true,

@@ -30,8 +30,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
-    Expr, Extension, LogicalPlan, LogicalPlanBuilder, TableScan, TableType, UserDefinedLogicalNode,
-    UserDefinedLogicalNodeCore,
+    Expr, ExprSchemable, Extension, LogicalPlan, LogicalPlanBuilder, TableScan, TableType,
+    UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
@@ -221,7 +221,18 @@ fn prepare(
         .visible_columns()
         .map(|c| {
             let mask = match &c.action {
-                ColumnDecision::Mask(m) => Some(parse(&m.sql, &m.location)?),
+                ColumnDecision::Mask(m) => {
+                    let expr = parse(&m.sql, &m.location)?;
+                    // A mask keeps the column's type: a string mask's plain
+                    // string becomes the view the column is computed in.
+                    let want = schema.field_with_unqualified_name(&c.name)?.data_type();
+                    let got = expr.get_type(&schema)?;
+                    Some(if &got == want {
+                        expr
+                    } else {
+                        expr.cast_to(want, &schema)?
+                    })
+                }
                 _ => None,
             };
             Ok((c.name.clone(), mask))
