@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 /// The Python that has DuckDB: `$MESHQL_BENCH_PYTHON`, or the venv that
 /// `benches/setup-venv.sh` creates (it runs here when needed).
 pub fn python() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MESHQL_BENCH_PYTHON") {
+    if let Some(p) = std::env::var_os("MESHQL_BENCH_PYTHON").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("setup-venv.sh");

@@ -236,6 +236,50 @@ async fn strings_computed_as_views_are_delivered_as_the_contracts_strings() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sorted_result_of_many_batches_stays_sorted_when_its_strings_are_delivered() {
+    let mesh = demo_mesh();
+    let session = mesh.session(mesh.principal("admin").expect("user"));
+    // More rows than a batch holds, sorted by strings first.
+    let sql =
+        "SELECT region, status, order_id FROM sales.orders ORDER BY region DESC, status, order_id";
+    let check = |batches: &[arrow::record_batch::RecordBatch]| {
+        let got = rows(batches);
+        assert_eq!(got.len(), 20_000);
+        let key = |r: &Vec<String>| {
+            (
+                std::cmp::Reverse(r[0].clone()),
+                r[1].clone(),
+                r[2].parse::<i64>().expect("id"),
+            )
+        };
+        for (i, w) in got.windows(2).enumerate() {
+            assert!(
+                key(&w[0]) <= key(&w[1]),
+                "rows {i} and {} out of order: {w:?}",
+                i + 1
+            );
+        }
+    };
+    check(&session.collect(sql).await.expect("collects"));
+    let stream = session.execute(sql).await.expect("runs");
+    check(
+        &futures::TryStreamExt::try_collect::<Vec<_>>(stream)
+            .await
+            .expect("streams"),
+    );
+    let query = session
+        .plan(sql, &meshql::QueryOptions::default())
+        .await
+        .expect("plans");
+    let stream = query.execute().expect("runs");
+    check(
+        &futures::TryStreamExt::try_collect::<Vec<_>>(stream)
+            .await
+            .expect("streams"),
+    );
+}
+
 #[test]
 fn demo_passwords_authenticate_and_nothing_else_does() {
     let mesh = demo_mesh();

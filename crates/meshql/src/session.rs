@@ -26,8 +26,9 @@ use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::Analyzer;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
 use crate::catalog::{CATALOG_NAME, MeshCatalog, ProductTable};
@@ -319,7 +320,9 @@ impl Query {
     /// Starts the query; results stream batch by batch. Dropping the stream
     /// stops its work.
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
-        execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task)).map_err(Error::Execution)
+        execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task))
+            .map(delivered)
+            .map_err(Error::Execution)
     }
 
     /// The physical plan, policies applied. After the stream of
@@ -441,6 +444,10 @@ impl Session {
 
     /// Plans one read-only SQL statement. Errors say where in the statement
     /// the problem is and, for unknown products, which names exist.
+    ///
+    /// The DataFrame computes in the engine's types: product strings are
+    /// `Utf8View`. [`Session::execute`], [`Session::collect`] and
+    /// [`Query::execute`] deliver them as `Utf8`, the contract's type.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         let sql = &*crate::governance::functions::normalize_niladic(sql);
         let sql = &*crate::iceberg::rewrite_time_travel(sql).map_err(Error::Sql)?;
@@ -462,14 +469,16 @@ impl Session {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| Error::PermissionDenied(clean_datafusion_message(&e)))?;
-        let plan = delivered(plan).map_err(|e| self.explain(sql, e))?;
         Ok(DataFrame::new(state, plan))
     }
 
     /// Runs a statement and streams its results batch by batch.
     pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream> {
         let df = self.sql(sql).await?;
-        df.execute_stream().await.map_err(|e| self.explain(sql, e))
+        df.execute_stream()
+            .await
+            .map(delivered)
+            .map_err(|e| self.explain(sql, e))
     }
 
     /// Runs a statement like [`Session::execute`] and appends its audit
@@ -526,8 +535,10 @@ impl Session {
 
     /// Runs a statement and collects all its results.
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let df = self.sql(sql).await?;
-        df.collect().await.map_err(|e| self.explain(sql, e))
+        let stream = self.execute(sql).await?;
+        futures::TryStreamExt::try_collect(stream)
+            .await
+            .map_err(|e| self.explain(sql, e))
     }
 
     /// Plans a statement down to an executable plan, with parameter values
@@ -556,7 +567,7 @@ impl Session {
             .await
             .map_err(|e| self.explain(sql, e))?;
         Ok(Query {
-            schema: physical.schema(),
+            schema: crate::types::delivered_schema(&physical.schema()),
             access: self.access(&optimized),
             plan: physical,
             task: state.task_ctx(),
@@ -569,7 +580,7 @@ impl Session {
     /// not).
     pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, Vec<arrow::datatypes::Field>)> {
         let df = self.sql(sql).await?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
+        let schema = crate::types::delivered_schema(df.schema().as_arrow());
         let fields = df
             .logical_plan()
             .get_parameter_fields()
@@ -872,30 +883,42 @@ fn number_placeholders(statement: &mut DfStatement) {
     });
 }
 
-/// Casts the columns a statement returns from the types queries compute in
+/// Casts the batches a statement returns from the types queries compute in
 /// to the types results are delivered in (string views to strings): every
 /// client, from Arrow Flight SQL drivers to the shell, gets the contract's
-/// types. Only the final rows pay for it.
-fn delivered(plan: LogicalPlan) -> std::result::Result<LogicalPlan, DataFusionError> {
-    let schema = Arc::clone(plan.schema());
-    if !schema
+/// types. Done on the final stream, batch by batch in order, so only the
+/// result rows pay for it and a sorted result stays sorted. (A projection
+/// at the top of the plan would do the same, but DataFusion spreads such a
+/// projection over partitions and an ORDER BY is then lost.)
+fn delivered(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    use futures::StreamExt;
+    let from = stream.schema();
+    if !from
         .fields()
         .iter()
         .any(|f| crate::types::delivered_type(f.data_type()).is_some())
     {
-        return Ok(plan);
+        return stream;
     }
-    let exprs: Vec<Expr> = schema
-        .iter()
-        .map(|(qualifier, field)| {
-            let column = Expr::Column(Column::from((qualifier, field)));
-            match crate::types::delivered_type(field.data_type()) {
-                Some(t) => cast(column, t).alias_qualified(qualifier.cloned(), field.name()),
-                None => column,
-            }
-        })
-        .collect();
-    LogicalPlanBuilder::from(plan).project(exprs)?.build()
+    let to = crate::types::delivered_schema(&from);
+    let schema = Arc::clone(&to);
+    let batches = stream.map(move |batch| {
+        let batch = batch?;
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(to.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(Arc::clone(c))
+                } else {
+                    arrow::compute::cast(c, f.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(Arc::clone(&to), columns)?)
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
 
 fn check_statement(statement: &DfStatement) -> Result<()> {
