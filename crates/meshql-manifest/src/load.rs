@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::decode::{Ctx, Fields, check_header};
 use crate::model::*;
-use crate::policy::{Rule, Users};
+use crate::policy::{PersonalData, Rule, Users};
 use crate::problem::{Error, Problem, Result};
 use crate::yaml::{self, Node, Pos, Value};
 
@@ -27,6 +27,9 @@ pub struct Catalog {
     /// Policy rules in evaluation order: `policies.yaml`, then
     /// `policies/*.yaml` by file name, then Trino's `rules.json`.
     pub rules: Vec<Rule>,
+    /// What the policies say about personal data: which tags are sensitive
+    /// like `classification: pii`, and which roles may read it unmasked.
+    pub personal_data: PersonalData,
 }
 
 impl Catalog {
@@ -89,7 +92,7 @@ impl Catalog {
         }
         // Governance files are all-or-nothing even when loading leniently:
         // leaving out a broken rule could open what it was meant to close.
-        let (users, rules, fatal) = load_governance(dir)?;
+        let (users, rules, personal_data, fatal) = load_governance(dir)?;
         if !fatal.is_empty() {
             return Err(Error::Invalid(fatal));
         }
@@ -100,6 +103,7 @@ impl Catalog {
             problems,
             users,
             rules,
+            personal_data,
         };
         let unresolved = crate::check::check_references(&catalog);
         catalog.problems.extend(unresolved);
@@ -192,7 +196,9 @@ fn decode_file<T>(
     Ok(value)
 }
 
-fn load_governance(dir: &Path) -> Result<(Users, Vec<Rule>, Vec<Problem>)> {
+type Governance = (Users, Vec<Rule>, PersonalData, Vec<Problem>);
+
+fn load_governance(dir: &Path) -> Result<Governance> {
     let mut problems = Vec::new();
     let users_file = dir.join("users.yaml");
     let users = if users_file.is_file() {
@@ -213,11 +219,15 @@ fn load_governance(dir: &Path) -> Result<(Users, Vec<Rule>, Vec<Problem>)> {
         files.extend(yaml_files(&policy_dir)?);
     }
     let mut rules = Vec::new();
+    let mut personal = PersonalData::default();
     for file in files {
         let decoded = decode_file(&file, &mut problems, |ctx, node| {
             Some(crate::policy::decode_policies(ctx, node))
         })?;
-        rules.extend(decoded.unwrap_or_default());
+        if let Some((r, p)) = decoded {
+            rules.extend(r);
+            personal.merge(p);
+        }
     }
     let trino = dir.join("rules.json");
     if trino.is_file() {
@@ -226,7 +236,7 @@ fn load_governance(dir: &Path) -> Result<(Users, Vec<Rule>, Vec<Problem>)> {
         })?;
         rules.extend(decoded.unwrap_or_default());
     }
-    Ok((users, rules, problems))
+    Ok((users, rules, personal, problems))
 }
 
 /// The YAML files directly in `dir`, sorted by name.
@@ -890,6 +900,8 @@ const QUALITY_KEYS: &[&str] = &[
     "mustBeGreaterOrEqualTo",
     "mustBeLessThan",
     "mustBeLessOrEqualTo",
+    "mustBeGreaterThanOrEqualTo",
+    "mustBeLessThanOrEqualTo",
     "mustBeBetween",
     "mustNotBeBetween",
     "unit",
@@ -986,6 +998,7 @@ fn decode_contract(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<
         .map(|n| decode_custom_properties(ctx, n))
         .unwrap_or_default();
 
+    let mut schema_quality = Vec::new();
     let product = f.req(ctx, "schema").and_then(|n| {
         let items = ctx.list(n, "`schema`")?;
         match items {
@@ -993,9 +1006,9 @@ fn decode_contract(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<
                 ctx.err(n.pos, "`schema` must describe the product's table");
                 None
             }
-            [one] => decode_schema(ctx, one),
+            [one] => decode_schema(ctx, one, &mut schema_quality),
             [first, second, ..] => {
-                decode_schema(ctx, first);
+                decode_schema(ctx, first, &mut schema_quality);
                 ctx.err(second.pos, "meshql publishes one table per contract: split the other schema objects into contracts of their own");
                 None
             }
@@ -1018,10 +1031,11 @@ fn decode_contract(ctx: &mut Ctx<'_>, node: &Node, mesh: &MeshConfig) -> Option<
         .and_then(|n| ctx.list(n, "`slaProperties`"))
         .map(|items| items.iter().filter_map(|s| decode_sla(ctx, s)).collect())
         .unwrap_or_default();
-    let quality = f
+    let mut quality = f
         .get("quality")
-        .map(|n| decode_quality_list(ctx, n))
+        .map(|n| decode_quality_list(ctx, n, None))
         .unwrap_or_default();
+    quality.append(&mut schema_quality);
 
     Some(Contract {
         file: ctx.file.to_path_buf(),
@@ -1120,8 +1134,11 @@ fn decode_custom_properties(ctx: &mut Ctx<'_>, node: &Node) -> BTreeMap<String, 
     out
 }
 
-fn decode_schema(ctx: &mut Ctx<'_>, node: &Node) -> Option<Product> {
+fn decode_schema(ctx: &mut Ctx<'_>, node: &Node, quality: &mut Vec<Quality>) -> Option<Product> {
     let f = ctx.fields(node, "a schema object", SCHEMA_KEYS)?;
+    if let Some(n) = f.get("quality") {
+        quality.extend(decode_quality_list(ctx, n, None));
+    }
     let name = f
         .req_string(ctx, "name")
         .filter(|(n, pos)| check_identifier(ctx, *pos, "product name", n));
@@ -1134,7 +1151,7 @@ fn decode_schema(ctx: &mut Ctx<'_>, node: &Node) -> Option<Product> {
         let mut cols: Vec<Column> = Vec::new();
         let mut ok = true;
         for item in items {
-            match decode_column(ctx, item) {
+            match decode_column(ctx, item, quality) {
                 Some(c) => {
                     if cols.iter().any(|o| o.name == c.name) {
                         ctx.err(c.pos, format!("column `{}` is declared twice", c.name));
@@ -1156,7 +1173,7 @@ fn decode_schema(ctx: &mut Ctx<'_>, node: &Node) -> Option<Product> {
     })
 }
 
-fn decode_column(ctx: &mut Ctx<'_>, node: &Node) -> Option<Column> {
+fn decode_column(ctx: &mut Ctx<'_>, node: &Node, quality: &mut Vec<Quality>) -> Option<Column> {
     let f = ctx.fields(node, "a column", PROPERTY_KEYS)?;
     let name = f
         .req_string(ctx, "name")
@@ -1222,8 +1239,8 @@ fn decode_column(ctx: &mut Ctx<'_>, node: &Node) -> Option<Column> {
         .get("tags")
         .map(|n| ctx.string_list(n, "`tags`"))
         .unwrap_or_default();
-    if let Some(n) = f.get("quality") {
-        decode_quality_list(ctx, n);
+    if let (Some(n), Some((column, _))) = (f.get("quality"), &name) {
+        quality.extend(decode_quality_list(ctx, n, Some(column)));
     }
     if let Some(n) = f.get("customProperties") {
         decode_custom_properties(ctx, n);
@@ -1441,56 +1458,235 @@ fn decode_sla(ctx: &mut Ctx<'_>, node: &Node) -> Option<SlaProperty> {
     let f = ctx.fields(node, "an SLA property", SLA_KEYS)?;
     let property = f.req_string(ctx, "property").map(|(p, _)| p);
     let value = f.req(ctx, "value").and_then(|n| ctx.text(n, "`value`"));
-    Some(SlaProperty {
+    let sla = SlaProperty {
         property: property?,
+        pos: f.pos,
         value: value?,
         unit: f.opt_string(ctx, "unit"),
         element: f.opt_string(ctx, "element"),
-    })
+    };
+    if sla.is_freshness()
+        && let Err(e) = sla.max_age()
+    {
+        ctx.err(f.pos, e);
+    }
+    Some(sla)
 }
 
-fn decode_quality_list(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Quality> {
+fn decode_quality_list(ctx: &mut Ctx<'_>, node: &Node, column: Option<&str>) -> Vec<Quality> {
     let Some(items) = ctx.list(node, "`quality`") else {
         return Vec::new();
     };
     items
         .iter()
-        .filter_map(|item| {
-            let f = ctx.fields(item, "a quality rule", QUALITY_KEYS)?;
-            for key in [
-                "mustBe",
-                "mustNotBe",
-                "mustBeGreaterThan",
-                "mustBeGreaterOrEqualTo",
-                "mustBeLessThan",
-                "mustBeLessOrEqualTo",
-            ] {
-                if let Some(n) = f.get(key) {
-                    ctx.number(n, &format!("`{key}`"));
-                }
+        .filter_map(|item| decode_quality(ctx, item, column))
+        .collect()
+}
+
+/// The library metrics meshql runs, and whether each needs a column.
+const METRICS: &[(&str, bool)] = &[
+    ("nullValues", true),
+    ("missingValues", true),
+    ("invalidValues", true),
+    ("duplicateValues", false),
+    ("rowCount", false),
+];
+
+fn decode_quality(ctx: &mut Ctx<'_>, item: &Node, column: Option<&str>) -> Option<Quality> {
+    let f = ctx.fields(item, "a quality rule", QUALITY_KEYS)?;
+    let mut expect = None;
+    let mut operators = 0;
+    for key in [
+        "mustBe",
+        "mustNotBe",
+        "mustBeGreaterThan",
+        "mustBeGreaterOrEqualTo",
+        "mustBeGreaterThanOrEqualTo",
+        "mustBeLessThan",
+        "mustBeLessOrEqualTo",
+        "mustBeLessThanOrEqualTo",
+    ] {
+        let Some(n) = f.get(key) else { continue };
+        operators += 1;
+        let Some(x) = ctx.number(n, &format!("`{key}`")) else {
+            continue;
+        };
+        expect = Some(match key {
+            "mustBe" => Expectation::Be(x),
+            "mustNotBe" => Expectation::NotBe(x),
+            "mustBeGreaterThan" => Expectation::GreaterThan(x),
+            "mustBeGreaterOrEqualTo" | "mustBeGreaterThanOrEqualTo" => {
+                Expectation::GreaterOrEqualTo(x)
             }
-            let kind = f
-                .opt_string(ctx, "type")
-                .unwrap_or_else(|| "library".into());
-            if !["text", "library", "sql", "custom"].contains(&kind.as_str()) {
+            "mustBeLessThan" => Expectation::LessThan(x),
+            _ => Expectation::LessOrEqualTo(x),
+        });
+    }
+    for key in ["mustBeBetween", "mustNotBeBetween"] {
+        let Some(n) = f.get(key) else { continue };
+        operators += 1;
+        let bounds: Vec<f64> = ctx
+            .list(n, &format!("`{key}`"))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|b| ctx.number(b, &format!("each bound of `{key}`")))
+            .collect();
+        match bounds.as_slice() {
+            [a, b] if a <= b => {
+                expect = Some(if key == "mustBeBetween" {
+                    Expectation::Between(*a, *b)
+                } else {
+                    Expectation::NotBetween(*a, *b)
+                });
+            }
+            _ => ctx.err(
+                n.pos,
+                format!("`{key}` takes two numbers, the lower bound first: [low, high]"),
+            ),
+        }
+    }
+    if operators > 1 {
+        ctx.err(
+            f.pos,
+            "a quality rule takes one operator (mustBe, mustBeLessThan, mustBeBetween, ...)",
+        );
+    }
+    let kind = f
+        .opt_string(ctx, "type")
+        .unwrap_or_else(|| "library".into());
+    if !["text", "library", "sql", "custom"].contains(&kind.as_str()) {
+        ctx.err(
+            f.pos,
+            format!("unknown quality type `{kind}`: expected text, library, sql or custom"),
+        );
+    }
+    let query = f.opt_string(ctx, "query");
+    if kind == "sql" && query.is_none() {
+        ctx.err(f.pos, "a quality rule of type `sql` needs a `query`");
+    }
+    let metric = match (f.get("metric"), f.get("rule")) {
+        (Some(_), Some(_)) => {
+            ctx.err(
+                f.pos,
+                "a quality rule names its metric once: `metric` (ODCS 3.1) or `rule` (ODCS 3.0)",
+            );
+            None
+        }
+        (Some(n), None) | (None, Some(n)) => {
+            ctx.string(n, "the quality metric").map(|m| (m, n.pos))
+        }
+        (None, None) => None,
+    };
+    if kind == "library" {
+        match &metric {
+            None => ctx.err(
+                f.pos,
+                "a `library` quality rule needs a `metric`: nullValues, missingValues, invalidValues, duplicateValues or rowCount",
+            ),
+            Some((m, pos)) => match METRICS.iter().find(|(name, _)| name == m) {
+                None => {
+                    let hint = match crate::decode::closest(m, METRICS.iter().map(|(n, _)| *n)) {
+                        Some(c) => format!(" (did you mean `{c}`?)"),
+                        None => String::new(),
+                    };
+                    ctx.err(
+                        *pos,
+                        format!(
+                            "unknown quality metric `{m}`{hint}: meshql runs nullValues, missingValues, invalidValues, duplicateValues and rowCount"
+                        ),
+                    );
+                }
+                Some((_, true)) if column.is_none() => ctx.err(
+                    *pos,
+                    format!("`{m}` checks one column: put the rule in that column's `quality`"),
+                ),
+                Some(_) => {}
+            },
+        }
+    }
+    if matches!(kind.as_str(), "library" | "sql") && operators == 0 {
+        ctx.err(
+            f.pos,
+            "the rule says nothing the result must be: add an operator (mustBe, mustBeLessThan, mustBeBetween, ...)",
+        );
+    }
+    let mut valid_values = Vec::new();
+    let mut pattern = None;
+    let mut missing_values = Vec::new();
+    let mut properties = Vec::new();
+    if let Some(n) = f.get("arguments")
+        && let Some(args) = ctx.fields(
+            n,
+            "quality `arguments`",
+            &["validValues", "pattern", "missingValues", "properties"],
+        )
+    {
+        if let Some(v) = args.get("validValues") {
+            valid_values = ctx
+                .list(v, "`validValues`")
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|x| ctx.text(x, "each valid value"))
+                .collect();
+        }
+        if let Some(p) = args.get("pattern") {
+            pattern = ctx.string(p, "`pattern`");
+            if let Some(text) = &pattern
+                && let Err(e) = regex::Regex::new(text)
+            {
                 ctx.err(
-                    f.pos,
-                    format!("unknown quality type `{kind}`: expected text, library, sql or custom"),
+                    p.pos,
+                    format!("`pattern` is not a valid regular expression: {e}"),
                 );
             }
-            let query = f.opt_string(ctx, "query");
-            if kind == "sql" && query.is_none() {
-                ctx.err(f.pos, "a quality rule of type `sql` needs a `query`");
-            }
-            Some(Quality {
-                name: f.opt_string(ctx, "name"),
-                kind,
-                description: f.opt_string(ctx, "description"),
-                rule: f.opt_string(ctx, "rule"),
-                query,
-                dimension: f.opt_string(ctx, "dimension"),
-                severity: f.opt_string(ctx, "severity"),
-            })
-        })
-        .collect()
+        }
+        if let Some(v) = args.get("missingValues") {
+            missing_values = ctx
+                .list(v, "`missingValues`")
+                .unwrap_or_default()
+                .iter()
+                .filter(|x| !x.is_null())
+                .filter_map(|x| ctx.text(x, "each missing value"))
+                .collect();
+        }
+        if let Some(v) = args.get("properties") {
+            properties = ctx.string_list(v, "`properties`");
+        }
+    }
+    if let Some((m, pos)) = &metric
+        && m == "invalidValues"
+        && valid_values.is_empty()
+        && pattern.is_none()
+    {
+        ctx.err(
+            *pos,
+            "`invalidValues` needs `arguments.validValues` or `arguments.pattern`",
+        );
+    }
+    let unit = f.opt_string(ctx, "unit");
+    if let Some(u) = &unit
+        && !["rows", "percent"].contains(&u.as_str())
+    {
+        ctx.err(
+            f.pos,
+            format!("quality `unit` is rows or percent, not `{u}`"),
+        );
+    }
+    Some(Quality {
+        name: f.opt_string(ctx, "name"),
+        pos: f.pos,
+        kind,
+        description: f.opt_string(ctx, "description"),
+        metric: metric.map(|(m, _)| m),
+        query,
+        column: column.map(str::to_string),
+        valid_values,
+        pattern,
+        missing_values,
+        properties,
+        expect,
+        unit,
+        dimension: f.opt_string(ctx, "dimension"),
+        severity: f.opt_string(ctx, "severity"),
+    })
 }

@@ -478,18 +478,146 @@ impl Server {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SlaProperty {
     pub property: String,
+    pub pos: Pos,
     pub value: String,
     pub unit: Option<String>,
     pub element: Option<String>,
 }
 
+impl SlaProperty {
+    /// For `freshness` and `latency`: the longest the data may lag, from
+    /// `value` and `unit` (`s`, `m`/`min`, `h`, `d`, `w`, `y` and their
+    /// long forms; days when no unit is given).
+    pub fn max_age(&self) -> Result<std::time::Duration, String> {
+        let value: f64 = self
+            .value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} value `{}` is not a number", self.property, self.value))?;
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(format!(
+                "{} value `{}` must be a non-negative number",
+                self.property, self.value
+            ));
+        }
+        let unit = self
+            .unit
+            .as_deref()
+            .unwrap_or("d")
+            .trim()
+            .to_ascii_lowercase();
+        let seconds = match unit.as_str() {
+            "s" | "sec" | "second" | "seconds" => 1.0,
+            "m" | "min" | "minute" | "minutes" => 60.0,
+            "h" | "hr" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86_400.0,
+            "w" | "week" | "weeks" => 7.0 * 86_400.0,
+            "y" | "yr" | "year" | "years" => 365.0 * 86_400.0,
+            other => {
+                return Err(format!(
+                    "{} unit `{other}` is not a unit of time (s, m, h, d, w, y)",
+                    self.property
+                ));
+            }
+        };
+        Ok(std::time::Duration::from_secs_f64(value * seconds))
+    }
+
+    /// Whether this property bounds how old the data may be.
+    pub fn is_freshness(&self) -> bool {
+        matches!(self.property.as_str(), "freshness" | "latency")
+    }
+}
+
+/// An ODCS quality rule, of the product (`schema[].quality`, or the
+/// contract's top-level `quality`) or of one column
+/// (`properties[].quality`).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Quality {
     pub name: Option<String>,
+    pub pos: Pos,
+    /// `text`, `library`, `sql` or `custom`.
     pub kind: String,
     pub description: Option<String>,
-    pub rule: Option<String>,
+    /// A `library` rule's metric: `nullValues`, `missingValues`,
+    /// `invalidValues`, `duplicateValues` or `rowCount` (`metric`, or
+    /// ODCS 3.0's `rule`).
+    pub metric: Option<String>,
+    /// A `sql` rule's query, with `{object}` and `{property}` placeholders.
     pub query: Option<String>,
+    /// The column a column-level rule belongs to.
+    pub column: Option<String>,
+    /// `arguments.validValues`.
+    pub valid_values: Vec<String>,
+    /// `arguments.pattern`: a regular expression valid values match.
+    pub pattern: Option<String>,
+    /// `arguments.missingValues`: values that count as missing besides NULL.
+    pub missing_values: Vec<String>,
+    /// `arguments.properties`: the columns a `duplicateValues` rule on the
+    /// product looks at together.
+    pub properties: Vec<String>,
+    /// What the measured value must satisfy.
+    pub expect: Option<Expectation>,
+    /// `rows` (the default) or `percent`.
+    pub unit: Option<String>,
     pub dimension: Option<String>,
     pub severity: Option<String>,
+}
+
+impl Quality {
+    /// The rule's name for reports: its `name`, else its metric or kind,
+    /// with the column.
+    pub fn label(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let what = self.metric.clone().unwrap_or_else(|| self.kind.clone());
+        match &self.column {
+            Some(c) => format!("{what}({c})"),
+            None => what,
+        }
+    }
+}
+
+/// An ODCS quality operator and its operand(s).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub enum Expectation {
+    Be(f64),
+    NotBe(f64),
+    GreaterThan(f64),
+    GreaterOrEqualTo(f64),
+    LessThan(f64),
+    LessOrEqualTo(f64),
+    Between(f64, f64),
+    NotBetween(f64, f64),
+}
+
+impl Expectation {
+    pub fn holds(&self, v: f64) -> bool {
+        match *self {
+            Expectation::Be(x) => v == x,
+            Expectation::NotBe(x) => v != x,
+            Expectation::GreaterThan(x) => v > x,
+            Expectation::GreaterOrEqualTo(x) => v >= x,
+            Expectation::LessThan(x) => v < x,
+            Expectation::LessOrEqualTo(x) => v <= x,
+            Expectation::Between(a, b) => a <= v && v <= b,
+            Expectation::NotBetween(a, b) => v < a || v > b,
+        }
+    }
+}
+
+impl fmt::Display for Expectation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expectation::Be(x) => write!(f, "must be {x}"),
+            Expectation::NotBe(x) => write!(f, "must not be {x}"),
+            Expectation::GreaterThan(x) => write!(f, "must be greater than {x}"),
+            Expectation::GreaterOrEqualTo(x) => write!(f, "must be at least {x}"),
+            Expectation::LessThan(x) => write!(f, "must be less than {x}"),
+            Expectation::LessOrEqualTo(x) => write!(f, "must be at most {x}"),
+            Expectation::Between(a, b) => write!(f, "must be between {a} and {b}"),
+            Expectation::NotBetween(a, b) => write!(f, "must not be between {a} and {b}"),
+        }
+    }
 }

@@ -174,7 +174,49 @@ fn expression(ctx: &mut Ctx<'_>, f: &Fields<'_>, key: &str) -> Option<Expression
     Some(Expression { sql, pos: node.pos })
 }
 
-const POLICY_KEYS: &[&str] = &["apiVersion", "kind", "rules"];
+const POLICY_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "rules",
+    "sensitiveTags",
+    "exemptRoles",
+];
+
+/// What a policy file says about personal data (`sensitiveTags`,
+/// `exemptRoles`), merged over all policy files.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PersonalData {
+    /// Column tags that mark personal data as `classification: pii` does.
+    pub sensitive_tags: Vec<String>,
+    /// Roles allowed to read personal data unmasked; `meshql check` refuses
+    /// a product that would show it to any other role.
+    pub exempt_roles: Vec<String>,
+}
+
+impl PersonalData {
+    pub(crate) fn merge(&mut self, other: PersonalData) {
+        for t in other.sensitive_tags {
+            if !self.sensitive_tags.contains(&t) {
+                self.sensitive_tags.push(t);
+            }
+        }
+        for r in other.exempt_roles {
+            if !self.exempt_roles.contains(&r) {
+                self.exempt_roles.push(r);
+            }
+        }
+    }
+
+    /// Whether a column holds personal data: classified `pii`, or carrying
+    /// a sensitive tag.
+    pub fn is_personal(&self, column: &crate::model::Column) -> bool {
+        column
+            .classification
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case("pii"))
+            || column.tags.iter().any(|t| self.sensitive_tags.contains(t))
+    }
+}
 const RULE_KEYS: &[&str] = &[
     "name",
     "description",
@@ -192,19 +234,30 @@ const RULE_KEYS: &[&str] = &[
 ];
 const COLUMN_RULE_KEYS: &[&str] = &["name", "classification", "tag", "access", "mask"];
 
-pub(crate) fn decode_policies(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Rule> {
+pub(crate) fn decode_policies(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Rule>, PersonalData) {
     let Some(f) = ctx.fields(node, "a policy file", POLICY_KEYS) else {
-        return Vec::new();
+        return Default::default();
     };
     check_header(ctx, &f, "Policies");
-    let Some(items) = f.req(ctx, "rules").and_then(|n| ctx.list(n, "`rules`")) else {
-        return Vec::new();
+    let personal = PersonalData {
+        sensitive_tags: f
+            .get("sensitiveTags")
+            .map(|n| ctx.string_list(n, "`sensitiveTags`"))
+            .unwrap_or_default(),
+        exempt_roles: f
+            .get("exemptRoles")
+            .map(|n| ctx.string_list(n, "`exemptRoles`"))
+            .unwrap_or_default(),
     };
-    items
+    let Some(items) = f.req(ctx, "rules").and_then(|n| ctx.list(n, "`rules`")) else {
+        return (Vec::new(), personal);
+    };
+    let rules = items
         .iter()
         .enumerate()
         .filter_map(|(i, item)| decode_rule(ctx, item, i))
-        .collect()
+        .collect();
+    (rules, personal)
 }
 
 fn decode_rule(ctx: &mut Ctx<'_>, node: &Node, index: usize) -> Option<Rule> {
