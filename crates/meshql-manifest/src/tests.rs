@@ -350,3 +350,61 @@ fn iceberg_catalogs_and_tables_load_and_their_mistakes_are_located() {
     let all = problems(Catalog::load_strict(dir.path()).expect_err("invalid")).join("\n");
     assert!(all.contains("`path` must end in `.metadata.json`"), "{all}");
 }
+
+#[test]
+fn quality_rules_and_freshness_slas_load_and_their_mistakes_are_located() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "mesh.yaml", MESH);
+    let good = contract(
+        "sales",
+        "orders",
+        "      - name: status\n        logicalType: string\n        quality:\n          - metric: invalidValues\n            arguments:\n              validValues: [open, shipped]\n            mustBe: 0\n          - rule: nullValues\n            unit: percent\n            mustBeBetween: [0, 1]\n",
+    ) + "slaProperties:\n  - property: freshness\n    value: 2\n    unit: h\nquality:\n  - metric: rowCount\n    mustBeGreaterOrEqualTo: 10\n  - type: sql\n    query: SELECT count(*) FROM {object}\n    mustBeLessThan: 5\n";
+    write(dir.path(), "sales/orders.yaml", &good);
+    let catalog = Catalog::load_strict(dir.path()).expect("valid");
+    let c = catalog.contract("sales", "orders").expect("loaded");
+    let labels: Vec<String> = c.quality.iter().map(|q| q.label()).collect();
+    assert_eq!(
+        labels,
+        [
+            "rowCount",
+            "sql",
+            "invalidValues(status)",
+            "nullValues(status)"
+        ]
+    );
+    assert_eq!(c.quality[2].valid_values, ["open", "shipped"]);
+    assert_eq!(
+        c.quality[3].expect,
+        Some(crate::Expectation::Between(0.0, 1.0))
+    );
+    assert!(c.quality[0].expect.expect("operator").holds(10.0));
+    assert!(!c.quality[1].expect.expect("operator").holds(5.0));
+    assert_eq!(
+        c.sla[0].max_age().expect("duration"),
+        std::time::Duration::from_secs(7200)
+    );
+
+    let bad = contract(
+        "sales",
+        "orders",
+        "      - name: status\n        logicalType: string\n        quality:\n          - metric: invalidValue\n            mustBe: 0\n          - metric: invalidValues\n            mustBe: 0\n          - metric: nullValues\n",
+    ) + "slaProperties:\n  - property: freshness\n    value: 2\n    unit: fortnights\nquality:\n  - metric: nullValues\n    mustBe: 0\n  - metric: rowCount\n    mustBe: 1\n    mustBeLessThan: 3\n  - metric: rowCount\n    mustBeBetween: [5, 1]\n";
+    write(dir.path(), "sales/orders.yaml", &bad);
+    let p = problems(Catalog::load_strict(dir.path()).expect_err("invalid"));
+    let has = |needle: &str| {
+        assert!(
+            p.iter().any(|x| x.contains(needle)),
+            "no `{needle}` in {p:#?}"
+        )
+    };
+    has("orders.yaml:16:21: unknown quality metric `invalidValue` (did you mean `invalidValues`?)");
+    has("orders.yaml:18:21: `invalidValues` needs `arguments.validValues` or `arguments.pattern`");
+    has("orders.yaml:20:13: the rule says nothing the result must be");
+    has("orders.yaml:26:5: freshness unit `fortnights` is not a unit of time");
+    has(
+        "orders.yaml:30:13: `nullValues` checks one column: put the rule in that column's `quality`",
+    );
+    has("orders.yaml:32:5: a quality rule takes one operator");
+    has("orders.yaml:36:20: `mustBeBetween` takes two numbers, the lower bound first");
+}

@@ -73,7 +73,11 @@ impl ProductTable {
 
     /// When the product's data last changed, in milliseconds since the
     /// epoch: an Iceberg table's current snapshot's commit time.
-    pub(crate) async fn last_updated_ms(&self) -> Result<Option<i64>, String> {
+    /// For Parquet files, the newest file's modification time.
+    pub(crate) async fn last_updated_ms(
+        &self,
+        runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    ) -> Result<Option<i64>, String> {
         match &self.source {
             Source::Iceberg(source, _) => {
                 let table = source.load().await?;
@@ -82,7 +86,23 @@ impl ProductTable {
                     .current_snapshot()
                     .map(|s| s.timestamp_ms()))
             }
-            Source::Files { .. } => Ok(None),
+            Source::Files { url, .. } => {
+                use futures::TryStreamExt;
+                let url = ListingTableUrl::parse(url).map_err(|e| e.to_string())?;
+                let store = runtime
+                    .object_store(&url)
+                    .map_err(|e| crate::error::clean_datafusion_message(&e))?;
+                let files: Vec<_> = store
+                    .list(Some(url.prefix()))
+                    .try_collect()
+                    .await
+                    .map_err(|e| format!("cannot list its files: {e}"))?;
+                Ok(files
+                    .iter()
+                    .filter(|f| f.location.as_ref().ends_with(".parquet"))
+                    .map(|f| f.last_modified.timestamp_millis())
+                    .max())
+            }
         }
     }
 

@@ -24,6 +24,7 @@
 
 pub mod audit;
 mod catalog;
+pub mod check;
 pub mod demo;
 mod error;
 pub mod governance;

@@ -221,6 +221,39 @@ impl Mesh {
     /// A session that runs queries as `principal`, who sees the products,
     /// columns and rows the mesh's policies give them, and nothing else.
     pub fn session(&self, principal: Principal) -> Session {
+        let rules = &self.inner.catalog.rules;
+        let deciding = principal.clone();
+        self.session_with(principal, move |contract| {
+            decide(rules, &deciding, contract)
+        })
+    }
+
+    /// A session that reads every product raw, for `meshql check`'s data
+    /// checks, which report counts and never values.
+    pub(crate) fn system_session(&self) -> Session {
+        self.session_with(Principal::new("meshql-check"), |contract| ProductPolicy {
+            product: contract.qualified_name(),
+            rule: Some("meshql check reads data raw".into()),
+            visible: true,
+            columns: contract
+                .product
+                .columns
+                .iter()
+                .map(|c| crate::governance::ColumnPolicy {
+                    name: c.name.clone(),
+                    action: ColumnDecision::Allow,
+                    because: None,
+                })
+                .collect(),
+            row_filter: None,
+        })
+    }
+
+    fn session_with(
+        &self,
+        principal: Principal,
+        policy_of: impl Fn(&Contract) -> ProductPolicy,
+    ) -> Session {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, "public")
             .with_create_default_catalog_and_schema(false)
@@ -231,11 +264,7 @@ impl Mesh {
         let mut provider = MeshCatalog::default();
         let mut policies = BTreeMap::new();
         for ((domain, name), table) in &self.inner.products {
-            let policy = Arc::new(decide(
-                &self.inner.catalog.rules,
-                &principal,
-                &table.contract,
-            ));
+            let policy = Arc::new(policy_of(&table.contract));
             policies.insert(policy.product.clone(), Arc::clone(&policy));
             if !policy.visible {
                 continue;
@@ -398,8 +427,9 @@ impl Session {
     /// The schema a product has for this principal (hidden columns gone,
     /// masked ones with their types), or `None` if they cannot see it.
     /// When a visible product's data last changed: for an Iceberg product,
-    /// the commit time of its current snapshot. `None` for products stored
-    /// as plain files, and for tables with no commit yet.
+    /// the commit time of its current snapshot; for Parquet files, the
+    /// newest file's modification time. `None` for a table with no commit
+    /// yet or a product with no files.
     pub async fn last_updated(&self, product: &str) -> Result<Option<SystemTime>> {
         let (domain, name) = product.split_once('.').unwrap_or(("", product));
         let table = self
@@ -412,7 +442,7 @@ impl Session {
             })
             .ok_or_else(|| Error::Sql(format!("product `{product}` does not exist")))?;
         let ms = table
-            .last_updated_ms()
+            .last_updated_ms(&self.mesh.inner.runtime)
             .await
             .map_err(|message| Error::Product {
                 product: product.to_string(),

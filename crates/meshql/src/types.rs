@@ -74,6 +74,12 @@ pub(crate) fn contract_schema(contract: &Contract) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Whether every value of type `old` fits type `new` (a contract change
+/// from `old` to `new` keeps old data readable).
+pub(crate) fn widens(new: &DataType, old: &DataType) -> bool {
+    compatible(new, old)
+}
+
 /// Whether data of type `actual` can be read as the declared type without
 /// losing information.
 fn compatible(declared: &DataType, actual: &DataType) -> bool {

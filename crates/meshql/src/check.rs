@@ -1,0 +1,680 @@
+//! `meshql check`: the governance gate. Every check of every product is a
+//! [`Finding`] that passed, failed or was skipped, with the file and line it
+//! is about, so that CI can show each as a test case.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use arrow::array::Array;
+use meshql_manifest::{Catalog, Contract, Expectation, Quality};
+use serde::Serialize;
+
+use crate::governance::{ColumnDecision, decide};
+use crate::principal::Principal;
+use crate::session::Mesh;
+
+/// What became of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+/// One check of one product (or of the mesh as a whole).
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// `domain.product`, or `None` for checks of the mesh.
+    pub product: Option<String>,
+    /// The kind of check: `contract`, `naming`, `ownership`, `pii`,
+    /// `schema`, `quality`, `freshness`, `evolution`.
+    pub check: String,
+    /// What exactly was checked, e.g. the quality rule's name.
+    pub name: String,
+    pub outcome: Outcome,
+    /// Why it failed or was skipped; what was measured when it passed.
+    pub message: String,
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+}
+
+impl Finding {
+    fn new(contract: Option<&Contract>, check: &str, name: impl Into<String>) -> Finding {
+        Finding {
+            product: contract.map(Contract::qualified_name),
+            check: check.to_string(),
+            name: name.into(),
+            outcome: Outcome::Passed,
+            message: String::new(),
+            file: contract.map(|c| c.file.clone()),
+            line: contract.map(|c| c.product.pos.line),
+        }
+    }
+
+    fn at(mut self, line: usize) -> Finding {
+        self.line = Some(line);
+        self
+    }
+
+    fn passed(mut self, message: impl Into<String>) -> Finding {
+        self.message = message.into();
+        self
+    }
+
+    fn failed(mut self, message: impl Into<String>) -> Finding {
+        self.outcome = Outcome::Failed;
+        self.message = message.into();
+        self
+    }
+
+    fn skipped(mut self, message: impl Into<String>) -> Finding {
+        self.outcome = Outcome::Skipped;
+        self.message = message.into();
+        self
+    }
+}
+
+/// Which checks to run.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Only these products (`domain.product`); all when empty.
+    pub products: Vec<String>,
+    /// Also check the live data: schema, quality rules, freshness.
+    pub data: bool,
+    /// The catalog as it was, to flag breaking changes against.
+    pub against: Option<Catalog>,
+}
+
+/// Every finding of a run, in order: the mesh's, then product by product.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn failed(&self) -> usize {
+        self.count(Outcome::Failed)
+    }
+
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.outcome == outcome)
+            .count()
+    }
+}
+
+/// Runs the checks on `mesh` (opened leniently: its problems are findings).
+pub async fn run(mesh: &Mesh, options: &CheckOptions) -> Report {
+    let catalog = mesh.catalog();
+    let mut report = Report::default();
+    let wanted = |c: &Contract| {
+        options.products.is_empty() || options.products.contains(&c.qualified_name())
+    };
+    // Problems of the files: contracts left out, policies that do not
+    // type-check, references that do not resolve.
+    for p in mesh.problems() {
+        let product = catalog
+            .contracts
+            .iter()
+            .find(|c| c.file == p.file)
+            .map(Contract::qualified_name);
+        report.findings.push(Finding {
+            product,
+            check: "contract".into(),
+            name: "contract and policies are valid".into(),
+            outcome: Outcome::Failed,
+            message: p.message.clone(),
+            file: Some(p.file.clone()),
+            line: Some(p.pos.line),
+        });
+    }
+    let principals = principals(catalog);
+    for contract in catalog.contracts.iter().filter(|c| wanted(c)) {
+        report.findings.extend(naming(contract));
+        report.findings.extend(ownership(contract));
+        report
+            .findings
+            .extend(personal_data(catalog, contract, &principals));
+        if let Some(before) = &options.against {
+            report.findings.extend(evolution(before, contract));
+        }
+    }
+    if let Some(before) = &options.against {
+        for old in before.contracts.iter().filter(|c| wanted(c)) {
+            let name = old.qualified_name();
+            if !catalog.contracts.iter().any(|c| c.qualified_name() == name) {
+                report.findings.push(
+                    Finding::new(Some(old), "evolution", "product kept").failed(format!(
+                        "{name} was removed: its consumers' queries would fail (deprecate it with `status: deprecated` first)"
+                    )),
+                );
+            }
+        }
+    }
+    if options.data {
+        let system = mesh.system_session();
+        for contract in catalog.contracts.iter().filter(|c| wanted(c)) {
+            report.findings.extend(data_checks(&system, contract).await);
+        }
+    }
+    report
+}
+
+/// Domain and product names are snake_case; a contract lives in the folder
+/// of its domain.
+fn naming(contract: &Contract) -> Vec<Finding> {
+    let snake = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let mut out = Vec::new();
+    for (what, name) in [
+        ("domain", contract.domain.as_str()),
+        ("product", contract.product.name.as_str()),
+    ] {
+        let f = Finding::new(
+            Some(contract),
+            "naming",
+            format!("{what} name is snake_case"),
+        );
+        out.push(if snake(name) {
+            f.passed(format!("`{name}`"))
+        } else {
+            f.failed(format!(
+                "{what} name `{name}` is not snake_case (lower-case letters, digits and underscores, starting with a letter)"
+            ))
+        });
+    }
+    let folder = contract
+        .file
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let f = Finding::new(
+        Some(contract),
+        "naming",
+        "contract is in its domain's folder",
+    );
+    out.push(if folder == contract.domain {
+        f.passed(format!("{folder}/"))
+    } else {
+        f.failed(format!(
+            "the contract declares domain `{}` but is in folder `{folder}/`: move it to `{}/`",
+            contract.domain, contract.domain
+        ))
+    });
+    out
+}
+
+/// Every product has an owning team and a description.
+fn ownership(contract: &Contract) -> Vec<Finding> {
+    let owner = Finding::new(Some(contract), "ownership", "has an owner");
+    let owner = match contract.owner() {
+        Some(o) if !o.trim().is_empty() => owner.passed(format!("team `{o}`")),
+        _ => owner.failed("the contract names no owner: add `team.name`"),
+    };
+    let described = Finding::new(Some(contract), "ownership", "has a description");
+    let has = contract
+        .description
+        .as_deref()
+        .is_some_and(|d| !d.trim().is_empty())
+        || contract
+            .product
+            .description
+            .as_deref()
+            .is_some_and(|d| !d.trim().is_empty());
+    let described = if has {
+        described.passed("")
+    } else {
+        described.failed("the contract has no description: add `description.purpose`")
+    };
+    vec![owner, described]
+}
+
+/// The principals personal data is checked against: every local user as
+/// they are, and every role someone can hold, alone and with each
+/// attribute a rule asks for.
+fn principals(catalog: &Catalog) -> Vec<(String, Principal)> {
+    let mut out = Vec::new();
+    for u in &catalog.users.users {
+        let p = Principal {
+            user: u.name.clone(),
+            roles: u.roles.clone(),
+            groups: u.groups.clone(),
+            attributes: u.attributes.clone(),
+        };
+        out.push((format!("user `{}`", u.name), p));
+    }
+    let mut roles: BTreeSet<&str> = catalog
+        .users
+        .users
+        .iter()
+        .flat_map(|u| u.roles.iter().map(String::as_str))
+        .collect();
+    roles.extend(catalog.mesh.governance.roles.iter().map(String::as_str));
+    let attributes: BTreeSet<&str> = catalog
+        .rules
+        .iter()
+        .flat_map(|r| r.has_attribute.iter().map(String::as_str))
+        .collect();
+    for role in roles {
+        out.push((
+            format!("role `{role}`"),
+            Principal::new("meshql-check").with_role(role),
+        ));
+        for a in &attributes {
+            out.push((
+                format!("role `{role}` with attribute `{a}`"),
+                Principal::new("meshql-check")
+                    .with_role(role)
+                    .with_attribute(*a, "any"),
+            ));
+        }
+    }
+    out
+}
+
+/// No principal outside the exempt roles reads a personal-data column raw.
+fn personal_data(
+    catalog: &Catalog,
+    contract: &Contract,
+    principals: &[(String, Principal)],
+) -> Vec<Finding> {
+    let personal = &catalog.personal_data;
+    let mut out = Vec::new();
+    for column in contract
+        .product
+        .columns
+        .iter()
+        .filter(|c| personal.is_personal(c))
+    {
+        // Who would read it raw, by the rule that lets them.
+        let mut exposed: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (who, principal) in principals {
+            if principal
+                .roles
+                .iter()
+                .any(|r| personal.exempt_roles.contains(r))
+            {
+                continue;
+            }
+            let policy = decide(&catalog.rules, principal, contract);
+            let raw = policy.visible
+                && policy
+                    .columns
+                    .iter()
+                    .any(|c| c.name == column.name && matches!(c.action, ColumnDecision::Allow));
+            if raw {
+                let rule = policy.rule.unwrap_or_else(|| "no rule".into());
+                let whom = exposed.entry(rule).or_default();
+                // A role with an attribute says nothing new after the role.
+                if !whom.iter().any(|w| who.starts_with(w)) {
+                    whom.push(who);
+                }
+            }
+        }
+        let exposed: Vec<String> = exposed
+            .into_iter()
+            .map(|(rule, whom)| format!("{} (rule {rule})", whom.join(", ")))
+            .collect();
+        let f = Finding::new(
+            Some(contract),
+            "pii",
+            format!("personal data column `{}` is protected", column.name),
+        )
+        .at(column.pos.line);
+        out.push(if exposed.is_empty() {
+            f.passed("masked or denied for every role that is not exempt")
+        } else {
+            f.failed(format!(
+                "{} would expose PII column {} to {}; mask or deny it, or list the role in `exemptRoles`",
+                contract.qualified_name(),
+                column.name,
+                exposed.join("; ")
+            ))
+        });
+    }
+    out
+}
+
+/// Breaking changes since `before`, unless the major version went up.
+fn evolution(before: &Catalog, contract: &Contract) -> Vec<Finding> {
+    let name = contract.qualified_name();
+    let Some(old) = before.contracts.iter().find(|c| c.qualified_name() == name) else {
+        return vec![
+            Finding::new(
+                Some(contract),
+                "evolution",
+                "compatible with the previous version",
+            )
+            .passed("a new product"),
+        ];
+    };
+    let major = |v: &str| {
+        v.trim_start_matches('v')
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u64>().ok())
+    };
+    let bumped =
+        matches!((major(&old.version), major(&contract.version)), (Some(a), Some(b)) if b > a);
+    let mut breaks = Vec::new();
+    let new_cols = &contract.product.columns;
+    for oc in &old.product.columns {
+        match new_cols.iter().find(|c| c.name == oc.name) {
+            None => {
+                let renamed = new_cols.iter().find(|c| {
+                    c.data_type == oc.data_type
+                        && !old.product.columns.iter().any(|o| o.name == c.name)
+                });
+                breaks.push(match renamed {
+                    Some(r) => format!("column `{}` was renamed to `{}`", oc.name, r.name),
+                    None => format!("column `{}` was removed", oc.name),
+                });
+            }
+            Some(nc) => {
+                let old_t = crate::types::arrow_type(oc.data_type);
+                let new_t = crate::types::arrow_type(nc.data_type);
+                if !crate::types::widens(&new_t, &old_t) {
+                    breaks.push(format!(
+                        "column `{}` changed type from {} to {}, which does not hold every old value",
+                        oc.name, oc.data_type, nc.data_type
+                    ));
+                }
+            }
+        }
+    }
+    let key = |c: &Contract| -> Vec<String> {
+        c.product
+            .columns
+            .iter()
+            .filter(|c| c.primary_key)
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    if key(old) != key(contract) {
+        breaks.push(format!(
+            "the primary key changed from ({}) to ({})",
+            key(old).join(", "),
+            key(contract).join(", ")
+        ));
+    }
+    let f = Finding::new(
+        Some(contract),
+        "evolution",
+        "compatible with the previous version",
+    );
+    vec![if breaks.is_empty() {
+        f.passed(format!("{} -> {}", old.version, contract.version))
+    } else if bumped {
+        f.passed(format!(
+            "breaking changes with a new major version ({} -> {}): {}",
+            old.version,
+            contract.version,
+            breaks.join("; ")
+        ))
+    } else {
+        f.failed(format!(
+            "breaking changes without a new major version ({} -> {}): {}",
+            old.version,
+            contract.version,
+            breaks.join("; ")
+        ))
+    }]
+}
+
+/// Reads the product: its data against its contract, its quality rules,
+/// its freshness.
+async fn data_checks(system: &crate::Session, contract: &Contract) -> Vec<Finding> {
+    let name = contract.qualified_name();
+    let mut out = Vec::new();
+    let read = Finding::new(Some(contract), "schema", "data matches the contract");
+    match system
+        .collect(&format!("SELECT * FROM {name} LIMIT 1"))
+        .await
+    {
+        Ok(_) => out.push(read.passed("")),
+        Err(e) => {
+            out.push(read.failed(e.to_string()));
+            return out;
+        }
+    }
+    for column in contract.product.columns.iter().filter(|c| c.required) {
+        let f = Finding::new(
+            Some(contract),
+            "schema",
+            format!("required column `{}` has no NULLs", column.name),
+        )
+        .at(column.pos.line);
+        let sql = format!(
+            "SELECT count(*) FROM {name} WHERE {} IS NULL",
+            ident(&column.name)
+        );
+        out.push(match number(system, &sql).await {
+            Ok(0.0) => f.passed(""),
+            Ok(n) => f.failed(format!(
+                "{n} rows have NULL in `{}`, which the contract declares required",
+                column.name
+            )),
+            Err(e) => f.failed(e),
+        });
+    }
+    for rule in &contract.quality {
+        out.push(quality(system, contract, rule).await);
+    }
+    for sla in contract.sla.iter().filter(|s| s.is_freshness()) {
+        let f = Finding::new(Some(contract), "freshness", format!("{} SLA", sla.property))
+            .at(sla.pos.line);
+        let Ok(max_age) = sla.max_age() else {
+            out.push(f.failed("the SLA's value or unit is not a duration"));
+            continue;
+        };
+        out.push(match system.last_updated(&name).await {
+            Ok(Some(at)) => {
+                let age = SystemTime::now()
+                    .duration_since(at)
+                    .unwrap_or(Duration::ZERO);
+                if age <= max_age {
+                    f.passed(format!("updated {} ago", human(age)))
+                } else {
+                    f.failed(format!(
+                        "{name} was last updated {} ago; its {} SLA is {} {}",
+                        human(age),
+                        sla.property,
+                        sla.value,
+                        sla.unit.as_deref().unwrap_or("d")
+                    ))
+                }
+            }
+            Ok(None) => f.failed(format!("{name} has no data yet")),
+            Err(e) => f.failed(e.to_string()),
+        });
+    }
+    out
+}
+
+/// Runs one quality rule: the measured value against its operator.
+async fn quality(system: &crate::Session, contract: &Contract, rule: &Quality) -> Finding {
+    let f = Finding::new(Some(contract), "quality", rule.label()).at(rule.pos.line);
+    let Some(sql) = quality_sql(contract, rule) else {
+        return f.skipped(format!("`{}` rules are not executed by meshql", rule.kind));
+    };
+    let Some(expect) = rule.expect else {
+        return f.skipped("the rule has no operator");
+    };
+    let measured = match number(system, &sql).await {
+        Ok(v) => v,
+        Err(e) => return f.failed(format!("the rule's query failed: {e}")),
+    };
+    let value = if rule.unit.as_deref() == Some("percent") && rule.kind == "library" {
+        let total = match number(
+            system,
+            &format!("SELECT count(*) FROM {}", contract.qualified_name()),
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => return f.failed(e),
+        };
+        if total == 0.0 {
+            0.0
+        } else {
+            measured * 100.0 / total
+        }
+    } else {
+        measured
+    };
+    let what = measure_name(rule);
+    if expect.holds(value) {
+        f.passed(format!("{what}: {value}"))
+    } else {
+        f.failed(format!(
+            "{what} is {value}; it {}",
+            describe_expectation(&expect, rule)
+        ))
+    }
+}
+
+fn describe_expectation(e: &Expectation, rule: &Quality) -> String {
+    match rule.unit.as_deref() {
+        Some("percent") => format!("{e} percent"),
+        _ => e.to_string(),
+    }
+}
+
+fn measure_name(rule: &Quality) -> String {
+    let col = rule.column.as_deref().unwrap_or("");
+    match rule.metric.as_deref() {
+        Some("nullValues") => format!("NULL values in `{col}`"),
+        Some("missingValues") => format!("missing values in `{col}`"),
+        Some("invalidValues") => format!("invalid values in `{col}`"),
+        Some("duplicateValues") => "duplicate values".into(),
+        Some("rowCount") => "row count".into(),
+        _ => "the query's result".into(),
+    }
+}
+
+/// The SQL that measures a rule: one number.
+pub(crate) fn quality_sql(contract: &Contract, rule: &Quality) -> Option<String> {
+    let table = contract.qualified_name();
+    let col = rule.column.as_deref().map(ident);
+    match rule.kind.as_str() {
+        "sql" => {
+            let q = rule.query.as_deref()?;
+            Some(
+                q.replace("{object}", &table)
+                    .replace("{property}", col.as_deref().unwrap_or("")),
+            )
+        }
+        "library" => {
+            let metric = rule.metric.as_deref()?;
+            let text = |c: &str| format!("CAST({c} AS VARCHAR)");
+            Some(match (metric, col.as_deref()) {
+                ("nullValues", Some(c)) => {
+                    format!("SELECT count(*) FROM {table} WHERE {c} IS NULL")
+                }
+                ("missingValues", Some(c)) => {
+                    let mut cond = format!("{c} IS NULL");
+                    if !rule.missing_values.is_empty() {
+                        cond.push_str(&format!(
+                            " OR {} IN ({})",
+                            text(c),
+                            literals(&rule.missing_values)
+                        ));
+                    }
+                    format!("SELECT count(*) FROM {table} WHERE {cond}")
+                }
+                ("invalidValues", Some(c)) => {
+                    let mut bad = Vec::new();
+                    if !rule.valid_values.is_empty() {
+                        bad.push(format!(
+                            "{} NOT IN ({})",
+                            text(c),
+                            literals(&rule.valid_values)
+                        ));
+                    }
+                    if let Some(p) = &rule.pattern {
+                        bad.push(format!("NOT regexp_like({}, {})", text(c), literal(p)));
+                    }
+                    if bad.is_empty() {
+                        return None;
+                    }
+                    format!(
+                        "SELECT count(*) FROM {table} WHERE {c} IS NOT NULL AND ({})",
+                        bad.join(" OR ")
+                    )
+                }
+                ("duplicateValues", _) => {
+                    let cols: Vec<String> = match (&col, rule.properties.is_empty()) {
+                        (Some(c), _) => vec![c.clone()],
+                        (None, false) => rule.properties.iter().map(|p| ident(p)).collect(),
+                        (None, true) => contract
+                            .product
+                            .columns
+                            .iter()
+                            .map(|c| ident(&c.name))
+                            .collect(),
+                    };
+                    let cols = cols.join(", ");
+                    format!(
+                        "SELECT (SELECT count(*) FROM {table}) - (SELECT count(*) FROM (SELECT DISTINCT {cols} FROM {table}))"
+                    )
+                }
+                ("rowCount", _) => format!("SELECT count(*) FROM {table}"),
+                _ => return None,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn literals(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| literal(v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first value of the first row, as a number.
+async fn number(system: &crate::Session, sql: &str) -> Result<f64, String> {
+    let batches = system.collect(sql).await.map_err(|e| e.to_string())?;
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| "the query returned no rows".to_string())?;
+    let column = batch.column(0);
+    if column.is_null(0) {
+        return Ok(0.0);
+    }
+    let as_f64 = arrow::compute::cast(column, &arrow::datatypes::DataType::Float64)
+        .map_err(|e| format!("the query's first column is not a number: {e}"))?;
+    let values = as_f64
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .ok_or_else(|| "the query's first column is not a number".to_string())?;
+    Ok(values.value(0))
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}

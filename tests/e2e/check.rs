@@ -1,0 +1,346 @@
+//! `meshql check`, the governance gate: the demo passes; broken copies of
+//! it fail with the finding that names the problem.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::util::*;
+
+fn check(mesh: &Path, args: &[&str]) -> Output {
+    demo_data();
+    Command::new(env!("CARGO_BIN_EXE_meshql"))
+        .current_dir(root())
+        .arg("--mesh")
+        .arg(mesh)
+        .arg("check")
+        .args(args)
+        .env_remove("MESHQL_MESH")
+        .env_remove("MESHQL_USER")
+        .output()
+        .expect("runs meshql")
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", out(o)))
+}
+
+/// The failed findings of a JSON report as `check: message`.
+fn failures(o: &Output) -> Vec<String> {
+    json(o)["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["outcome"] == "failed")
+        .map(|f| {
+            format!(
+                "{} {}: {}",
+                f["product"].as_str().unwrap_or("-"),
+                f["check"].as_str().unwrap_or(""),
+                f["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// A copy of the demo catalog reading the demo's data, to break.
+fn demo_copy() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("catalog");
+    copy_dir(&root().join("catalog"), &dir);
+    let data = demo_data();
+    let mesh = std::fs::read_to_string(dir.join("mesh.yaml"))
+        .expect("mesh.yaml")
+        .replace("../data/demo", &data.display().to_string())
+        .replace(
+            "../data/audit.jsonl",
+            &tmp.path().join("audit.jsonl").display().to_string(),
+        );
+    std::fs::write(dir.join("mesh.yaml"), mesh).expect("write");
+    (tmp, dir)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    assert!(text.contains(from), "{} has no `{from}`", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).expect("write");
+}
+
+#[test]
+fn the_demo_mesh_passes_in_every_format() {
+    let demo = root().join("catalog");
+    let o = check(&demo, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(out(&o).contains("ok     sales.orders"), "{}", out(&o));
+    assert!(out(&o).contains(" 0 failed"), "{}", out(&o));
+
+    let o = check(&demo, &["--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let report = json(&o);
+    assert_eq!(report["failed"], 0);
+    let findings = report["findings"].as_array().expect("findings");
+    for kind in [
+        "naming",
+        "ownership",
+        "pii",
+        "schema",
+        "quality",
+        "freshness",
+    ] {
+        assert!(
+            findings.iter().any(|f| f["check"] == kind),
+            "no {kind} check in {report}"
+        );
+    }
+    // The demo's own quality rule ran and measured its value.
+    let rule = findings
+        .iter()
+        .find(|f| f["name"] == "positive_totals")
+        .expect("positive_totals");
+    assert_eq!(rule["outcome"], "passed");
+    assert_eq!(rule["product"], "sales.orders");
+    assert!(rule["line"].as_u64().is_some());
+
+    let o = check(&demo, &["--format", "junit", "--product", "sales.orders"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let xml = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(xml.contains("<testsuite name=\"sales.orders\""), "{xml}");
+    assert!(xml.contains("name=\"positive_totals\""), "{xml}");
+    assert!(
+        !xml.contains("customers.customers"),
+        "--product keeps to one: {xml}"
+    );
+    assert!(!xml.contains("<failure"), "{xml}");
+
+    // No mesh: exit 2.
+    let o = check(&root().join("no-such-mesh"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let o = check(&demo, &["--product", "sales.nope"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(out(&o).contains("no product `sales.nope`"), "{}", out(&o));
+}
+
+#[test]
+fn broken_copies_of_the_demo_fail_with_the_finding_that_names_the_problem() {
+    let (_tmp, dir) = demo_copy();
+    // Personal data left unmasked for analysts.
+    edit(
+        &dir.join("policies.yaml"),
+        "rules:\n",
+        "rules:\n  - name: analysts read customers raw\n    role: analyst\n    domain: customers\n    access: allow\n",
+    );
+    // Schema drift: the contract names a column the data does not have.
+    edit(
+        &dir.join("sales/order_items.yaml"),
+        "name: quantity",
+        "name: qty",
+    );
+    // A stale product.
+    edit(
+        &dir.join("marketing/campaign_performance.yaml"),
+        "slaProperties:\n",
+        "slaProperties:\n  - property: freshness\n    value: 0\n    unit: s\n",
+    );
+    // Quality rules that fail: an invalid value, a row count.
+    edit(
+        &dir.join("sales/orders.yaml"),
+        "quality:\n",
+        "quality:\n  - type: library\n    metric: rowCount\n    mustBeGreaterThan: 1000000\n",
+    );
+    edit(
+        &dir.join("sales/orders.yaml"),
+        "        description: pending, shipped, delivered, cancelled or returned\n",
+        "        description: pending, shipped, delivered, cancelled or returned\n        quality:\n          - metric: invalidValues\n            arguments:\n              validValues: [pending, shipped]\n            mustBe: 0\n          - metric: nullValues\n            mustBe: 0\n          - metric: missingValues\n            arguments:\n              missingValues: ['', 'n/a']\n            unit: percent\n            mustBeLessThan: 1\n",
+    );
+    // A contract outside its domain's folder.
+    std::fs::rename(
+        dir.join("catalog/products.yaml"),
+        dir.join("sales/products.yaml"),
+    )
+    .expect("move");
+
+    let o = check(&dir, &["--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let failed = failures(&o);
+    let has = |needle: &str| {
+        assert!(
+            failed.iter().any(|f| f.contains(needle)),
+            "no failure with `{needle}` in {failed:#?}"
+        )
+    };
+    has(
+        "customers.customers pii: customers.customers would expose PII column email to user `analyst`, user `eu_analyst`, role `analyst`",
+    );
+    has(
+        "sales.order_items schema: data product sales.order_items: the data does not match the contract: column `qty` is declared in the contract but missing from the data",
+    );
+    has(
+        "marketing.campaign_performance freshness: marketing.campaign_performance was last updated",
+    );
+    has("its freshness SLA is 0 s");
+    has("sales.orders quality: row count is 20000; it must be greater than 1000000");
+    has("sales.orders quality: invalid values in `status` is");
+    has(
+        "contract: contract for domain `catalog` is in directory `sales`: move it to `catalog/products.yaml`",
+    );
+    // Rules that hold are not failures.
+    assert!(
+        !failed.iter().any(|f| f.contains("NULL values in `status`")),
+        "{failed:#?}"
+    );
+    assert!(
+        !failed.iter().any(|f| f.contains("missing values")),
+        "{failed:#?}"
+    );
+    // Nothing but what was broken.
+    assert_eq!(failed.len(), 8, "{failed:#?}");
+
+    // The text report says where.
+    let o = check(&dir, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = out(&o);
+    assert!(text.contains("FAILED sales.orders"), "{text}");
+    assert!(
+        text.contains(&format!("{}:", dir.join("sales/orders.yaml").display())),
+        "{text}"
+    );
+
+    // --static reads no data: only the policy and naming findings remain.
+    let o = check(&dir, &["--static", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let failed = failures(&o);
+    assert!(
+        failed
+            .iter()
+            .all(|f| f.contains(" pii: ") || f.contains(" contract: ")),
+        "{failed:#?}"
+    );
+    assert_eq!(failed.len(), 4, "{failed:#?}");
+}
+
+#[test]
+fn breaking_changes_fail_unless_the_major_version_goes_up() {
+    let (_tmp, dir) = demo_copy();
+    let before = dir.parent().expect("parent").join("before");
+    copy_dir(&dir, &before);
+    let orders = dir.join("sales/orders.yaml");
+    // Remove a column, narrow another, change the key.
+    edit(
+        &orders,
+        "      - name: region\n        logicalType: string\n        required: true\n",
+        "",
+    );
+    edit(
+        &orders,
+        "        physicalType: decimal(12,2)",
+        "        physicalType: decimal(10,2)",
+    );
+    edit(
+        &orders,
+        "        primaryKey: true\n",
+        "        required: true\n",
+    );
+    // A compatible change elsewhere: a wider type.
+    edit(
+        &dir.join("sales/order_items.yaml"),
+        "        physicalType: int\n",
+        "        physicalType: bigint\n",
+    );
+    let o = check(
+        &dir,
+        &[
+            "--static",
+            "--format",
+            "json",
+            "--against",
+            before.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let failed = failures(&o);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    let f = &failed[0];
+    assert!(
+        f.starts_with(
+            "sales.orders evolution: breaking changes without a new major version (2.0.0 -> 2.0.0)"
+        ),
+        "{f}"
+    );
+    assert!(f.contains("column `region` was removed"), "{f}");
+    assert!(
+        f.contains("column `total_order_value` changed type from decimal(12,2) to decimal(10,2)"),
+        "{f}"
+    );
+    assert!(
+        f.contains("the primary key changed from (order_id) to ()"),
+        "{f}"
+    );
+
+    // The same changes with a new major version pass.
+    edit(&orders, "version: 2.0.0", "version: 3.0.0");
+    let o = check(
+        &dir,
+        &["--static", "--against", before.to_str().expect("utf8")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+
+    // A git revision works as well as a directory.
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(&before)
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(o.status.success(), "git {args:?}: {}", out(&o));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-qm",
+        "before",
+    ]);
+    edit(
+        &before.join("sales/orders.yaml"),
+        "      - name: currency\n        logicalType: string\n        required: true\n        description: ISO 4217 currency code\n",
+        "",
+    );
+    let o = check(
+        &before,
+        &["--static", "--format", "json", "--against", "HEAD"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let failed = failures(&o);
+    assert!(
+        failed.len() == 1 && failed[0].contains("column `currency` was removed"),
+        "{failed:#?}"
+    );
+    let o = check(&before, &["--static", "--against", "no-such-rev"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+}
