@@ -313,3 +313,103 @@ async fn a_product_can_be_a_file_a_directory_or_a_glob() {
     assert_eq!(r[2], r[3], "a glob selects this year's files");
     assert_ne!(r[1], r[3]);
 }
+
+#[tokio::test]
+async fn the_meshql_domain_shows_each_principal_only_what_they_may_see() {
+    let mesh = demo_mesh();
+    let session = |user: &str| mesh.session(mesh.principal(user).expect("user"));
+    let guest = session("guest");
+    let products = rows(
+        &guest
+            .collect("SELECT domain || '.' || product FROM meshql.products ORDER BY 1")
+            .await
+            .expect("products"),
+    );
+    let names: Vec<&str> = products.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "catalog.inventory_levels",
+            "catalog.products",
+            "marketing.campaign_performance",
+            "sales.order_items",
+            "sales.orders"
+        ]
+    );
+    // A denied column is not there; a masked one says so.
+    let cols = rows(
+        &guest
+            .collect("SELECT column_name, masked FROM meshql.columns WHERE domain = 'marketing' AND column_name = 'attributed_revenue' UNION ALL SELECT column_name, masked FROM meshql.columns WHERE product = 'orders' AND column_name = 'customer_id'")
+            .await
+            .expect("columns"),
+    );
+    assert_eq!(
+        cols,
+        vec![vec!["customer_id".to_string(), "true".to_string()]]
+    );
+    let rules = rows(
+        &guest
+            .collect("SELECT rule, access, location FROM meshql.my_policies")
+            .await
+            .expect("policies"),
+    );
+    assert_eq!(rules.len(), 4, "{rules:?}");
+    assert_eq!(rules[0][0], "guests never see payments or customers");
+    assert_eq!(rules[0][1], "deny");
+    assert!(rules[0][2].ends_with("policies.yaml:16"), "{rules:?}");
+    assert!(
+        rules.iter().all(|r| !r[0].contains("platform admins")),
+        "{rules:?}"
+    );
+
+    let admin = session("admin");
+    let all = rows(
+        &admin
+            .collect("SELECT count(*), count(last_updated), count(DISTINCT storage) FROM meshql.products")
+            .await
+            .expect("products"),
+    );
+    assert_eq!(
+        all,
+        vec![vec!["7".to_string(), "7".to_string(), "2".to_string()]]
+    );
+    let masked = rows(
+        &admin
+            .collect("SELECT count(*) FROM meshql.columns WHERE masked")
+            .await
+            .expect("columns"),
+    );
+    assert_eq!(masked, vec![vec!["0".to_string()]]);
+    let sla = rows(
+        &admin
+            .collect("SELECT freshness_sla, freshness_met FROM meshql.products WHERE product = 'customers'")
+            .await
+            .expect("sla"),
+    );
+    assert_eq!(sla, vec![vec!["365 d".to_string(), "true".to_string()]]);
+    let rules = rows(
+        &admin
+            .collect("SELECT rule FROM meshql.my_policies")
+            .await
+            .expect("policies"),
+    );
+    assert_eq!(
+        rules,
+        vec![vec!["platform admins read everything raw".to_string()]]
+    );
+
+    let analyst = session("analyst");
+    let email = rows(
+        &analyst
+            .collect("SELECT masked, classification FROM meshql.columns WHERE product = 'customers' AND column_name = 'email'")
+            .await
+            .expect("columns"),
+    );
+    assert_eq!(email, vec![vec!["true".to_string(), "pii".to_string()]]);
+    // The domain is read-only and reserved.
+    let err = analyst
+        .collect("SELECT * FROM meshql.nope")
+        .await
+        .expect_err("no such table");
+    assert!(err.to_string().contains("meshql.nope"), "{err}");
+}

@@ -92,6 +92,15 @@ impl ProductTable {
                 let store = runtime
                     .object_store(&url)
                     .map_err(|e| crate::error::clean_datafusion_message(&e))?;
+                if !url.is_collection() && !url.as_str().contains(['*', '?', '[']) {
+                    // One file.
+                    use object_store::ObjectStoreExt;
+                    let meta = store
+                        .head(url.prefix())
+                        .await
+                        .map_err(|e| format!("cannot read its file: {e}"))?;
+                    return Ok(Some(meta.last_modified.timestamp_millis()));
+                }
                 let files: Vec<_> = store
                     .list(Some(url.prefix()))
                     .try_collect()

@@ -34,6 +34,7 @@ mod iceberg_scan;
 mod principal;
 mod session;
 mod storage;
+mod system;
 mod types;
 
 pub use catalog::CATALOG_NAME;

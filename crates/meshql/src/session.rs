@@ -191,6 +191,20 @@ impl Mesh {
     }
 
     /// The mesh's catalog: `mesh.yaml` and the contracts that loaded.
+    /// When a product's data last changed (see [`Session::last_updated`]);
+    /// `None` when it cannot be told.
+    pub(crate) async fn last_updated_ms(&self, contract: &Contract) -> Option<i64> {
+        let table = self
+            .inner
+            .products
+            .get(&(contract.domain.clone(), contract.product.name.clone()))?;
+        table
+            .last_updated_ms(&self.inner.runtime)
+            .await
+            .ok()
+            .flatten()
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
     }
@@ -276,6 +290,27 @@ impl Mesh {
                 .products
                 .insert(name.clone(), Arc::new(governed));
         }
+
+        // The reserved domain `meshql`: discovery tables of what this
+        // principal may see.
+        let context = Arc::new(crate::system::SystemContext {
+            mesh: self.clone(),
+            principal: principal.clone(),
+            policies: policies.clone(),
+        });
+        let system = crate::catalog::DomainSchema {
+            products: crate::system::Kind::ALL
+                .iter()
+                .map(|(name, kind)| {
+                    let table: Arc<dyn datafusion::catalog::TableProvider> =
+                        Arc::new(crate::system::SystemTable::new(*kind, Arc::clone(&context)));
+                    (name.to_string(), table)
+                })
+                .collect(),
+        };
+        provider
+            .domains
+            .insert(crate::system::DOMAIN.to_string(), Arc::new(system));
 
         let secret = self.inner.secret.as_deref();
         let rule = GovernanceRule::new(

@@ -61,7 +61,7 @@ impl ProductPolicy {
     }
 }
 
-fn principal_matches(rule: &Rule, p: &Principal) -> bool {
+pub(crate) fn principal_matches(rule: &Rule, p: &Principal) -> bool {
     rule.user.as_ref().is_none_or(|pat| pat.is_match(&p.user))
         && rule
             .role

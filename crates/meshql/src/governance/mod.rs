@@ -2,7 +2,7 @@
 //! product, the mask and policy functions, and the plan rewrite that
 //! enforces them.
 
-mod decide;
+pub(crate) mod decide;
 pub(crate) mod functions;
 pub(crate) mod rewrite;
 

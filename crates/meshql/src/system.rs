@@ -1,0 +1,311 @@
+//! The reserved domain `meshql`: discovery tables built from the contracts
+//! and policies, each showing only what the principal asking may see.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arrow::array::{ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{Session as DfSession, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use meshql_manifest::{Access, ColumnAction, Contract};
+
+use crate::governance::{ColumnDecision, ProductPolicy};
+use crate::principal::Principal;
+use crate::session::Mesh;
+
+/// The domain's name.
+pub(crate) const DOMAIN: &str = "meshql";
+
+/// What every system table of one session knows.
+#[derive(Debug)]
+pub(crate) struct SystemContext {
+    pub(crate) mesh: Mesh,
+    pub(crate) principal: Principal,
+    pub(crate) policies: BTreeMap<String, Arc<ProductPolicy>>,
+}
+
+impl SystemContext {
+    /// The contracts of the products the principal can see, with their
+    /// policy.
+    fn visible(&self) -> impl Iterator<Item = (&Contract, &ProductPolicy)> {
+        self.mesh.catalog().contracts.iter().filter_map(|c| {
+            let p = self.policies.get(&c.qualified_name())?;
+            p.visible.then_some((c, p.as_ref()))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Products,
+    Columns,
+    MyPolicies,
+}
+
+impl Kind {
+    pub(crate) const ALL: [(&'static str, Kind); 3] = [
+        ("products", Kind::Products),
+        ("columns", Kind::Columns),
+        ("my_policies", Kind::MyPolicies),
+    ];
+}
+
+/// One system table; its rows are computed when it is read.
+#[derive(Debug)]
+pub(crate) struct SystemTable {
+    kind: Kind,
+    context: Arc<SystemContext>,
+    schema: SchemaRef,
+}
+
+fn text(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+}
+
+impl SystemTable {
+    pub(crate) fn new(kind: Kind, context: Arc<SystemContext>) -> SystemTable {
+        let fields = match kind {
+            Kind::Products => vec![
+                text("domain"),
+                text("product"),
+                text("version"),
+                text("status"),
+                text("owner"),
+                text("description"),
+                text("tags"),
+                text("storage"),
+                Field::new(
+                    "last_updated",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    true,
+                ),
+                text("freshness_sla"),
+                Field::new("freshness_met", DataType::Boolean, true),
+            ],
+            Kind::Columns => vec![
+                text("domain"),
+                text("product"),
+                text("column_name"),
+                Field::new("position", DataType::Int32, false),
+                text("data_type"),
+                Field::new("required", DataType::Boolean, false),
+                Field::new("primary_key", DataType::Boolean, false),
+                text("classification"),
+                text("tags"),
+                text("description"),
+                Field::new("masked", DataType::Boolean, false),
+            ],
+            Kind::MyPolicies => vec![
+                text("rule"),
+                text("location"),
+                text("access"),
+                text("domain"),
+                text("product"),
+                text("columns"),
+                text("row_filter"),
+            ],
+        };
+        SystemTable {
+            kind,
+            context,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    async fn batch(&self, projection: Option<&Vec<usize>>) -> DfResult<RecordBatch> {
+        let columns: Vec<ArrayRef> = match self.kind {
+            Kind::Products => self.products(projection).await,
+            Kind::Columns => self.columns(),
+            Kind::MyPolicies => self.my_policies(),
+        };
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    async fn products(&self, projection: Option<&Vec<usize>>) -> Vec<ArrayRef> {
+        let ctx = &self.context;
+        let rows: Vec<(&Contract, &ProductPolicy)> = ctx.visible().collect();
+        // Storage is only touched when the freshness columns are read.
+        let wants_time = projection.is_none_or(|p| p.iter().any(|i| *i >= 8));
+        let mut updated: Vec<Option<i64>> = Vec::with_capacity(rows.len());
+        for (c, _) in &rows {
+            updated.push(if wants_time {
+                ctx.mesh.last_updated_ms(c).await
+            } else {
+                None
+            });
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        fn sla(c: &Contract) -> Option<&meshql_manifest::SlaProperty> {
+            c.sla.iter().find(|s| s.is_freshness())
+        }
+        let s = |f: &dyn Fn(&Contract) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from(
+                rows.iter().map(|(c, _)| f(c)).collect::<Vec<_>>(),
+            ))
+        };
+        vec![
+            s(&|c| Some(c.domain.clone())),
+            s(&|c| Some(c.product.name.clone())),
+            s(&|c| Some(c.version.clone())),
+            s(&|c| Some(c.status.clone())),
+            s(&|c| c.owner().map(str::to_string)),
+            s(&|c| c.description.clone()),
+            s(&|c| (!c.tags.is_empty()).then(|| c.tags.join(", "))),
+            s(&|c| {
+                c.servers.first().map(|s| {
+                    if s.is_iceberg() {
+                        "iceberg".to_string()
+                    } else {
+                        s.format.clone()
+                    }
+                })
+            }),
+            Arc::new(
+                arrow::array::TimestampMillisecondArray::from(updated.clone()).with_timezone("UTC"),
+            ),
+            s(&|c| sla(c).map(|s| format!("{} {}", s.value, s.unit.as_deref().unwrap_or("d")))),
+            Arc::new(BooleanArray::from(
+                rows.iter()
+                    .zip(&updated)
+                    .map(|((c, _), at)| {
+                        let max = sla(c)?.max_age().ok()?;
+                        let at = (*at)?;
+                        Some(now - at <= max.as_millis() as i64)
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+        ]
+    }
+
+    fn columns(&self) -> Vec<ArrayRef> {
+        let mut rows = Vec::new();
+        for (c, policy) in self.context.visible() {
+            for (i, col) in c.product.columns.iter().enumerate() {
+                let decision = policy.columns.iter().find(|p| p.name == col.name);
+                let masked = match decision.map(|d| &d.action) {
+                    Some(ColumnDecision::Deny) | None => continue,
+                    Some(ColumnDecision::Mask(_)) => true,
+                    Some(ColumnDecision::Allow) => false,
+                };
+                rows.push((c, i, col, masked));
+            }
+        }
+        let s = |f: &dyn Fn(
+            &(&Contract, usize, &meshql_manifest::Column, bool),
+        ) -> Option<String>|
+         -> ArrayRef {
+            Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+        };
+        let b =
+            |f: &dyn Fn(&(&Contract, usize, &meshql_manifest::Column, bool)) -> bool| -> ArrayRef {
+                Arc::new(BooleanArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+            };
+        vec![
+            s(&|r| Some(r.0.domain.clone())),
+            s(&|r| Some(r.0.product.name.clone())),
+            s(&|r| Some(r.2.name.clone())),
+            Arc::new(Int32Array::from(
+                rows.iter().map(|r| r.1 as i32 + 1).collect::<Vec<_>>(),
+            )),
+            s(&|r| Some(r.2.data_type.to_string())),
+            b(&|r| r.2.required),
+            b(&|r| r.2.primary_key),
+            s(&|r| r.2.classification.clone()),
+            s(&|r| (!r.2.tags.is_empty()).then(|| r.2.tags.join(", "))),
+            s(&|r| r.2.description.clone()),
+            b(&|r| r.3),
+        ]
+    }
+
+    fn my_policies(&self) -> Vec<ArrayRef> {
+        let ctx = &self.context;
+        let rules: Vec<_> = ctx
+            .mesh
+            .catalog()
+            .rules
+            .iter()
+            .filter(|r| crate::governance::decide::principal_matches(r, &ctx.principal))
+            .collect();
+        let s = |f: &dyn Fn(&meshql_manifest::Rule) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from(
+                rules.iter().map(|r| f(r)).collect::<Vec<_>>(),
+            ))
+        };
+        vec![
+            s(&|r| Some(r.name.clone())),
+            s(&|r| Some(r.location())),
+            s(&|r| {
+                Some(match r.access {
+                    Access::Allow => "allow".into(),
+                    Access::Deny => "deny".into(),
+                })
+            }),
+            s(&|r| Some(r.domain.as_ref().map_or("*".into(), |p| p.text.clone()))),
+            s(&|r| Some(r.product.as_ref().map_or("*".into(), |p| p.text.clone()))),
+            s(&|r| {
+                let parts: Vec<String> = r
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let which = [
+                            c.name.as_ref().map(|p| format!("name {}", p.text)),
+                            c.classification
+                                .as_ref()
+                                .map(|p| format!("classification {}", p.text)),
+                            c.tag.as_ref().map(|p| format!("tag {}", p.text)),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" and ");
+                        let what = match &c.action {
+                            ColumnAction::Allow => "allow".to_string(),
+                            ColumnAction::Deny => "deny".to_string(),
+                            ColumnAction::Mask(e) => format!("mask {}", e.sql),
+                        };
+                        format!("{which}: {what}")
+                    })
+                    .collect();
+                (!parts.is_empty()).then(|| parts.join("; "))
+            }),
+            s(&|r| r.row_filter.as_ref().map(|f| f.sql.clone())),
+        ]
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn DfSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch(projection).await?;
+        let table = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
+        table.scan(state, projection, filters, limit).await
+    }
+}
