@@ -57,6 +57,10 @@ impl Kind {
     ];
 }
 
+/// A row of `meshql.columns`: the product, the column's index, the column
+/// and whether it is masked.
+type ColumnRow<'a> = (&'a Contract, usize, &'a meshql_manifest::Column, bool);
+
 /// One system table; its rows are computed when it is read.
 #[derive(Debug)]
 pub(crate) struct SystemTable {
@@ -200,16 +204,12 @@ impl SystemTable {
                 rows.push((c, i, col, masked));
             }
         }
-        let s = |f: &dyn Fn(
-            &(&Contract, usize, &meshql_manifest::Column, bool),
-        ) -> Option<String>|
-         -> ArrayRef {
+        let s = |f: &dyn Fn(&ColumnRow<'_>) -> Option<String>| -> ArrayRef {
             Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
         };
-        let b =
-            |f: &dyn Fn(&(&Contract, usize, &meshql_manifest::Column, bool)) -> bool| -> ArrayRef {
-                Arc::new(BooleanArray::from(rows.iter().map(f).collect::<Vec<_>>()))
-            };
+        let b = |f: &dyn Fn(&ColumnRow<'_>) -> bool| -> ArrayRef {
+            Arc::new(BooleanArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+        };
         vec![
             s(&|r| Some(r.0.domain.clone())),
             s(&|r| Some(r.0.product.name.clone())),
