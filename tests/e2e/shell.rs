@@ -517,3 +517,42 @@ fn the_interactive_shell_completes_continues_cancels_and_remembers() {
     );
     assert!(saved.contains("SELECT 7 AS seven;"), "{saved}");
 }
+
+#[test]
+fn products_search_and_find_show_only_what_the_user_may_see() {
+    let o = meshql(&[
+        "-u", "analyst", "--format", "csv", "products", "search", "EMAIL",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("customers.customers,customer-data,")
+                && l.ends_with(",column email")),
+        "{out}"
+    );
+    // The same search as a guest, who cannot see customers.
+    let o = meshql(&[
+        "-u", "guest", "--format", "csv", "products", "search", "email",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stdout(&o).contains("customers.customers"),
+        "{}",
+        stdout(&o)
+    );
+    // `\find` in the shell: descriptions, column names and classifications.
+    let o = meshql(&["-u", "analyst", "--format", "csv", "-c", "\\find currency"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("sales.orders,sales-engineering,"), "{out}");
+    assert!(out.contains("\"column currency, description\""), "{out}");
+    let o = meshql(&["-u", "analyst", "--format", "csv", "-c", "\\find pii"]);
+    assert!(stdout(&o).contains("customers.customers"), "{}", stdout(&o));
+    // A term with quotes and wildcards is a term, not SQL.
+    let o = meshql(&["-u", "analyst", "-c", "\\find 100%' OR 1=1 --"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("(0 rows"), "{}", stderr(&o));
+    let o = meshql(&["-c", "\\find"]);
+    assert!(stderr(&o).contains("usage: \\find TERM"), "{}", stderr(&o));
+}

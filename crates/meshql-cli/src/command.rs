@@ -24,6 +24,9 @@ pub enum Command {
     Timing(Option<bool>),
     /// `\pset format FORMAT`.
     Format(PrintFormat),
+    /// `\find TERM`: products whose name, description, tags or columns
+    /// mention the term.
+    Find(String),
 }
 
 impl FromStr for Command {
@@ -45,6 +48,8 @@ impl FromStr for Command {
             ("\\timing", ["off"]) => Ok(Command::Timing(Some(false))),
             ("\\pset", ["format", f]) => f.parse().map(Command::Format),
             ("\\pset", _) => Err("usage: \\pset format table|csv|tsv|json|ndjson".into()),
+            ("\\find", []) => Err("usage: \\find TERM".into()),
+            ("\\find", terms) => Ok(Command::Find(terms.join(" "))),
             _ => Err(format!("unknown command `{s}`: \\? lists the commands")),
         }
     }
@@ -55,6 +60,7 @@ meshql shell commands:
   \\d                   list data products (domain, product, owner, status, description)
   \\d DOMAIN.PRODUCT    describe a product: columns, types, classification, owner, SLA
   \\dn                  list domains
+  \\find TERM          find products by name, description, tag or column
   \\timing [on|off]     show the time each statement took
   \\pset format FORMAT  table, csv, tsv, json or ndjson
   \\?                   this help
@@ -299,4 +305,38 @@ mod tests {
         assert!("\\pset format xml".parse::<Command>().is_err());
         assert!("\\x".parse::<Command>().is_err());
     }
+}
+
+/// The search behind `\find` and `meshql products search`, over the
+/// `meshql` discovery tables: it runs as the user, locally or on a server,
+/// and finds only what they may see. Case-insensitive; each product once,
+/// with where the term was found.
+pub fn search_sql(term: &str) -> String {
+    let like = format!(
+        "'%{}%'",
+        term.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+            .replace('\'', "''")
+    );
+    let m = |e: &str| format!("lower(coalesce({e}, '')) LIKE {like} ESCAPE '\\'");
+    format!(
+        "SELECT domain || '.' || product AS product, owner, description, \
+         string_agg(DISTINCT hit, ', ' ORDER BY hit) AS matches FROM (\
+         SELECT domain, product, owner, description, 'name' AS hit FROM meshql.products WHERE {} \
+         UNION ALL SELECT domain, product, owner, description, 'description' FROM meshql.products WHERE {} \
+         UNION ALL SELECT domain, product, owner, description, 'tag' FROM meshql.products WHERE {} \
+         UNION ALL SELECT p.domain, p.product, p.owner, p.description, 'column ' || c.column_name \
+         FROM meshql.columns c JOIN meshql.products p ON c.domain = p.domain AND c.product = p.product \
+         WHERE {} OR {} OR {} OR {}) \
+         GROUP BY domain, product, owner, description ORDER BY 1",
+        m("domain || '.' || product"),
+        m("description"),
+        m("tags"),
+        m("c.column_name"),
+        m("c.description"),
+        m("c.tags"),
+        m("c.classification"),
+    )
 }

@@ -120,6 +120,11 @@ enum Sub {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Discover data products.
+    Products {
+        #[command(subcommand)]
+        cmd: ProductsCmd,
+    },
     /// Serve the mesh over Arrow Flight SQL to BI tools, drivers and remote shells.
     Serve(ServeArgs),
     /// Local principals.
@@ -180,6 +185,16 @@ enum PolicyCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum ProductsCmd {
+    /// Products whose name, description, tags or columns mention TERM (the
+    /// shell's `\find`), among those the user may see.
+    Search {
+        #[arg(required = true)]
+        term: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum UserCmd {
     /// Print an argon2 hash of a password (read from standard input) for users.yaml.
     HashPassword,
@@ -221,7 +236,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    // `meshql products search TERM` is the shell's `\find TERM`, locally or
+    // on a server.
+    if let Some(Sub::Products {
+        cmd: ProductsCmd::Search { term },
+    }) = &cli.sub
+    {
+        cli.command = vec![format!("\\find {}", term.join(" "))];
+        cli.file.clear();
+        cli.sub = None;
+    }
     let mesh_dir = cli.mesh.clone().unwrap_or_else(default_mesh);
     let remote = cli.connect.is_some() && cli.sub.is_none();
     if !remote && !mesh_dir.join("mesh.yaml").is_file() {
@@ -293,7 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd: PolicyCmd::Explain { product },
         }) => return explain(&mesh_dir, cli.user.as_deref(), product),
         Some(Sub::Serve(args)) => return serve(&mesh_dir, args, runtime),
-        None => {}
+        Some(Sub::Products { .. }) | None => {}
     }
 
     let backend: Box<dyn Backend> = match &cli.connect {

@@ -149,6 +149,10 @@ impl Shell {
                 self.format = f;
                 eprintln!("Output format is {f}.");
             }
+            Command::Find(term) => {
+                let sql = command::search_sql(&term);
+                return self.run_item(&Item::Sql(0, sql));
+            }
         }
         Ok(Flow::Continue)
     }
