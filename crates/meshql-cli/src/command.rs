@@ -281,32 +281,6 @@ pub fn describe(c: &Contract, masks: &[(String, String)]) -> (RecordBatch, Vec<S
     (batch, lines)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_parse() {
-        assert_eq!("\\q".parse::<Command>(), Ok(Command::Quit));
-        assert_eq!("\\d".parse::<Command>(), Ok(Command::ListProducts));
-        assert_eq!(
-            "\\d sales.orders".parse::<Command>(),
-            Ok(Command::Describe("sales.orders".into()))
-        );
-        assert_eq!("\\dn".parse::<Command>(), Ok(Command::ListDomains));
-        assert_eq!(
-            "\\timing off".parse::<Command>(),
-            Ok(Command::Timing(Some(false)))
-        );
-        assert_eq!(
-            "\\pset format csv".parse::<Command>(),
-            Ok(Command::Format(PrintFormat::Csv))
-        );
-        assert!("\\pset format xml".parse::<Command>().is_err());
-        assert!("\\x".parse::<Command>().is_err());
-    }
-}
-
 /// The search behind `\find` and `meshql products search`, over the
 /// `meshql` discovery tables: it runs as the user, locally or on a server,
 /// and finds only what they may see. Case-insensitive; each product once,
@@ -339,4 +313,30 @@ pub fn search_sql(term: &str) -> String {
         m("c.tags"),
         m("c.classification"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!("\\q".parse::<Command>(), Ok(Command::Quit));
+        assert_eq!("\\d".parse::<Command>(), Ok(Command::ListProducts));
+        assert_eq!(
+            "\\d sales.orders".parse::<Command>(),
+            Ok(Command::Describe("sales.orders".into()))
+        );
+        assert_eq!("\\dn".parse::<Command>(), Ok(Command::ListDomains));
+        assert_eq!(
+            "\\timing off".parse::<Command>(),
+            Ok(Command::Timing(Some(false)))
+        );
+        assert_eq!(
+            "\\pset format csv".parse::<Command>(),
+            Ok(Command::Format(PrintFormat::Csv))
+        );
+        assert!("\\pset format xml".parse::<Command>().is_err());
+        assert!("\\x".parse::<Command>().is_err());
+    }
 }
