@@ -356,7 +356,16 @@ async fn the_meshql_domain_shows_each_principal_only_what_they_may_see() {
     assert_eq!(rules.len(), 4, "{rules:?}");
     assert_eq!(rules[0][0], "guests never see payments or customers");
     assert_eq!(rules[0][1], "deny");
-    assert!(rules[0][2].ends_with("policies.yaml:16"), "{rules:?}");
+    let line = std::fs::read_to_string(root().join("catalog/policies.yaml"))
+        .expect("policies")
+        .lines()
+        .position(|l| l.contains("- name: guests never see payments or customers"))
+        .expect("the rule")
+        + 1;
+    assert!(
+        rules[0][2].ends_with(&format!("policies.yaml:{line}")),
+        "{rules:?}"
+    );
     assert!(
         rules.iter().all(|r| !r[0].contains("platform admins")),
         "{rules:?}"

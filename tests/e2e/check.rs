@@ -344,3 +344,75 @@ fn breaking_changes_fail_unless_the_major_version_goes_up() {
     let o = check(&before, &["--static", "--against", "no-such-rev"]);
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_read_the_audit_and_lineage_and_nobody_else_does() {
+    let (tmp, dir) = demo_copy();
+    let mesh = meshql::Mesh::open_strict(&dir).expect("opens");
+    let log = std::sync::Arc::new(
+        meshql::audit::AuditLog::open(tmp.path().join("audit.jsonl")).expect("log"),
+    );
+    let analyst = mesh.session(mesh.principal("analyst").expect("user"));
+    let stream = analyst
+        .execute_audited(
+            "SELECT c.email, count(*) FROM sales.orders o JOIN customers.customers c ON o.customer_id = c.customer_id GROUP BY c.email",
+            &log,
+            Some("127.0.0.1:9".into()),
+        )
+        .await
+        .expect("runs");
+    futures::TryStreamExt::try_collect::<Vec<_>>(stream)
+        .await
+        .expect("reads");
+    // Not an auditor: the tables do not exist for them.
+    for table in ["audit", "lineage"] {
+        let err = analyst
+            .collect(&format!("SELECT * FROM meshql.{table}"))
+            .await
+            .expect_err("not an auditor");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+    let admin = mesh.session(mesh.principal("admin").expect("user"));
+    let audit = rows(
+        &admin
+            .collect("SELECT user, client, product, columns, masks, outcome FROM meshql.audit WHERE user = 'analyst' ORDER BY product")
+            .await
+            .expect("audit"),
+    );
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(audit[0][0], "analyst");
+    assert_eq!(audit[0][1], "127.0.0.1:9");
+    assert_eq!(audit[0][2], "customers.customers");
+    assert!(audit[0][3].contains("email"), "{audit:?}");
+    assert!(audit[0][4].contains("email: mask_email"), "{audit:?}");
+    assert_eq!(audit[0][5], "ok");
+    assert_eq!(audit[1][2], "sales.orders");
+    let lineage = rows(
+        &admin
+            .collect("SELECT product, related_product, relation, coalesce(user, '') FROM meshql.lineage ORDER BY relation, product, related_product")
+            .await
+            .expect("lineage"),
+    );
+    let row = |a: &str, b: &str, r: &str, u: &str| {
+        vec![a.to_string(), b.to_string(), r.to_string(), u.to_string()]
+    };
+    assert_eq!(
+        lineage,
+        vec![
+            row(
+                "customers.customers",
+                "sales.orders",
+                "read together",
+                "analyst"
+            ),
+            row(
+                "sales.orders",
+                "customers.customers",
+                "read together",
+                "analyst"
+            ),
+            row("sales.order_items", "catalog.products", "upstream", ""),
+            row("sales.order_items", "sales.orders", "upstream", ""),
+        ]
+    );
+}

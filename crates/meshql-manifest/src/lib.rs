@@ -25,7 +25,7 @@ pub use decode::{closest_names, edit_distance};
 pub use load::{Catalog, RESERVED_DOMAINS, is_identifier};
 pub use model::*;
 pub use policy::{
-    Access, ColumnAction, ColumnRule, Expression, Pattern, PersonalData, Rule, User, Users,
+    Access, ColumnAction, ColumnRule, Expression, Pattern, PolicySettings, Rule, User, Users,
 };
 pub use problem::{Error, Problem, Result};
 pub use yaml::Pos;

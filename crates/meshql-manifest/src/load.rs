@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::decode::{Ctx, Fields, check_header};
 use crate::model::*;
-use crate::policy::{PersonalData, Rule, Users};
+use crate::policy::{PolicySettings, Rule, Users};
 use crate::problem::{Error, Problem, Result};
 use crate::yaml::{self, Node, Pos, Value};
 
@@ -29,7 +29,7 @@ pub struct Catalog {
     pub rules: Vec<Rule>,
     /// What the policies say about personal data: which tags are sensitive
     /// like `classification: pii`, and which roles may read it unmasked.
-    pub personal_data: PersonalData,
+    pub policy_settings: PolicySettings,
 }
 
 impl Catalog {
@@ -103,7 +103,7 @@ impl Catalog {
             problems,
             users,
             rules,
-            personal_data,
+            policy_settings: personal_data,
         };
         let unresolved = crate::check::check_references(&catalog);
         catalog.problems.extend(unresolved);
@@ -196,7 +196,7 @@ fn decode_file<T>(
     Ok(value)
 }
 
-type Governance = (Users, Vec<Rule>, PersonalData, Vec<Problem>);
+type Governance = (Users, Vec<Rule>, PolicySettings, Vec<Problem>);
 
 fn load_governance(dir: &Path) -> Result<Governance> {
     let mut problems = Vec::new();
@@ -219,7 +219,7 @@ fn load_governance(dir: &Path) -> Result<Governance> {
         files.extend(yaml_files(&policy_dir)?);
     }
     let mut rules = Vec::new();
-    let mut personal = PersonalData::default();
+    let mut personal = PolicySettings::default();
     for file in files {
         let decoded = decode_file(&file, &mut problems, |ctx, node| {
             Some(crate::policy::decode_policies(ctx, node))

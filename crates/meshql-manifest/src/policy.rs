@@ -180,21 +180,25 @@ const POLICY_KEYS: &[&str] = &[
     "rules",
     "sensitiveTags",
     "exemptRoles",
+    "auditorRoles",
 ];
 
-/// What a policy file says about personal data (`sensitiveTags`,
-/// `exemptRoles`), merged over all policy files.
+/// What the policy files say besides their rules, merged over all of them:
+/// personal data (`sensitiveTags`, `exemptRoles`) and who reads the audit
+/// (`auditorRoles`).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct PersonalData {
+pub struct PolicySettings {
     /// Column tags that mark personal data as `classification: pii` does.
     pub sensitive_tags: Vec<String>,
     /// Roles allowed to read personal data unmasked; `meshql check` refuses
     /// a product that would show it to any other role.
     pub exempt_roles: Vec<String>,
+    /// Roles that may read `meshql.audit` and `meshql.lineage`.
+    pub auditor_roles: Vec<String>,
 }
 
-impl PersonalData {
-    pub(crate) fn merge(&mut self, other: PersonalData) {
+impl PolicySettings {
+    pub(crate) fn merge(&mut self, other: PolicySettings) {
         for t in other.sensitive_tags {
             if !self.sensitive_tags.contains(&t) {
                 self.sensitive_tags.push(t);
@@ -203,6 +207,11 @@ impl PersonalData {
         for r in other.exempt_roles {
             if !self.exempt_roles.contains(&r) {
                 self.exempt_roles.push(r);
+            }
+        }
+        for r in other.auditor_roles {
+            if !self.auditor_roles.contains(&r) {
+                self.auditor_roles.push(r);
             }
         }
     }
@@ -234,12 +243,12 @@ const RULE_KEYS: &[&str] = &[
 ];
 const COLUMN_RULE_KEYS: &[&str] = &["name", "classification", "tag", "access", "mask"];
 
-pub(crate) fn decode_policies(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Rule>, PersonalData) {
+pub(crate) fn decode_policies(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Rule>, PolicySettings) {
     let Some(f) = ctx.fields(node, "a policy file", POLICY_KEYS) else {
         return Default::default();
     };
     check_header(ctx, &f, "Policies");
-    let personal = PersonalData {
+    let personal = PolicySettings {
         sensitive_tags: f
             .get("sensitiveTags")
             .map(|n| ctx.string_list(n, "`sensitiveTags`"))
@@ -247,6 +256,10 @@ pub(crate) fn decode_policies(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Rule>, Per
         exempt_roles: f
             .get("exemptRoles")
             .map(|n| ctx.string_list(n, "`exemptRoles`"))
+            .unwrap_or_default(),
+        auditor_roles: f
+            .get("auditorRoles")
+            .map(|n| ctx.string_list(n, "`auditorRoles`"))
             .unwrap_or_default(),
     };
     let Some(items) = f.req(ctx, "rules").and_then(|n| ctx.list(n, "`rules`")) else {

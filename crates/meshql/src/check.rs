@@ -285,7 +285,7 @@ fn personal_data(
     contract: &Contract,
     principals: &[(String, Principal)],
 ) -> Vec<Finding> {
-    let personal = &catalog.personal_data;
+    let personal = &catalog.policy_settings;
     let mut out = Vec::new();
     for column in contract
         .product

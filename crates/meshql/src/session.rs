@@ -298,9 +298,18 @@ impl Mesh {
             principal: principal.clone(),
             policies: policies.clone(),
         });
+        let auditor = principal
+            .roles
+            .iter()
+            .any(|r| self.inner.catalog.policy_settings.auditor_roles.contains(r));
+        let tables = crate::system::Kind::ALL.iter().chain(
+            auditor
+                .then_some(crate::system::Kind::AUDITOR.iter())
+                .into_iter()
+                .flatten(),
+        );
         let system = crate::catalog::DomainSchema {
-            products: crate::system::Kind::ALL
-                .iter()
+            products: tables
                 .map(|(name, kind)| {
                     let table: Arc<dyn datafusion::catalog::TableProvider> =
                         Arc::new(crate::system::SystemTable::new(*kind, Arc::clone(&context)));

@@ -47,14 +47,20 @@ pub(crate) enum Kind {
     Products,
     Columns,
     MyPolicies,
+    Audit,
+    Lineage,
 }
 
 impl Kind {
+    /// The tables every principal has.
     pub(crate) const ALL: [(&'static str, Kind); 3] = [
         ("products", Kind::Products),
         ("columns", Kind::Columns),
         ("my_policies", Kind::MyPolicies),
     ];
+    /// The tables only principals holding an auditor role have.
+    pub(crate) const AUDITOR: [(&'static str, Kind); 2] =
+        [("audit", Kind::Audit), ("lineage", Kind::Lineage)];
 }
 
 /// A row of `meshql.columns`: the product, the column's index, the column
@@ -106,6 +112,38 @@ impl SystemTable {
                 text("description"),
                 Field::new("masked", DataType::Boolean, false),
             ],
+            Kind::Audit => vec![
+                Field::new(
+                    "time",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    true,
+                ),
+                text("query_id"),
+                text("user"),
+                text("roles"),
+                text("client"),
+                text("statement"),
+                text("product"),
+                text("columns"),
+                text("masks"),
+                text("row_filter"),
+                Field::new("rows", DataType::Int64, true),
+                Field::new("bytes", DataType::Int64, true),
+                Field::new("duration_ms", DataType::Float64, true),
+                text("outcome"),
+            ],
+            Kind::Lineage => vec![
+                text("product"),
+                text("related_product"),
+                text("relation"),
+                text("user"),
+                text("query_id"),
+                Field::new(
+                    "time",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    true,
+                ),
+            ],
             Kind::MyPolicies => vec![
                 text("rule"),
                 text("location"),
@@ -128,6 +166,8 @@ impl SystemTable {
             Kind::Products => self.products(projection).await,
             Kind::Columns => self.columns(),
             Kind::MyPolicies => self.my_policies(),
+            Kind::Audit => self.audit()?,
+            Kind::Lineage => self.lineage()?,
         };
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
@@ -227,6 +267,160 @@ impl SystemTable {
         ]
     }
 
+    /// The audit log's records, one row per product a statement read (one
+    /// row with no product for statements that read none).
+    fn records(&self) -> DfResult<Vec<serde_json::Value>> {
+        let Some(path) = &self.context.mesh.catalog().mesh.audit else {
+            return Ok(Vec::new());
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(datafusion::error::DataFusionError::Execution(format!(
+                    "cannot read the audit log {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        // A line being written when the file is read is left for next time.
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    fn audit(&self) -> DfResult<Vec<ArrayRef>> {
+        let records = self.records()?;
+        let mut rows: Vec<(&serde_json::Value, Option<&serde_json::Value>)> = Vec::new();
+        for r in &records {
+            match r["products"].as_array() {
+                Some(ps) if !ps.is_empty() => rows.extend(ps.iter().map(|p| (r, Some(p)))),
+                _ => rows.push((r, None)),
+            }
+        }
+        let join = |v: &serde_json::Value| -> Option<String> {
+            let items: Vec<String> = v
+                .as_array()?
+                .iter()
+                .map(|x| match x {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Array(pair) => pair
+                        .iter()
+                        .filter_map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(": "),
+                    other => other.to_string(),
+                })
+                .collect();
+            (!items.is_empty()).then(|| items.join(", "))
+        };
+        let s = |f: &dyn Fn(&serde_json::Value, Option<&serde_json::Value>) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from(
+                rows.iter().map(|(r, p)| f(r, *p)).collect::<Vec<_>>(),
+            ))
+        };
+        let i = |key: &str| -> ArrayRef {
+            Arc::new(arrow::array::Int64Array::from(
+                rows.iter()
+                    .map(|(r, _)| r[key].as_i64())
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        Ok(vec![
+            timestamps(rows.iter().map(|(r, _)| r["time"].as_str()))?,
+            s(&|r, _| r["query_id"].as_str().map(str::to_string)),
+            s(&|r, _| r["user"].as_str().map(str::to_string)),
+            s(&|r, _| join(&r["roles"])),
+            s(&|r, _| r["client"].as_str().map(str::to_string)),
+            s(&|r, _| r["statement"].as_str().map(str::to_string)),
+            s(&|_, p| p.and_then(|p| p["product"].as_str()).map(str::to_string)),
+            s(&|_, p| p.and_then(|p| join(&p["columns"]))),
+            s(&|_, p| p.and_then(|p| join(&p["masks"]))),
+            s(&|_, p| p.and_then(|p| p["row_filter"].as_str()).map(str::to_string)),
+            i("rows"),
+            i("bytes"),
+            Arc::new(arrow::array::Float64Array::from(
+                rows.iter()
+                    .map(|(r, _)| r["duration_ms"].as_f64())
+                    .collect::<Vec<_>>(),
+            )),
+            s(&|r, _| {
+                Some(match &r["outcome"] {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Object(o) => match o.get("error") {
+                        Some(e) => format!("error: {}", e["kind"].as_str().unwrap_or("")),
+                        None => serde_json::Value::Object(o.clone()).to_string(),
+                    },
+                    other => other.to_string(),
+                })
+            }),
+        ])
+    }
+
+    /// Which products were read together, by whom (from the audit), and
+    /// which products a contract declares upstream (`customProperties`
+    /// `upstream`, comma-separated).
+    fn lineage(&self) -> DfResult<Vec<ArrayRef>> {
+        // (product, related, relation, user, query id, time)
+        type Row = (
+            String,
+            String,
+            &'static str,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let mut rows: Vec<Row> = Vec::new();
+        for r in self.records()? {
+            let products: Vec<String> = r["products"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter_map(|p| p["product"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for a in &products {
+                for b in products.iter().filter(|b| *b != a) {
+                    rows.push((
+                        a.clone(),
+                        b.clone(),
+                        "read together",
+                        r["user"].as_str().map(str::to_string),
+                        r["query_id"].as_str().map(str::to_string),
+                        r["time"].as_str().map(str::to_string),
+                    ));
+                }
+            }
+        }
+        for c in &self.context.mesh.catalog().contracts {
+            if let Some(up) = c.custom_properties.get("upstream") {
+                for u in up.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                    rows.push((
+                        c.qualified_name(),
+                        u.to_string(),
+                        "upstream",
+                        None,
+                        None,
+                        None,
+                    ));
+                }
+            }
+        }
+        let s = |f: &dyn Fn(&Row) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+        };
+        Ok(vec![
+            s(&|r| Some(r.0.clone())),
+            s(&|r| Some(r.1.clone())),
+            s(&|r| Some(r.2.to_string())),
+            s(&|r| r.3.clone()),
+            s(&|r| r.4.clone()),
+            timestamps(rows.iter().map(|r| r.5.as_deref()))?,
+        ])
+    }
+
     fn my_policies(&self) -> Vec<ArrayRef> {
         let ctx = &self.context;
         let rules: Vec<_> = ctx
@@ -308,4 +502,13 @@ impl TableProvider for SystemTable {
         let table = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
         table.scan(state, projection, filters, limit).await
     }
+}
+
+/// RFC 3339 texts as UTC timestamps in milliseconds.
+fn timestamps<'a>(values: impl Iterator<Item = Option<&'a str>>) -> DfResult<ArrayRef> {
+    let text = StringArray::from(values.collect::<Vec<_>>());
+    Ok(arrow::compute::cast(
+        &text,
+        &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+    )?)
 }
