@@ -37,18 +37,7 @@ pub fn run(dir: &Path, args: &Args<'_>, runtime: &tokio::runtime::Runtime) -> Ex
             if !problems.iter().any(|p| p.file.ends_with("mesh.yaml")) =>
         {
             let report = Report {
-                findings: problems
-                    .iter()
-                    .map(|p| Finding {
-                        product: None,
-                        check: "contract".into(),
-                        name: "contract and policies are valid".into(),
-                        outcome: Outcome::Failed,
-                        message: p.message.clone(),
-                        file: Some(p.file.clone()),
-                        line: Some(p.pos.line),
-                    })
-                    .collect(),
+                findings: problems.iter().map(|p| Finding::problem(p, None)).collect(),
             };
             print(dir, &report, args.format);
             return ExitCode::FAILURE;

@@ -1,8 +1,6 @@
 //! References from policies that must resolve: roles someone can hold and
 //! columns some product has.
 
-use std::collections::BTreeSet;
-
 use crate::load::Catalog;
 use crate::policy::{Pattern, Rule};
 use crate::problem::Problem;
@@ -18,13 +16,7 @@ fn problem(rule: &Rule, pattern: &Pattern, message: String) -> Problem {
 /// Problems of policy rules that name roles or columns nothing has.
 pub(crate) fn check_references(catalog: &Catalog) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut roles: BTreeSet<&str> = catalog
-        .users
-        .users
-        .iter()
-        .flat_map(|u| u.roles.iter().map(String::as_str))
-        .collect();
-    roles.extend(catalog.mesh.governance.roles.iter().map(String::as_str));
+    let roles = catalog.known_roles();
     for rule in &catalog.rules {
         for pattern in [&rule.role, &rule.unless_role].into_iter().flatten() {
             for alt in pattern.alternatives() {

@@ -110,6 +110,19 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Every role a principal can hold: the local users' and those
+    /// `mesh.yaml` declares for single sign-on.
+    pub fn known_roles(&self) -> std::collections::BTreeSet<&str> {
+        let mut roles: std::collections::BTreeSet<&str> = self
+            .users
+            .users
+            .iter()
+            .flat_map(|u| u.roles.iter().map(String::as_str))
+            .collect();
+        roles.extend(self.mesh.governance.roles.iter().map(String::as_str));
+        roles
+    }
+
     /// Loads strictly: any problem anywhere is an error listing all of them.
     pub fn load_strict(dir: impl AsRef<Path>) -> Result<Catalog> {
         let catalog = Self::load(dir)?;

@@ -53,6 +53,19 @@ impl Finding {
         }
     }
 
+    /// A problem of a contract or policy file, as a failed finding.
+    pub fn problem(p: &meshql_manifest::Problem, product: Option<String>) -> Finding {
+        Finding {
+            product,
+            check: "contract".into(),
+            name: "contract and policies are valid".into(),
+            outcome: Outcome::Failed,
+            message: p.message.clone(),
+            file: Some(p.file.clone()),
+            line: Some(p.pos.line),
+        }
+    }
+
     fn at(mut self, line: usize) -> Finding {
         self.line = Some(line);
         self
@@ -121,15 +134,7 @@ pub async fn run(mesh: &Mesh, options: &CheckOptions) -> Report {
             .iter()
             .find(|c| c.file == p.file)
             .map(Contract::qualified_name);
-        report.findings.push(Finding {
-            product,
-            check: "contract".into(),
-            name: "contract and policies are valid".into(),
-            outcome: Outcome::Failed,
-            message: p.message.clone(),
-            file: Some(p.file.clone()),
-            line: Some(p.pos.line),
-        });
+        report.findings.push(Finding::problem(p, product));
     }
     let principals = principals(catalog);
     for contract in catalog.contracts.iter().filter(|c| wanted(c)) {
@@ -250,13 +255,7 @@ fn principals(catalog: &Catalog) -> Vec<(String, Principal)> {
         };
         out.push((format!("user `{}`", u.name), p));
     }
-    let mut roles: BTreeSet<&str> = catalog
-        .users
-        .users
-        .iter()
-        .flat_map(|u| u.roles.iter().map(String::as_str))
-        .collect();
-    roles.extend(catalog.mesh.governance.roles.iter().map(String::as_str));
+    let roles = catalog.known_roles();
     let attributes: BTreeSet<&str> = catalog
         .rules
         .iter()
