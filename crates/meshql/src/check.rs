@@ -443,28 +443,41 @@ async fn data_checks(system: &crate::Session, contract: &Contract) -> Vec<Findin
             return out;
         }
     }
-    for column in contract.product.columns.iter().filter(|c| c.required) {
+    // One scan: the row count (percent rules divide by it) and the NULLs
+    // of every required column.
+    let required: Vec<_> = contract
+        .product
+        .columns
+        .iter()
+        .filter(|c| c.required)
+        .collect();
+    let mut sql = String::from("SELECT count(*)");
+    for c in &required {
+        sql.push_str(&format!(
+            ", count(*) FILTER (WHERE {} IS NULL)",
+            ident(&c.name)
+        ));
+    }
+    let counts = numbers(system, &format!("{sql} FROM {name}")).await;
+    for (i, column) in required.iter().enumerate() {
         let f = Finding::new(
             Some(contract),
             "schema",
             format!("required column `{}` has no NULLs", column.name),
         )
         .at(column.pos.line);
-        let sql = format!(
-            "SELECT count(*) FROM {name} WHERE {} IS NULL",
-            ident(&column.name)
-        );
-        out.push(match number(system, &sql).await {
+        out.push(match counts.as_ref().map(|c| c[i + 1]) {
             Ok(0.0) => f.passed(""),
             Ok(n) => f.failed(format!(
                 "{n} rows have NULL in `{}`, which the contract declares required",
                 column.name
             )),
-            Err(e) => f.failed(e),
+            Err(e) => f.failed(e.clone()),
         });
     }
+    let total = counts.as_ref().map(|c| c[0]).map_err(Clone::clone);
     for rule in &contract.quality {
-        out.push(quality(system, contract, rule).await);
+        out.push(quality(system, contract, rule, &total).await);
     }
     for sla in contract.sla.iter().filter(|s| s.is_freshness()) {
         let f = Finding::new(Some(contract), "freshness", format!("{} SLA", sla.property))
@@ -498,7 +511,12 @@ async fn data_checks(system: &crate::Session, contract: &Contract) -> Vec<Findin
 }
 
 /// Runs one quality rule: the measured value against its operator.
-async fn quality(system: &crate::Session, contract: &Contract, rule: &Quality) -> Finding {
+async fn quality(
+    system: &crate::Session,
+    contract: &Contract,
+    rule: &Quality,
+    total: &Result<f64, String>,
+) -> Finding {
     let f = Finding::new(Some(contract), "quality", rule.label()).at(rule.pos.line);
     let Some(sql) = quality_sql(contract, rule) else {
         return f.skipped(format!("`{}` rules are not executed by meshql", rule.kind));
@@ -511,14 +529,9 @@ async fn quality(system: &crate::Session, contract: &Contract, rule: &Quality) -
         Err(e) => return f.failed(format!("the rule's query failed: {e}")),
     };
     let value = if rule.unit.as_deref() == Some("percent") && rule.kind == "library" {
-        let total = match number(
-            system,
-            &format!("SELECT count(*) FROM {}", contract.qualified_name()),
-        )
-        .await
-        {
-            Ok(t) => t,
-            Err(e) => return f.failed(e),
+        let total = match total {
+            Ok(t) => *t,
+            Err(e) => return f.failed(e.clone()),
         };
         if total == 0.0 {
             0.0
@@ -650,22 +663,36 @@ fn literals(values: &[String]) -> String {
 
 /// The first value of the first row, as a number.
 async fn number(system: &crate::Session, sql: &str) -> Result<f64, String> {
+    numbers(system, sql)
+        .await?
+        .first()
+        .copied()
+        .ok_or_else(|| "the query returned no columns".to_string())
+}
+
+/// The values of the first row, as numbers (NULL as 0).
+async fn numbers(system: &crate::Session, sql: &str) -> Result<Vec<f64>, String> {
     let batches = system.collect(sql).await.map_err(|e| e.to_string())?;
     let batch = batches
         .iter()
         .find(|b| b.num_rows() > 0)
         .ok_or_else(|| "the query returned no rows".to_string())?;
-    let column = batch.column(0);
-    if column.is_null(0) {
-        return Ok(0.0);
-    }
-    let as_f64 = arrow::compute::cast(column, &arrow::datatypes::DataType::Float64)
-        .map_err(|e| format!("the query's first column is not a number: {e}"))?;
-    let values = as_f64
-        .as_any()
-        .downcast_ref::<arrow::array::Float64Array>()
-        .ok_or_else(|| "the query's first column is not a number".to_string())?;
-    Ok(values.value(0))
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            if column.is_null(0) {
+                return Ok(0.0);
+            }
+            let as_f64 = arrow::compute::cast(column, &arrow::datatypes::DataType::Float64)
+                .map_err(|e| format!("the query's result is not a number: {e}"))?;
+            as_f64
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .map(|v| v.value(0))
+                .ok_or_else(|| "the query's result is not a number".to_string())
+        })
+        .collect()
 }
 
 fn human(d: Duration) -> String {
