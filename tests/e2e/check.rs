@@ -80,6 +80,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The character (from 1) at which `needle` first stands on its line.
+fn text_col(text: &str, needle: &str) -> usize {
+    text.lines().find_map(|l| l.find(needle)).expect("needle") + 1
+}
+
 fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).expect("read");
     assert!(text.contains(from), "{} has no `{from}`", path.display());
@@ -173,6 +178,18 @@ fn broken_copies_of_the_demo_fail_with_the_finding_that_names_the_problem() {
         "        description: pending, shipped, delivered, cancelled or returned\n",
         "        description: pending, shipped, delivered, cancelled or returned\n        quality:\n          - metric: invalidValues\n            arguments:\n              validValues: [pending, shipped]\n            mustBe: 0\n          - metric: nullValues\n            mustBe: 0\n          - metric: missingValues\n            arguments:\n              missingValues: ['', 'n/a']\n            unit: percent\n            mustBeLessThan: 1\n",
     );
+    // A rename close enough to be suggested: reported once, as missing.
+    edit(
+        &dir.join("payments/transactions.yaml"),
+        "name: card_brand",
+        "name: cardbrand",
+    );
+    // A column in the data that the contract leaves out.
+    edit(
+        &dir.join("catalog/inventory_levels.yaml"),
+        "      - name: updated_at\n        logicalType: timestamp\n        required: true\n",
+        "",
+    );
     // A contract outside its domain's folder.
     std::fs::rename(
         dir.join("catalog/products.yaml"),
@@ -192,8 +209,16 @@ fn broken_copies_of_the_demo_fail_with_the_finding_that_names_the_problem() {
     has(
         "customers.customers pii: customers.customers would expose PII column email to user `analyst`, user `eu_analyst`, role `analyst`",
     );
+    // A rename too far from the data's name to be suggested: the data has
+    // a column the contract leaves out as well.
     has(
-        "sales.order_items schema: data product sales.order_items: the data does not match the contract: column `qty` is declared in the contract but missing from the data",
+        "sales.order_items schema: column `qty` is declared in the contract but missing from the data",
+    );
+    has(
+        "sales.order_items schema: the data has a column the contract does not declare: `quantity` (int)",
+    );
+    has(
+        "catalog.inventory_levels schema: the data has a column the contract does not declare: `updated_at` (timestamp with time zone)",
     );
     has(
         "marketing.campaign_performance freshness: marketing.campaign_performance was last updated",
@@ -213,8 +238,31 @@ fn broken_copies_of_the_demo_fail_with_the_finding_that_names_the_problem() {
         !failed.iter().any(|f| f.contains("missing values")),
         "{failed:#?}"
     );
+    has(
+        "payments.transactions schema: column `cardbrand` is declared in the contract but missing from the data (the data has `card_brand`)",
+    );
     // Nothing but what was broken.
-    assert_eq!(failed.len(), 8, "{failed:#?}");
+    assert_eq!(failed.len(), 11, "{failed:#?}");
+    // A finding names the line and character of what it is about.
+    let report = json(&o);
+    let qty = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["outcome"] == "failed" && f["column"] == "qty")
+        .expect("the qty finding");
+    let items = std::fs::read_to_string(dir.join("sales/order_items.yaml")).expect("read");
+    let (line, text) = items
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("name: qty"))
+        .expect("qty line");
+    assert_eq!(qty["line"], line as u64 + 1, "{qty}");
+    assert_eq!(
+        qty["col"],
+        text.find("qty").expect("qty") as u64 + 1,
+        "{qty}"
+    );
 
     // The text report says where.
     let o = check(&dir, &[]);
@@ -223,6 +271,15 @@ fn broken_copies_of_the_demo_fail_with_the_finding_that_names_the_problem() {
     assert!(text.contains("FAILED sales.orders"), "{text}");
     assert!(
         text.contains(&format!("{}:", dir.join("sales/orders.yaml").display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{}:{}:{}: column `qty` is declared",
+            dir.join("sales/order_items.yaml").display(),
+            line + 1,
+            text_col(&items, "qty")
+        )),
         "{text}"
     );
 
@@ -414,5 +471,131 @@ async fn auditors_read_the_audit_and_lineage_and_nobody_else_does() {
             row("sales.order_items", "catalog.products", "upstream", ""),
             row("sales.order_items", "sales.orders", "upstream", ""),
         ]
+    );
+}
+
+async fn count(session: &meshql::Session, sql: &str) -> Vec<Vec<String>> {
+    rows(&session.collect(sql).await.expect("runs"))
+}
+
+/// Runs the shell on `dir` as `user`.
+fn shell(dir: &Path, user: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshql"))
+        .arg("--mesh")
+        .arg(dir)
+        .args(["--user", user])
+        .args(args)
+        .env_remove("MESHQL_MESH")
+        .output()
+        .expect("runs meshql")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_check_results_are_kept_and_each_principal_sees_their_part() {
+    let (tmp, dir) = demo_copy();
+    let kept = tmp.path().join("data/check-results.json");
+    // Checks that read no data keep nothing.
+    let o = check(&dir, &["--static"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(!kept.exists(), "--static keeps no results");
+    let o = check(&dir, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(out(&o).contains("results kept in"), "{}", out(&o));
+    let first = std::fs::read(&kept).expect("results kept");
+
+    let mesh = meshql::Mesh::open_strict(&dir).expect("opens");
+    let admin = mesh.session(mesh.principal("admin").expect("user"));
+    let guest = mesh.session(mesh.principal("guest").expect("user"));
+    let per_product = "SELECT domain || '.' || product, count(*), count(*) FILTER (WHERE outcome <> 'passed') FROM meshql.quality GROUP BY 1 ORDER BY 1";
+    let all = count(&admin, per_product).await;
+    assert_eq!(all.len(), 7, "every product's results: {all:?}");
+    assert!(all.iter().all(|r| r[2] == "0"), "{all:?}");
+    let seen = count(&guest, per_product).await;
+    let products: Vec<&str> = seen.iter().map(|r| r[0].as_str()).collect();
+    assert!(
+        products.contains(&"sales.orders")
+            && !products.contains(&"payments.transactions")
+            && !products.contains(&"customers.customers"),
+        "a guest sees the results of the products they see: {products:?}"
+    );
+    // A check about a column hidden from the principal is hidden too.
+    let about = "SELECT count(*) FROM meshql.quality WHERE column_name = 'attributed_revenue'";
+    assert_ne!(count(&admin, about).await[0][0], "0");
+    assert_eq!(count(&guest, about).await[0][0], "0");
+
+    // A failing rule on one product: its results are replaced, the
+    // others' kept.
+    edit(
+        &dir.join("sales/orders.yaml"),
+        "quality:\n",
+        "quality:\n  - name: enough_orders\n    type: library\n    metric: rowCount\n    mustBeGreaterThan: 1000000\n",
+    );
+    let o = check(&dir, &["--product", "sales.orders", "--no-save"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert_eq!(std::fs::read(&kept).expect("kept"), first, "--no-save");
+    let o = check(&dir, &["--product", "sales.orders"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let mesh = meshql::Mesh::open_strict(&dir).expect("opens");
+    let analyst = mesh.session(mesh.principal("analyst").expect("user"));
+    let failed = count(
+        &analyst,
+        "SELECT domain, product, \"check\", rule, outcome, message, location FROM meshql.quality WHERE outcome = 'failed'",
+    )
+    .await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        failed[0][..6],
+        [
+            "sales",
+            "orders",
+            "quality",
+            "enough_orders",
+            "failed",
+            "row count is 20000; it must be greater than 1000000"
+        ],
+    );
+    assert!(failed[0][6].starts_with("sales/orders.yaml:"), "{failed:?}");
+    let others = count(
+        &analyst,
+        "SELECT count(DISTINCT domain || '.' || product) FROM meshql.quality WHERE domain <> 'sales' OR product <> 'orders'",
+    )
+    .await;
+    assert_eq!(
+        others[0][0],
+        (count(&analyst, "SELECT count(*) FROM meshql.products").await[0][0]
+            .parse::<usize>()
+            .expect("a number")
+            - 1)
+        .to_string(),
+        "the other products' results are kept"
+    );
+
+    // The shell's \d shows the freshness and the last checks.
+    let o = shell(
+        &dir,
+        "analyst",
+        &["-c", "\\d sales.orders", "-c", "\\d customers.customers"],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let text = out(&o);
+    assert!(text.contains(" 1 failed"), "{text}");
+    assert!(
+        text.contains(
+            "  x [quality] enough_orders: row count is 20000; it must be greater than 1000000"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("Fresh:    yes, within its"), "{text}");
+
+    // Results that are not meshql's are an error that says so.
+    std::fs::write(&kept, "{ not json").expect("write");
+    let err = analyst
+        .collect("SELECT * FROM meshql.quality")
+        .await
+        .expect_err("unreadable results");
+    assert!(
+        err.to_string()
+            .contains("are not meshql's (line 1, column 3"),
+        "{err}"
     );
 }

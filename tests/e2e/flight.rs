@@ -1223,6 +1223,7 @@ async fn the_shell_runs_against_a_remote_server() {
                 c("\\d customers.customers"),
                 c("SELECT email FROM customers.customers ORDER BY customer_id LIMIT 3"),
                 c("\\d sales.orders"),
+                c("\\find EMAIL"),
             ]
             .concat(),
         );
@@ -1249,6 +1250,19 @@ async fn the_shell_runs_against_a_remote_server() {
     assert!(
         updated.starts_with("20") && updated.ends_with('Z'),
         "{updated}"
+    );
+    // Search runs on the server, over what the analyst sees.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("customers.customers,customer-data,")
+                && l.contains("column email")),
+        "{stdout}"
+    );
+    // \d of the Iceberg product comes from the server's meshql tables.
+    assert!(
+        stdout.contains("Storage:  Iceberg table sales.orders in catalog `lakehouse`"),
+        "{stdout}"
     );
     let emails: Vec<&str> = stdout.lines().filter(|l| l.contains("***@")).collect();
     assert_eq!(emails.len(), 3, "{stdout}");

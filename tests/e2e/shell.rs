@@ -350,10 +350,10 @@ fn check_passes_on_the_demo_mesh_and_reports_every_problem_otherwise() {
     let out = stdout(&o);
     assert!(out.contains("3 failed"), "{out}");
     assert!(
-        out.contains("bad.yaml:8: `schema` must describe the product's table"),
+        out.contains("bad.yaml:8:9: `schema` must describe the product's table"),
         "{out}"
     );
-    assert!(out.contains("bad.yaml:10: unknown key `owner`"), "{out}");
+    assert!(out.contains("bad.yaml:10:1: unknown key `owner`"), "{out}");
 
     // Opened leniently, the shell warns and goes on with the good product.
     let o = meshql(&["--mesh", dir.path().to_str().expect("utf8"), "-c", "\\d"]);

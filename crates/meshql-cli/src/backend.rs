@@ -5,7 +5,6 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::execution::SendableRecordBatchStream;
 use meshql::Session;
-use meshql::governance::ColumnDecision;
 use meshql::manifest::Contract;
 
 #[async_trait]
@@ -16,14 +15,6 @@ pub trait Backend: Send + Sync {
     fn contracts(&self) -> Vec<Contract>;
     /// Names of every product, `domain.product`.
     fn product_names(&self) -> Vec<String>;
-    /// The masks on a product's columns (`column`, `masked: expr`) and its
-    /// row filter (empty column name), as they apply to the principal.
-    fn masks(&self, product: &str) -> Vec<(String, String)>;
-    /// When the product's data last changed (an Iceberg table's current
-    /// snapshot's commit time), as RFC 3339 text, where the backend knows.
-    async fn last_updated(&self, _product: &str) -> Option<String> {
-        None
-    }
 }
 
 pub struct Embedded {
@@ -49,31 +40,5 @@ impl Backend for Embedded {
 
     fn product_names(&self) -> Vec<String> {
         self.session.product_names()
-    }
-
-    async fn last_updated(&self, product: &str) -> Option<String> {
-        match self.session.last_updated(product).await {
-            Ok(Some(t)) => Some(meshql::audit::rfc3339(t)),
-            Ok(None) => None,
-            Err(e) => Some(format!("unknown ({e})")),
-        }
-    }
-
-    fn masks(&self, product: &str) -> Vec<(String, String)> {
-        let Some(policy) = self.session.policy(product) else {
-            return Vec::new();
-        };
-        let mut out: Vec<(String, String)> = policy
-            .columns
-            .iter()
-            .filter_map(|c| match &c.action {
-                ColumnDecision::Mask(m) => Some((c.name.clone(), format!("masked: {}", m.sql))),
-                _ => None,
-            })
-            .collect();
-        if let Some(f) = &policy.row_filter {
-            out.push((String::new(), f.sql.clone()));
-        }
-        out
     }
 }

@@ -20,6 +20,8 @@ pub struct Args<'a> {
     pub format: Format,
     pub static_only: bool,
     pub against: Option<&'a str>,
+    /// Do not keep the data checks' results for `meshql.quality`.
+    pub no_save: bool,
 }
 
 /// Exit 0 when everything holds, 1 on any violation, 2 when the mesh (or
@@ -73,6 +75,14 @@ pub fn run(dir: &Path, args: &Args<'_>, runtime: &tokio::runtime::Runtime) -> Ex
     };
     let report = runtime.block_on(meshql::check::run(&mesh, &options));
     print(dir, &report, args.format);
+    if !args.no_save {
+        match meshql::check::keep_results(&mesh, &report) {
+            Ok(Some(path)) => eprintln!("meshql check: results kept in {}", path.display()),
+            Ok(None) => {}
+            // The check itself ran: its exit code stands, the results are not kept.
+            Err(e) => eprintln!("meshql check: warning: {e}"),
+        }
+    }
     if report.failed() > 0 {
         ExitCode::FAILURE
     } else {
@@ -159,7 +169,10 @@ fn group(report: &Report) -> BTreeMap<String, Vec<&Finding>> {
 
 fn location(f: &Finding) -> String {
     match (&f.file, f.line) {
-        (Some(file), Some(line)) => format!("{}:{line}: ", file.display()),
+        (Some(file), Some(line)) => match f.col {
+            Some(col) => format!("{}:{line}:{col}: ", file.display()),
+            None => format!("{}:{line}: ", file.display()),
+        },
         (Some(file), None) => format!("{}: ", file.display()),
         _ => String::new(),
     }

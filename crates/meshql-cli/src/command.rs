@@ -1,12 +1,6 @@
 //! Backslash commands of the shell.
 
 use std::str::FromStr;
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::record_batch::RecordBatch;
-use meshql::manifest::Contract;
 
 use crate::print::PrintFormat;
 
@@ -58,227 +52,178 @@ impl FromStr for Command {
 pub const HELP: &str = "\
 meshql shell commands:
   \\d                   list data products (domain, product, owner, status, description)
-  \\d DOMAIN.PRODUCT    describe a product: columns, types, classification, owner, SLA
+  \\d DOMAIN.PRODUCT    describe a product: columns, masks, owner, SLA, freshness, checks
+  \\d meshql.TABLE      the columns of a discovery table (products, columns, quality, ...)
   \\dn                  list domains
-  \\find TERM          find products by name, description, tag or column
+  \\find TERM           find products by name, description, tag or column
   \\timing [on|off]     show the time each statement took
   \\pset format FORMAT  table, csv, tsv, json or ndjson
   \\?                   this help
   \\q                   quit
 SQL statements end with `;` and may span lines. Ctrl-C cancels a running query.";
 
-fn strings(columns: &[(&str, Vec<String>)]) -> RecordBatch {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(n, _)| Field::new(*n, DataType::Utf8, false))
-        .collect();
-    let arrays: Vec<ArrayRef> = columns
-        .iter()
-        .map(|(_, v)| Arc::new(StringArray::from(v.clone())) as ArrayRef)
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("columns of equal length")
+/// A string literal of SQL.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
-fn one_line(s: &str, max: usize) -> String {
-    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if s.chars().count() > max {
-        format!("{}…", s.chars().take(max - 1).collect::<String>())
-    } else {
-        s
-    }
+/// `expr` on one line (runs of white space made one space) and at most
+/// `max` characters, the last an ellipsis when it was cut.
+fn short(expr: &str, max: usize) -> String {
+    let flat = format!("trim(regexp_replace(coalesce({expr}, ''), '\\s+', ' ', 'g'))");
+    format!(
+        "CASE WHEN char_length({flat}) > {max} THEN left({flat}, {}) || '…' ELSE {flat} END",
+        max - 1
+    )
 }
 
-pub fn list_products(contracts: &[Contract]) -> RecordBatch {
-    strings(&[
-        (
-            "domain",
-            contracts.iter().map(|c| c.domain.clone()).collect(),
-        ),
-        (
-            "product",
-            contracts.iter().map(|c| c.product.name.clone()).collect(),
-        ),
-        (
-            "owner",
-            contracts
-                .iter()
-                .map(|c| c.owner().unwrap_or("").to_string())
-                .collect(),
-        ),
-        (
-            "status",
-            contracts.iter().map(|c| c.status.clone()).collect(),
-        ),
-        (
-            "description",
-            contracts
-                .iter()
-                .map(|c| {
-                    one_line(
-                        c.description
-                            .as_deref()
-                            .or(c.product.description.as_deref())
-                            .unwrap_or(""),
-                        70,
-                    )
-                })
-                .collect(),
-        ),
-    ])
+/// `\d`: the products the user sees, from `meshql.products`.
+pub fn list_products_sql() -> String {
+    format!(
+        "SELECT domain, product, coalesce(owner, '') AS owner, status, {} AS description \
+         FROM meshql.products ORDER BY domain, product",
+        short("description", 70)
+    )
 }
 
-pub fn list_domains(contracts: &[Contract]) -> RecordBatch {
-    let mut domains: Vec<(String, usize, Vec<String>)> = Vec::new();
-    for c in contracts {
-        let owner = c.owner().unwrap_or("").to_string();
-        match domains.iter_mut().find(|(d, ..)| *d == c.domain) {
-            Some((_, n, owners)) => {
-                *n += 1;
-                if !owner.is_empty() && !owners.contains(&owner) {
-                    owners.push(owner);
-                }
-            }
-            None => domains.push((
-                c.domain.clone(),
-                1,
-                if owner.is_empty() {
-                    vec![]
-                } else {
-                    vec![owner]
-                },
-            )),
-        }
-    }
-    domains.sort();
-    for d in &mut domains {
-        d.2.sort();
-    }
-    strings(&[
-        ("domain", domains.iter().map(|d| d.0.clone()).collect()),
-        (
-            "products",
-            domains.iter().map(|d| d.1.to_string()).collect(),
-        ),
-        ("owners", domains.iter().map(|d| d.2.join(", ")).collect()),
-    ])
+/// `\dn`: the domains, with their products and owners.
+pub fn list_domains_sql() -> &'static str {
+    "SELECT domain, count(*) AS products, \
+     coalesce(string_agg(DISTINCT owner, ', ' ORDER BY owner), '') AS owners \
+     FROM meshql.products GROUP BY domain ORDER BY domain"
 }
 
-/// The columns of a product, and lines about its contract to print after them.
-/// `masks` are the principal's masks and row filter (see `Backend::masks`).
-pub fn describe(c: &Contract, masks: &[(String, String)]) -> (RecordBatch, Vec<String>) {
-    let cols = &c.product.columns;
-    let policy_of = |name: &str| {
-        masks
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
-    };
-    let batch = strings(&[
-        ("column", cols.iter().map(|c| c.name.clone()).collect()),
-        (
-            "type",
-            cols.iter().map(|c| c.data_type.to_string()).collect(),
-        ),
-        (
-            "nullable",
-            cols.iter()
-                .map(|c| if c.required { "NO" } else { "YES" }.to_string())
-                .collect(),
-        ),
-        (
-            "key",
-            cols.iter()
-                .map(|c| if c.primary_key { "PK" } else { "" }.to_string())
-                .collect(),
-        ),
-        (
-            "classification",
-            cols.iter()
-                .map(|c| c.classification.clone().unwrap_or_default())
-                .collect(),
-        ),
-        ("tags", cols.iter().map(|c| c.tags.join(", ")).collect()),
-        (
-            "description",
-            cols.iter()
-                .map(|c| one_line(c.description.as_deref().unwrap_or(""), 50))
-                .collect(),
-        ),
-        ("policy", cols.iter().map(|c| policy_of(&c.name)).collect()),
-    ]);
+/// `\d DOMAIN.PRODUCT`: what the product is, from `meshql.products`.
+pub fn product_sql(domain: &str, product: &str) -> String {
+    format!(
+        "SELECT version, status, owner, members, description, tags, location, sla, \
+         CAST(last_updated AS VARCHAR) AS last_updated, freshness_sla, freshness_met, row_filter \
+         FROM meshql.products WHERE domain = {} AND product = {}",
+        literal(domain),
+        literal(product)
+    )
+}
+
+/// `\d DOMAIN.PRODUCT`: its columns as the user sees them, from
+/// `meshql.columns`.
+pub fn columns_sql(domain: &str, product: &str) -> String {
+    format!(
+        "SELECT column_name AS \"column\", data_type AS type, \
+         CASE WHEN required THEN 'NO' ELSE 'YES' END AS nullable, \
+         CASE WHEN primary_key THEN 'PK' ELSE '' END AS key, \
+         coalesce(classification, '') AS classification, coalesce(tags, '') AS tags, \
+         {} AS description, \
+         CASE WHEN masked THEN 'masked: ' || mask ELSE '' END AS policy \
+         FROM meshql.columns WHERE domain = {} AND product = {} ORDER BY position",
+        short("description", 50),
+        literal(domain),
+        literal(product)
+    )
+}
+
+/// `\d DOMAIN.PRODUCT`: the last results of `meshql check`, from
+/// `meshql.quality`, failures first.
+pub fn checks_sql(domain: &str, product: &str) -> String {
+    format!(
+        "SELECT outcome, \"check\", rule, message, CAST(checked_at AS VARCHAR) AS checked_at \
+         FROM meshql.quality WHERE domain = {} AND product = {} \
+         ORDER BY outcome = 'failed' DESC, location, rule",
+        literal(domain),
+        literal(product)
+    )
+}
+
+/// `\d meshql.TABLE`: a system table's columns.
+pub fn system_table_sql(table: &str) -> String {
+    format!(
+        "SELECT column_name AS \"column\", data_type AS type, is_nullable AS nullable \
+         FROM information_schema.columns WHERE table_schema = 'meshql' AND table_name = {} \
+         ORDER BY ordinal_position",
+        literal(table)
+    )
+}
+
+/// One row of a query, as text by column name.
+pub type Row = std::collections::BTreeMap<String, Option<String>>;
+
+/// The lines `\d DOMAIN.PRODUCT` prints after the columns: the product's
+/// row of `meshql.products` and its rows of `meshql.quality`.
+pub fn describe_lines(name: &str, product: &Row, checks: &[Row]) -> Vec<String> {
+    let get = |row: &Row, k: &str| row.get(k).cloned().flatten().filter(|v| !v.is_empty());
     let mut lines = vec![format!(
-        "Product:  {} ({}), contract {} v{}, {}",
-        c.qualified_name(),
-        c.name,
-        c.id,
-        c.version,
-        c.status
+        "Product:  {name} v{}, {}",
+        get(product, "version").unwrap_or_default(),
+        get(product, "status").unwrap_or_default()
     )];
-    if let Some(owner) = c.owner() {
-        let members: Vec<String> = c
-            .team
-            .iter()
-            .flat_map(|t| &t.members)
-            .map(|m| match &m.role {
-                Some(r) => format!("{} ({r})", m.username),
-                None => m.username.clone(),
-            })
-            .collect();
-        if members.is_empty() {
-            lines.push(format!("Owner:    {owner}"));
+    match (get(product, "owner"), get(product, "members")) {
+        (Some(owner), Some(members)) => lines.push(format!("Owner:    {owner}: {members}")),
+        (Some(owner), None) => lines.push(format!("Owner:    {owner}")),
+        _ => {}
+    }
+    if let Some(d) = get(product, "description") {
+        let d = d.split_whitespace().collect::<Vec<_>>().join(" ");
+        let d = if d.chars().count() > 100 {
+            format!("{}…", d.chars().take(99).collect::<String>())
         } else {
-            lines.push(format!("Owner:    {owner}: {}", members.join(", ")));
+            d
+        };
+        lines.push(format!("About:    {d}"));
+    }
+    if let Some(t) = get(product, "tags") {
+        lines.push(format!("Tags:     {t}"));
+    }
+    if let Some(s) = get(product, "sla") {
+        lines.push(format!("SLA:      {s}"));
+    }
+    if let Some(u) = get(product, "last_updated") {
+        lines.push(format!("Updated:  {u}"));
+    }
+    if let Some(sla) = get(product, "freshness_sla") {
+        match get(product, "freshness_met").as_deref() {
+            Some("true") => lines.push(format!("Fresh:    yes, within its {sla} SLA")),
+            Some(_) => lines.push(format!("Fresh:    NO, older than its {sla} SLA")),
+            None => lines.push(format!("Fresh:    unknown (SLA {sla})")),
         }
     }
-    if let Some(d) = &c.description {
-        lines.push(format!("About:    {}", one_line(d, 100)));
+    if let Some(f) = get(product, "row_filter") {
+        lines.push(format!("Rows:     only those where {f}"));
     }
-    if !c.sla.is_empty() {
-        let sla: Vec<String> = c
-            .sla
+    if let Some(l) = get(product, "location") {
+        lines.push(format!("Storage:  {l}"));
+    }
+    if checks.is_empty() {
+        lines.push("Checks:   none kept (`meshql check` runs and keeps them)".into());
+    } else {
+        let count = |o: &str| {
+            checks
+                .iter()
+                .filter(|r| get(r, "outcome").as_deref() == Some(o))
+                .count()
+        };
+        let at = checks
             .iter()
-            .map(|s| {
-                let mut t = format!("{} {}", s.property, s.value);
-                if let Some(u) = &s.unit {
-                    t.push_str(&format!(" {u}"));
-                }
-                if let Some(e) = &s.element {
-                    t.push_str(&format!(" on {e}"));
-                }
-                t
-            })
-            .collect();
-        lines.push(format!("SLA:      {}", sla.join("; ")));
-    }
-    if !c.quality.is_empty() {
-        let q: Vec<String> = c
-            .quality
+            .filter_map(|r| get(r, "checked_at"))
+            .max()
+            .unwrap_or_default();
+        lines.push(format!(
+            "Checks:   {} passed, {} failed, {} skipped (meshql check, {at})",
+            count("passed"),
+            count("failed"),
+            count("skipped")
+        ));
+        for r in checks
             .iter()
-            .map(|q| {
-                q.name
-                    .clone()
-                    .or_else(|| q.description.clone())
-                    .unwrap_or_else(|| q.kind.clone())
-            })
-            .collect();
-        lines.push(format!("Quality:  {}", q.join("; ")));
-    }
-    if let Some((_, filter)) = masks.iter().find(|(n, _)| n.is_empty()) {
-        lines.push(format!("Rows:     only those where {filter}"));
-    }
-    if let Some(s) = c.servers.first() {
-        match &s.iceberg {
-            Some(t) => lines.push(format!(
-                "Storage:  Iceberg table {}.{} in catalog `{}`",
-                t.namespace.join("."),
-                t.table,
-                s.server
-            )),
-            None => lines.push(format!("Storage:  {} `{}` {}", s.format, s.server, s.path)),
+            .filter(|r| get(r, "outcome").as_deref() == Some("failed"))
+        {
+            lines.push(format!(
+                "  x [{}] {}: {}",
+                get(r, "check").unwrap_or_default(),
+                get(r, "rule").unwrap_or_default(),
+                get(r, "message").unwrap_or_default()
+            ));
         }
     }
-    (batch, lines)
+    lines
 }
 
 /// The search behind `\find` and `meshql products search`, over the

@@ -106,6 +106,10 @@ enum Sub {
         /// a git revision of the repository the mesh is in.
         #[arg(long, value_name = "REV_OR_DIR")]
         against: Option<String>,
+        /// Do not keep the data checks' results in the file `check.results`
+        /// of mesh.yaml names (which `meshql.quality` shows).
+        #[arg(long)]
+        no_save: bool,
         /// Data checks are on by default; kept for scripts.
         #[arg(long, hide = true)]
         data: bool,
@@ -304,6 +308,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             static_only,
             against,
+            no_save,
             data: _,
         }) => {
             let args = check::Args {
@@ -311,6 +316,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                 format: *format,
                 static_only: *static_only,
                 against: against.as_deref(),
+                no_save: *no_save,
             };
             return Ok(check::run(&mesh_dir, &args, &runtime));
         }

@@ -36,7 +36,6 @@ pub struct Remote {
     client: FlightServiceClient<Channel>,
     authorization: String,
     contracts: Vec<Contract>,
-    policies: Vec<(String, Vec<(String, String)>)>,
 }
 
 /// A status as the shell prints it: the server's message, and the code
@@ -115,7 +114,6 @@ impl Remote {
             client,
             authorization,
             contracts: Vec::new(),
-            policies: Vec::new(),
         };
         remote.load_catalog().await?;
         Ok(remote)
@@ -200,12 +198,6 @@ impl Remote {
                 else {
                     continue;
                 };
-                let policy = schema
-                    .metadata()
-                    .get("meshql.policy")
-                    .and_then(|j| serde_json::from_str::<Vec<(String, String)>>(j).ok())
-                    .unwrap_or_default();
-                self.policies.push((contract.qualified_name(), policy));
                 self.contracts.push(contract);
             }
         }
@@ -247,39 +239,10 @@ impl Backend for Remote {
         self.contracts.clone()
     }
 
-    /// The commit time of an Iceberg product's current snapshot, from its
-    /// `$history` table, for principals who may read it (the server
-    /// refuses it to those whose reading is filtered by row, and it does
-    /// not exist for Parquet products).
-    async fn last_updated(&self, product: &str) -> Option<String> {
-        let (domain, name) = product.split_once('.')?;
-        let sql = format!(
-            "SELECT CAST(max(made_current_at) AS BIGINT) FROM {domain}.\"{name}$history\" WHERE is_current_ancestor"
-        );
-        let (_, stream) = self.execute(&sql).await.ok()?;
-        let batches: Vec<arrow::record_batch::RecordBatch> = stream.try_collect().await.ok()?;
-        let column = batches.first()?.column(0);
-        let millis = column
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .filter(|c| !c.is_empty() && c.is_valid(0))?
-            .value(0);
-        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
-        Some(meshql::audit::rfc3339(at))
-    }
-
     fn product_names(&self) -> Vec<String> {
         self.contracts
             .iter()
             .map(Contract::qualified_name)
             .collect()
-    }
-
-    fn masks(&self, product: &str) -> Vec<(String, String)> {
-        self.policies
-            .iter()
-            .find(|(p, _)| p == product)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
     }
 }

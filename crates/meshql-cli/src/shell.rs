@@ -4,6 +4,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
@@ -94,11 +99,86 @@ impl Shell {
         }
     }
 
-    fn print(&mut self, batch: &arrow::record_batch::RecordBatch) -> Result<(), String> {
+    fn print(&mut self, batches: &(SchemaRef, Vec<RecordBatch>)) -> Result<(), String> {
         self.format
-            .write_all(&mut self.out, &batch.schema(), std::slice::from_ref(batch))
+            .write_all(&mut self.out, &batches.0, &batches.1)
             .map_err(|e| e.to_string())?;
         self.out.flush().map_err(|e| e.to_string())
+    }
+
+    /// Runs a query of the shell's own (over the `meshql` tables) to the end.
+    fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+        self.runtime.block_on(async {
+            let (schema, stream) = self.backend.execute(sql).await?;
+            let batches: Vec<RecordBatch> =
+                stream.try_collect().await.map_err(|e| e.to_string())?;
+            Ok((schema, batches))
+        })
+    }
+
+    /// A query's rows as text, by column name.
+    fn rows(&self, sql: &str) -> Result<Vec<command::Row>, String> {
+        let (schema, batches) = self.query(sql)?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            let columns: Vec<arrow::array::ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            for i in 0..batch.num_rows() {
+                let mut row = command::Row::new();
+                for (field, column) in schema.fields().iter().zip(&columns) {
+                    let text = column.as_string::<i32>();
+                    row.insert(
+                        field.name().clone(),
+                        text.is_valid(i).then(|| text.value(i).to_string()),
+                    );
+                }
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// `\d DOMAIN.PRODUCT`, from the `meshql` tables, so that it shows the
+    /// same locally and on a server: the columns as the user sees them,
+    /// then the product, its freshness and its last checks.
+    fn describe(&mut self, name: &str) -> Result<(), String> {
+        let wanted = name.trim_matches('"').to_lowercase();
+        let wanted = wanted.strip_prefix("mesh.").unwrap_or(&wanted).to_string();
+        let missing = || {
+            let names = self.backend.product_names();
+            let close = meshql::manifest::closest_names(&wanted, names.iter().map(String::as_str));
+            match close.first() {
+                Some(s) => format!("product `{wanted}` does not exist; did you mean `{s}`?"),
+                None => format!("product `{wanted}` does not exist; `\\d` lists the products"),
+            }
+        };
+        let Some((domain, product)) = wanted.split_once('.') else {
+            return Err(missing());
+        };
+        if domain == "meshql" {
+            let columns = self.query(&command::system_table_sql(product))?;
+            if columns.1.iter().all(|b| b.num_rows() == 0) {
+                return Err(format!(
+                    "meshql.{product} does not exist; `SELECT table_name FROM information_schema.tables WHERE table_schema = 'meshql'` lists the discovery tables"
+                ));
+            }
+            return self.print(&columns);
+        }
+        let info = self.rows(&command::product_sql(domain, product))?;
+        let Some(info) = info.first() else {
+            return Err(missing());
+        };
+        let columns = self.query(&command::columns_sql(domain, product))?;
+        let checks = self.rows(&command::checks_sql(domain, product))?;
+        self.print(&columns)?;
+        for line in command::describe_lines(&wanted, info, &checks) {
+            writeln!(self.out, "{line}").map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn run_command(&mut self, text: &str) -> Result<Flow, String> {
@@ -107,40 +187,14 @@ impl Shell {
             Command::Quit => return Ok(Flow::Quit),
             Command::Help => println!("{}", command::HELP),
             Command::ListProducts => {
-                let batch = command::list_products(&self.backend.contracts());
-                self.print(&batch)?;
+                let batches = self.query(&command::list_products_sql())?;
+                self.print(&batches)?;
             }
             Command::ListDomains => {
-                let batch = command::list_domains(&self.backend.contracts());
-                self.print(&batch)?;
+                let batches = self.query(command::list_domains_sql())?;
+                self.print(&batches)?;
             }
-            Command::Describe(name) => {
-                let wanted = name.trim_matches('"').to_lowercase();
-                let wanted = wanted.strip_prefix("mesh.").unwrap_or(&wanted).to_string();
-                let contracts = self.backend.contracts();
-                let Some(c) = contracts.iter().find(|c| c.qualified_name() == wanted) else {
-                    let names = self.backend.product_names();
-                    let close =
-                        meshql::manifest::closest_names(&wanted, names.iter().map(String::as_str));
-                    return Err(match close.first() {
-                        Some(s) => {
-                            format!("product `{wanted}` does not exist; did you mean `{s}`?")
-                        }
-                        None => {
-                            format!("product `{wanted}` does not exist; `\\d` lists the products")
-                        }
-                    });
-                };
-                let masks = self.backend.masks(&wanted);
-                let (batch, mut lines) = command::describe(c, &masks);
-                if let Some(updated) = self.runtime.block_on(self.backend.last_updated(&wanted)) {
-                    lines.push(format!("Updated:  {updated}"));
-                }
-                self.print(&batch)?;
-                for line in lines {
-                    writeln!(self.out, "{line}").map_err(|e| e.to_string())?;
-                }
-            }
+            Command::Describe(name) => self.describe(&name)?,
             Command::Timing(v) => {
                 self.timing = v.unwrap_or(!self.timing);
                 eprintln!("Timing is {}.", if self.timing { "on" } else { "off" });
@@ -242,7 +296,15 @@ const KEYWORDS: &[&str] = &[
     "DESC",
     "ASC",
 ];
-const COMMANDS: &[&str] = &["\\d", "\\dn", "\\timing", "\\pset format", "\\?", "\\q"];
+const COMMANDS: &[&str] = &[
+    "\\d",
+    "\\dn",
+    "\\find",
+    "\\timing",
+    "\\pset format",
+    "\\?",
+    "\\q",
+];
 
 #[derive(Helper, Highlighter, Hinter)]
 pub struct MeshHelper {

@@ -363,6 +363,7 @@ const MESH_KEYS: &[&str] = &[
     "governance",
     "server",
     "audit",
+    "check",
 ];
 const SERVE_KEYS: &[&str] = &[
     "addr",
@@ -508,7 +509,13 @@ fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig>
         let (path, _) = a.req_string(ctx, "path")?;
         Some(resolve(dir, &path))
     });
+    let check_results = f.get("check").and_then(|n| {
+        let c = ctx.fields(n, "`check`", &["results"])?;
+        let (path, _) = c.req_string(ctx, "results")?;
+        Some(resolve(dir, &path))
+    });
     Some(MeshConfig {
+        check_results,
         file: ctx.file.to_path_buf(),
         governance,
         server,

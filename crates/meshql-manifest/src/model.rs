@@ -23,6 +23,9 @@ pub struct MeshConfig {
     pub server: ServerConfig,
     /// The append-only JSON-lines audit log, if statements are audited.
     pub audit: Option<PathBuf>,
+    /// Where `meshql check` keeps the last results of its data checks,
+    /// which `meshql.quality` shows.
+    pub check_results: Option<PathBuf>,
 }
 
 /// Settings of the Flight SQL server (`server:` in `mesh.yaml`).

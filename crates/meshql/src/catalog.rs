@@ -115,6 +115,23 @@ impl ProductTable {
         }
     }
 
+    /// The schema of the product's data as stored, whatever the contract
+    /// says: an Iceberg table's current schema, or the schema of the
+    /// Parquet files (merged over every file). `meshql check` compares it
+    /// with the contract.
+    pub(crate) async fn storage_schema(&self, state: &dyn Session) -> Result<SchemaRef, String> {
+        match &self.source {
+            Source::Iceberg(source, _) => {
+                let table = source.load().await?;
+                let schema =
+                    iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+                        .map_err(|e| crate::iceberg::iceberg_message(&e))?;
+                Ok(Arc::new(schema))
+            }
+            Source::Files { url, .. } => Ok(files(state, url).await?.2),
+        }
+    }
+
     /// A metadata table of the product (`snapshots`, `history`,
     /// `manifests`, `files`) for a principal with `policy`. They describe
     /// every row, so a principal whose reading is filtered by row may not
@@ -183,21 +200,8 @@ impl ProductTable {
     ) -> DfResult<Arc<ListingTable>> {
         opened
             .get_or_try_init(|| async {
-                let url_text = url;
-                let url = ListingTableUrl::parse(url_text)
-                    .map_err(|e| self.fail(format!("invalid location `{url_text}`: {e}")))?;
-                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet")
-                    .with_session_config_options(state.config());
-                let data_schema = options.infer_schema(state, &url).await.map_err(|e| {
-                    self.fail(format!(
-                        "cannot read its storage at {url_text}: {}",
-                        crate::error::clean_datafusion_message(&e)
-                    ))
-                })?;
-                if data_schema.fields().is_empty() {
-                    return Err(self.fail(format!("found no Parquet files at {url_text}")));
-                }
+                let (url, options, data_schema) =
+                    files(state, url).await.map_err(|m| self.fail(m))?;
                 check_data_schema(&self.schema, &data_schema).map_err(|m| self.fail(m))?;
                 let config = ListingTableConfig::new(url)
                     .with_listing_options(options)
@@ -208,6 +212,29 @@ impl ProductTable {
             .await
             .cloned()
     }
+}
+
+/// Parquet files at `url_text`: where they are, how to list them and
+/// their schema, merged over every file.
+async fn files(
+    state: &dyn Session,
+    url_text: &str,
+) -> Result<(ListingTableUrl, ListingOptions, SchemaRef), String> {
+    let url = ListingTableUrl::parse(url_text)
+        .map_err(|e| format!("invalid location `{url_text}`: {e}"))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_session_config_options(state.config());
+    let schema = options.infer_schema(state, &url).await.map_err(|e| {
+        format!(
+            "cannot read its storage at {url_text}: {}",
+            crate::error::clean_datafusion_message(&e)
+        )
+    })?;
+    if schema.fields().is_empty() {
+        return Err(format!("found no Parquet files at {url_text}"));
+    }
+    Ok((url, options, schema))
 }
 
 #[async_trait]

@@ -7,15 +7,15 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use arrow::array::Array;
-use meshql_manifest::{Catalog, Contract, Expectation, Quality};
-use serde::Serialize;
+use meshql_manifest::{Catalog, Contract, Expectation, Pos, Quality};
+use serde::{Deserialize, Serialize};
 
 use crate::governance::{ColumnDecision, decide};
 use crate::principal::Principal;
 use crate::session::Mesh;
 
 /// What became of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Passed,
@@ -24,7 +24,7 @@ pub enum Outcome {
 }
 
 /// One check of one product (or of the mesh as a whole).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     /// `domain.product`, or `None` for checks of the mesh.
     pub product: Option<String>,
@@ -38,6 +38,10 @@ pub struct Finding {
     pub message: String,
     pub file: Option<PathBuf>,
     pub line: Option<usize>,
+    /// The character of the line, counted from 1.
+    pub col: Option<usize>,
+    /// The contract column the check is about, if one.
+    pub column: Option<String>,
 }
 
 impl Finding {
@@ -50,6 +54,8 @@ impl Finding {
             message: String::new(),
             file: contract.map(|c| c.file.clone()),
             line: contract.map(|c| c.product.pos.line),
+            col: contract.map(|c| c.product.pos.col),
+            column: None,
         }
     }
 
@@ -63,11 +69,19 @@ impl Finding {
             message: p.message.clone(),
             file: Some(p.file.clone()),
             line: Some(p.pos.line),
+            col: Some(p.pos.col),
+            column: None,
         }
     }
 
-    fn at(mut self, line: usize) -> Finding {
-        self.line = Some(line);
+    fn at(mut self, pos: Pos) -> Finding {
+        self.line = Some(pos.line);
+        self.col = Some(pos.col);
+        self
+    }
+
+    fn about(mut self, column: &str) -> Finding {
+        self.column = Some(column.to_string());
         self
     }
 
@@ -166,6 +180,109 @@ pub async fn run(mesh: &Mesh, options: &CheckOptions) -> Report {
         }
     }
     report
+}
+
+/// The checks of the live data, which `meshql check` keeps as the
+/// products' last results.
+const DATA_CHECKS: [&str; 3] = ["schema", "quality", "freshness"];
+
+/// One kept result: a data check's finding and when it was made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeptResult {
+    #[serde(flatten)]
+    pub(crate) finding: Finding,
+    /// Milliseconds since the epoch.
+    pub(crate) checked_at: i64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KeptResults {
+    results: Vec<KeptResult>,
+}
+
+/// The last results of the data checks, from the file `check.results` of
+/// `mesh.yaml` names; none when it names none or none were kept yet.
+pub(crate) fn kept_results(mesh: &Mesh) -> Result<Vec<KeptResult>, String> {
+    let Some(path) = &mesh.catalog().mesh.check_results else {
+        return Ok(Vec::new());
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(format!(
+                "cannot read the check results {}: {e}",
+                path.display()
+            ));
+        }
+    };
+    let kept: KeptResults = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "the check results {} are not meshql's (line {}, column {}: {e}); run `meshql check` to write them again",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    Ok(kept.results)
+}
+
+/// Keeps the results of this run's data checks in the file `check.results`
+/// of `mesh.yaml` names, for `meshql.quality`: they replace the kept
+/// results of the products checked, and those of products that no longer
+/// exist are dropped. Returns the file, or `None` when `mesh.yaml` names
+/// none or the run checked no data.
+pub fn keep_results(mesh: &Mesh, report: &Report) -> Result<Option<PathBuf>, String> {
+    let Some(path) = &mesh.catalog().mesh.check_results else {
+        return Ok(None);
+    };
+    let fresh: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.product.is_some() && DATA_CHECKS.contains(&f.check.as_str()))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(None);
+    }
+    let checked: BTreeSet<&str> = fresh.iter().filter_map(|f| f.product.as_deref()).collect();
+    let exists: BTreeSet<String> = mesh
+        .catalog()
+        .contracts
+        .iter()
+        .map(Contract::qualified_name)
+        .collect();
+    // Results that cannot be read are replaced, not merged.
+    let mut results: Vec<KeptResult> = kept_results(mesh)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| {
+            r.finding
+                .product
+                .as_deref()
+                .is_some_and(|p| !checked.contains(p) && exists.contains(p))
+        })
+        .collect();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    results.extend(fresh.into_iter().map(|f| KeptResult {
+        finding: f.clone(),
+        checked_at: now,
+    }));
+    let text = serde_json::to_string_pretty(&KeptResults { results })
+        .map_err(|e| format!("cannot write the check results: {e}"))?;
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Written aside and renamed, so readers see the old file or the new.
+        let aside = path.with_extension(format!("{}.{now}.tmp", std::process::id()));
+        std::fs::write(&aside, text)?;
+        std::fs::rename(&aside, path)
+    };
+    write().map_err(|e| format!("cannot write the check results {}: {e}", path.display()))?;
+    Ok(Some(path.clone()))
 }
 
 /// Domain and product names are snake_case; a contract lives in the folder
@@ -326,7 +443,8 @@ fn personal_data(
             "pii",
             format!("personal data column `{}` is protected", column.name),
         )
-        .at(column.pos.line);
+        .at(column.pos)
+        .about(&column.name);
         out.push(if exposed.is_empty() {
             f.passed("masked or denied for every role that is not exempt")
         } else {
@@ -432,56 +550,23 @@ fn evolution(before: &Catalog, contract: &Contract) -> Vec<Finding> {
 async fn data_checks(system: &crate::Session, contract: &Contract) -> Vec<Finding> {
     let name = contract.qualified_name();
     let mut out = Vec::new();
-    let read = Finding::new(Some(contract), "schema", "data matches the contract");
-    match system
-        .collect(&format!("SELECT * FROM {name} LIMIT 1"))
-        .await
-    {
-        Ok(_) => out.push(read.passed("")),
-        Err(e) => {
-            out.push(read.failed(e.to_string()));
-            return out;
+    let readable = schema(system, contract, &mut out).await;
+    if readable {
+        quality_checks(system, contract, &mut out).await;
+    } else {
+        for rule in &contract.quality {
+            out.push(
+                Finding {
+                    column: rule.column.clone(),
+                    ..Finding::new(Some(contract), "quality", rule.label()).at(rule.pos)
+                }
+                .skipped("the data cannot be read as the contract declares it"),
+            );
         }
     }
-    // One scan: the row count (percent rules divide by it) and the NULLs
-    // of every required column.
-    let required: Vec<_> = contract
-        .product
-        .columns
-        .iter()
-        .filter(|c| c.required)
-        .collect();
-    let mut sql = String::from("SELECT count(*)");
-    for c in &required {
-        sql.push_str(&format!(
-            ", count(*) FILTER (WHERE {} IS NULL)",
-            ident(&c.name)
-        ));
-    }
-    let counts = numbers(system, &format!("{sql} FROM {name}")).await;
-    for (i, column) in required.iter().enumerate() {
-        let f = Finding::new(
-            Some(contract),
-            "schema",
-            format!("required column `{}` has no NULLs", column.name),
-        )
-        .at(column.pos.line);
-        out.push(match counts.as_ref().map(|c| c[i + 1]) {
-            Ok(0.0) => f.passed(""),
-            Ok(n) => f.failed(format!(
-                "{n} rows have NULL in `{}`, which the contract declares required",
-                column.name
-            )),
-            Err(e) => f.failed(e.clone()),
-        });
-    }
-    let total = counts.as_ref().map(|c| c[0]).map_err(Clone::clone);
-    for rule in &contract.quality {
-        out.push(quality(system, contract, rule, &total).await);
-    }
     for sla in contract.sla.iter().filter(|s| s.is_freshness()) {
-        let f = Finding::new(Some(contract), "freshness", format!("{} SLA", sla.property))
-            .at(sla.pos.line);
+        let f =
+            Finding::new(Some(contract), "freshness", format!("{} SLA", sla.property)).at(sla.pos);
         let Ok(max_age) = sla.max_age() else {
             out.push(f.failed("the SLA's value or unit is not a duration"));
             continue;
@@ -510,6 +595,151 @@ async fn data_checks(system: &crate::Session, contract: &Contract) -> Vec<Findin
     out
 }
 
+/// The contract against the data as stored: each declared column present
+/// with a type it can be read as, and no column the contract leaves out.
+/// Returns whether the data can be read as declared.
+async fn schema(system: &crate::Session, contract: &Contract, out: &mut Vec<Finding>) -> bool {
+    let name = contract.qualified_name();
+    let stored = match system.storage_schema(contract).await {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(
+                Finding::new(Some(contract), "schema", "storage can be read")
+                    .failed(format!("{name}: {e}")),
+            );
+            return false;
+        }
+    };
+    let declared = crate::types::contract_schema(contract);
+    let mut matches = true;
+    for (column, field) in contract.product.columns.iter().zip(declared.fields()) {
+        let f = Finding::new(
+            Some(contract),
+            "schema",
+            format!("column `{}` matches storage", column.name),
+        )
+        .at(column.pos)
+        .about(&column.name);
+        if let Some(problem) = crate::types::column_problem(field, &stored) {
+            matches = false;
+            out.push(f.failed(problem));
+            continue;
+        }
+        let Ok(actual) = stored.field_with_name(&column.name) else {
+            continue;
+        };
+        let nullability = match (column.required, actual.is_nullable()) {
+            (true, true) => ", storage allows NULLs (the data is checked for them)",
+            (true, false) | (false, false) => ", NOT NULL in storage",
+            (false, true) => "",
+        };
+        out.push(f.passed(format!(
+            "{}{nullability}",
+            crate::types::sql_name(actual.data_type())
+        )));
+    }
+    // A column renamed in the data is reported once: as missing, with the
+    // data's name for it.
+    let renamed: Vec<String> = contract
+        .product
+        .columns
+        .iter()
+        .filter(|c| stored.field_with_name(&c.name).is_err())
+        .filter_map(|c| {
+            meshql_manifest::closest_names(
+                &c.name,
+                stored.fields().iter().map(|f| f.name().as_str()),
+            )
+            .into_iter()
+            .next()
+            .map(str::to_string)
+        })
+        .collect();
+    let extra: Vec<String> = stored
+        .fields()
+        .iter()
+        .filter(|f| !contract.product.columns.iter().any(|c| &c.name == f.name()))
+        .filter(|f| !renamed.contains(f.name()))
+        .map(|f| format!("`{}` ({})", f.name(), crate::types::sql_name(f.data_type())))
+        .collect();
+    let f = Finding::new(
+        Some(contract),
+        "schema",
+        "storage has no undeclared columns",
+    );
+    out.push(if extra.is_empty() {
+        f.passed("")
+    } else {
+        let (what, them) = if extra.len() == 1 {
+            ("a column", "it")
+        } else {
+            ("columns", "them")
+        };
+        f.failed(format!(
+            "the data has {what} the contract does not declare: {}; meshql does not publish {them} and nothing classifies {them}: declare {them} in the contract or drop {them} from the data",
+            extra.join(", ")
+        ))
+    });
+    if !matches {
+        return false;
+    }
+    let read = Finding::new(Some(contract), "schema", "data can be read");
+    match system
+        .collect(&format!("SELECT * FROM {name} LIMIT 1"))
+        .await
+    {
+        Ok(_) => {
+            out.push(read.passed(""));
+            true
+        }
+        Err(e) => {
+            out.push(read.failed(e.to_string()));
+            false
+        }
+    }
+}
+
+/// One scan for the row count (percent rules divide by it) and the NULLs
+/// of every required column; then each quality rule.
+async fn quality_checks(system: &crate::Session, contract: &Contract, out: &mut Vec<Finding>) {
+    let name = contract.qualified_name();
+    let required: Vec<_> = contract
+        .product
+        .columns
+        .iter()
+        .filter(|c| c.required)
+        .collect();
+    let mut sql = String::from("SELECT count(*)");
+    for c in &required {
+        sql.push_str(&format!(
+            ", count(*) FILTER (WHERE {} IS NULL)",
+            ident(&c.name)
+        ));
+    }
+    let counts = numbers(system, &format!("{sql} FROM {name}")).await;
+    for (i, column) in required.iter().enumerate() {
+        let f = Finding::new(
+            Some(contract),
+            "schema",
+            format!("required column `{}` has no NULLs", column.name),
+        )
+        .at(column.pos)
+        .about(&column.name);
+        out.push(match counts.as_ref().map(|c| c[i + 1]) {
+            Ok(0.0) => f.passed(""),
+            Ok(n) => f.failed(format!(
+                "{n} rows have NULL in `{}`, which the contract declares required",
+                column.name
+            )),
+            Err(e) => f.failed(e.clone()),
+        });
+    }
+    let total = counts.as_ref().map(|c| c[0]).map_err(Clone::clone);
+    for rule in &contract.quality {
+        out.push(quality(system, contract, rule, &total).await);
+    }
+}
+
 /// Runs one quality rule: the measured value against its operator.
 async fn quality(
     system: &crate::Session,
@@ -517,7 +747,8 @@ async fn quality(
     rule: &Quality,
     total: &Result<f64, String>,
 ) -> Finding {
-    let f = Finding::new(Some(contract), "quality", rule.label()).at(rule.pos.line);
+    let mut f = Finding::new(Some(contract), "quality", rule.label()).at(rule.pos);
+    f.column = rule.column.clone();
     let Some(sql) = quality_sql(contract, rule) else {
         return f.skipped(format!("`{}` rules are not executed by meshql", rule.kind));
     };

@@ -190,7 +190,6 @@ impl Mesh {
         ))
     }
 
-    /// The mesh's catalog: `mesh.yaml` and the contracts that loaded.
     /// When a product's data last changed (see [`Session::last_updated`]);
     /// `None` when it cannot be told.
     pub(crate) async fn last_updated_ms(&self, contract: &Contract) -> Option<i64> {
@@ -205,6 +204,7 @@ impl Mesh {
             .flatten()
     }
 
+    /// The mesh's catalog: `mesh.yaml` and the contracts that loaded.
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
     }
@@ -468,8 +468,6 @@ impl Session {
         out
     }
 
-    /// The schema a product has for this principal (hidden columns gone,
-    /// masked ones with their types), or `None` if they cannot see it.
     /// When a visible product's data last changed: for an Iceberg product,
     /// the commit time of its current snapshot; for Parquet files, the
     /// newest file's modification time. `None` for a table with no commit
@@ -495,6 +493,23 @@ impl Session {
         Ok(ms.map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)))
     }
 
+    /// The schema of a product's data as stored (see
+    /// [`ProductTable::storage_schema`](crate::catalog)), for the checks.
+    pub(crate) async fn storage_schema(
+        &self,
+        contract: &Contract,
+    ) -> std::result::Result<SchemaRef, String> {
+        let table = self
+            .mesh
+            .inner
+            .products
+            .get(&(contract.domain.clone(), contract.product.name.clone()))
+            .ok_or_else(|| format!("{} has no storage", contract.qualified_name()))?;
+        table.storage_schema(&self.ctx.state()).await
+    }
+
+    /// The schema a product has for this principal (hidden columns gone,
+    /// masked ones with their types), or `None` if they cannot see it.
     pub async fn product_schema(&self, product: &str) -> Option<SchemaRef> {
         let (domain, name) = product.split_once('.')?;
         self.policy(product)?;

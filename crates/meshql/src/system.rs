@@ -47,15 +47,17 @@ pub(crate) enum Kind {
     Products,
     Columns,
     MyPolicies,
+    Quality,
     Audit,
     Lineage,
 }
 
 impl Kind {
     /// The tables every principal has.
-    pub(crate) const ALL: [(&'static str, Kind); 3] = [
+    pub(crate) const ALL: [(&'static str, Kind); 4] = [
         ("products", Kind::Products),
         ("columns", Kind::Columns),
+        ("quality", Kind::Quality),
         ("my_policies", Kind::MyPolicies),
     ];
     /// The tables only principals holding an auditor role have.
@@ -64,8 +66,16 @@ impl Kind {
 }
 
 /// A row of `meshql.columns`: the product, the column's index, the column
-/// and whether it is masked.
-type ColumnRow<'a> = (&'a Contract, usize, &'a meshql_manifest::Column, bool);
+/// and its mask, if masked.
+type ColumnRow<'a> = (
+    &'a Contract,
+    usize,
+    &'a meshql_manifest::Column,
+    Option<&'a str>,
+);
+
+/// A row of `meshql.quality`: the domain, the product and the kept result.
+type QualityRow<'a> = (&'a str, &'a str, &'a crate::check::KeptResult);
 
 /// One system table; its rows are computed when it is read.
 #[derive(Debug)]
@@ -88,9 +98,12 @@ impl SystemTable {
                 text("version"),
                 text("status"),
                 text("owner"),
+                text("members"),
                 text("description"),
                 text("tags"),
                 text("storage"),
+                text("location"),
+                text("sla"),
                 Field::new(
                     "last_updated",
                     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
@@ -98,6 +111,7 @@ impl SystemTable {
                 ),
                 text("freshness_sla"),
                 Field::new("freshness_met", DataType::Boolean, true),
+                text("row_filter"),
             ],
             Kind::Columns => vec![
                 text("domain"),
@@ -111,6 +125,22 @@ impl SystemTable {
                 text("tags"),
                 text("description"),
                 Field::new("masked", DataType::Boolean, false),
+                text("mask"),
+            ],
+            Kind::Quality => vec![
+                text("domain"),
+                text("product"),
+                text("check"),
+                text("rule"),
+                text("column_name"),
+                text("outcome"),
+                text("message"),
+                Field::new(
+                    "checked_at",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    true,
+                ),
+                text("location"),
             ],
             Kind::Audit => vec![
                 Field::new(
@@ -166,6 +196,7 @@ impl SystemTable {
             Kind::Products => self.products(projection).await,
             Kind::Columns => self.columns(),
             Kind::MyPolicies => self.my_policies(),
+            Kind::Quality => self.quality()?,
             Kind::Audit => self.audit()?,
             Kind::Lineage => self.lineage()?,
         };
@@ -176,7 +207,8 @@ impl SystemTable {
         let ctx = &self.context;
         let rows: Vec<(&Contract, &ProductPolicy)> = ctx.visible().collect();
         // Storage is only touched when the freshness columns are read.
-        let wants_time = projection.is_none_or(|p| p.iter().any(|i| *i >= 8));
+        let first_time = self.schema.index_of("last_updated").unwrap_or(0);
+        let wants_time = projection.is_none_or(|p| p.iter().any(|i| *i >= first_time));
         let mut updated: Vec<Option<i64>> = Vec::with_capacity(rows.len());
         for (c, _) in &rows {
             updated.push(if wants_time {
@@ -203,7 +235,23 @@ impl SystemTable {
             s(&|c| Some(c.version.clone())),
             s(&|c| Some(c.status.clone())),
             s(&|c| c.owner().map(str::to_string)),
-            s(&|c| c.description.clone()),
+            s(&|c| {
+                let members: Vec<String> = c
+                    .team
+                    .iter()
+                    .flat_map(|t| &t.members)
+                    .map(|m| match &m.role {
+                        Some(r) => format!("{} ({r})", m.username),
+                        None => m.username.clone(),
+                    })
+                    .collect();
+                (!members.is_empty()).then(|| members.join(", "))
+            }),
+            s(&|c| {
+                c.description
+                    .clone()
+                    .or_else(|| c.product.description.clone())
+            }),
             s(&|c| (!c.tags.is_empty()).then(|| c.tags.join(", "))),
             s(&|c| {
                 c.servers.first().map(|s| {
@@ -213,6 +261,34 @@ impl SystemTable {
                         s.format.clone()
                     }
                 })
+            }),
+            s(&|c| {
+                c.servers.first().map(|s| match &s.iceberg {
+                    Some(t) => format!(
+                        "Iceberg table {}.{} in catalog `{}`",
+                        t.namespace.join("."),
+                        t.table,
+                        s.server
+                    ),
+                    None => format!("{} `{}` {}", s.format, s.server, s.path),
+                })
+            }),
+            s(&|c| {
+                let sla: Vec<String> = c
+                    .sla
+                    .iter()
+                    .map(|s| {
+                        let mut t = format!("{} {}", s.property, s.value);
+                        if let Some(u) = &s.unit {
+                            t.push_str(&format!(" {u}"));
+                        }
+                        if let Some(e) = &s.element {
+                            t.push_str(&format!(" on {e}"));
+                        }
+                        t
+                    })
+                    .collect();
+                (!sla.is_empty()).then(|| sla.join("; "))
             }),
             Arc::new(
                 arrow::array::TimestampMillisecondArray::from(updated.clone()).with_timezone("UTC"),
@@ -228,6 +304,11 @@ impl SystemTable {
                     })
                     .collect::<Vec<_>>(),
             )),
+            Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|(_, p)| p.row_filter.as_ref().map(|f| f.sql.clone()))
+                    .collect::<Vec<_>>(),
+            )),
         ]
     }
 
@@ -238,8 +319,8 @@ impl SystemTable {
                 let decision = policy.columns.iter().find(|p| p.name == col.name);
                 let masked = match decision.map(|d| &d.action) {
                     Some(ColumnDecision::Deny) | None => continue,
-                    Some(ColumnDecision::Mask(_)) => true,
-                    Some(ColumnDecision::Allow) => false,
+                    Some(ColumnDecision::Mask(m)) => Some(m.sql.as_str()),
+                    Some(ColumnDecision::Allow) => None,
                 };
                 rows.push((c, i, col, masked));
             }
@@ -263,8 +344,75 @@ impl SystemTable {
             s(&|r| r.2.classification.clone()),
             s(&|r| (!r.2.tags.is_empty()).then(|| r.2.tags.join(", "))),
             s(&|r| r.2.description.clone()),
-            b(&|r| r.3),
+            b(&|r| r.3.is_some()),
+            s(&|r| r.3.map(str::to_string)),
         ]
+    }
+
+    /// The last results of `meshql check`'s data checks, for the products
+    /// the principal sees; a check about a column they cannot see is left
+    /// out.
+    fn quality(&self) -> DfResult<Vec<ArrayRef>> {
+        let kept = crate::check::kept_results(&self.context.mesh)
+            .map_err(datafusion::error::DataFusionError::Execution)?;
+        let dir = self.context.mesh.catalog().dir.clone();
+        let visible: BTreeMap<String, &ProductPolicy> = self
+            .context
+            .visible()
+            .map(|(c, p)| (c.qualified_name(), p))
+            .collect();
+        let rows: Vec<_> =
+            kept.iter()
+                .filter_map(|r| {
+                    let product = r.finding.product.as_deref()?;
+                    let policy = visible.get(product)?;
+                    let (domain, name) = product.split_once('.')?;
+                    if let Some(column) = &r.finding.column {
+                        let seen = policy.columns.iter().any(|c| {
+                            &c.name == column && !matches!(c.action, ColumnDecision::Deny)
+                        });
+                        if !seen {
+                            return None;
+                        }
+                    }
+                    Some((domain, name, r))
+                })
+                .collect();
+        let s = |f: &dyn Fn(&QualityRow<'_>) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+        };
+        Ok(vec![
+            s(&|r| Some(r.0.to_string())),
+            s(&|r| Some(r.1.to_string())),
+            s(&|r| Some(r.2.finding.check.clone())),
+            s(&|r| Some(r.2.finding.name.clone())),
+            s(&|r| r.2.finding.column.clone()),
+            s(&|r| {
+                Some(
+                    match r.2.finding.outcome {
+                        crate::check::Outcome::Passed => "passed",
+                        crate::check::Outcome::Failed => "failed",
+                        crate::check::Outcome::Skipped => "skipped",
+                    }
+                    .to_string(),
+                )
+            }),
+            s(&|r| Some(r.2.finding.message.clone())),
+            Arc::new(
+                arrow::array::TimestampMillisecondArray::from(
+                    rows.iter().map(|r| r.2.checked_at).collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+            s(&|r| {
+                let file = r.2.finding.file.as_ref()?;
+                let file = file.strip_prefix(&dir).unwrap_or(file);
+                Some(match r.2.finding.line {
+                    Some(line) => format!("{}:{line}", file.display()),
+                    None => file.display().to_string(),
+                })
+            }),
+        ])
     }
 
     /// The audit log's records, one row per product a statement read (one

@@ -103,7 +103,7 @@ fn compatible(declared: &DataType, actual: &DataType) -> bool {
     }
 }
 
-fn sql_name(t: &DataType) -> String {
+pub(crate) fn sql_name(t: &DataType) -> String {
     use DataType::*;
     match t {
         Utf8 | LargeUtf8 | Utf8View => "varchar".into(),
@@ -126,34 +126,11 @@ fn sql_name(t: &DataType) -> String {
 /// the contract does not declare are not published; declared columns must be
 /// present with a compatible type.
 pub(crate) fn check_data_schema(declared: &Schema, data: &Schema) -> Result<(), String> {
-    let mut problems = Vec::new();
-    for field in declared.fields() {
-        match data.field_with_name(field.name()) {
-            Err(_) => {
-                let hint = meshql_manifest::closest_names(
-                    field.name(),
-                    data.fields().iter().map(|f| f.name().as_str()),
-                );
-                let hint = match hint.first() {
-                    Some(h) => format!(" (the data has `{h}`)"),
-                    None => String::new(),
-                };
-                problems.push(format!(
-                    "column `{}` is declared in the contract but missing from the data{hint}",
-                    field.name()
-                ));
-            }
-            Ok(actual) if !compatible(field.data_type(), actual.data_type()) => {
-                problems.push(format!(
-                    "column `{}`: the contract declares {}, the data has {}",
-                    field.name(),
-                    sql_name(field.data_type()),
-                    sql_name(actual.data_type())
-                ));
-            }
-            Ok(_) => {}
-        }
-    }
+    let problems: Vec<String> = declared
+        .fields()
+        .iter()
+        .filter_map(|field| column_problem(field, data))
+        .collect();
     if problems.is_empty() {
         Ok(())
     } else {
@@ -161,6 +138,35 @@ pub(crate) fn check_data_schema(declared: &Schema, data: &Schema) -> Result<(), 
             "the data does not match the contract: {}",
             problems.join("; ")
         ))
+    }
+}
+
+/// What is wrong with one declared column in the data, if anything: it is
+/// missing (with the closest name the data has), or its type cannot be
+/// read as the declared one.
+pub(crate) fn column_problem(field: &Field, data: &Schema) -> Option<String> {
+    match data.field_with_name(field.name()) {
+        Err(_) => {
+            let hint = meshql_manifest::closest_names(
+                field.name(),
+                data.fields().iter().map(|f| f.name().as_str()),
+            );
+            let hint = match hint.first() {
+                Some(h) => format!(" (the data has `{h}`)"),
+                None => String::new(),
+            };
+            Some(format!(
+                "column `{}` is declared in the contract but missing from the data{hint}",
+                field.name()
+            ))
+        }
+        Ok(actual) if !compatible(field.data_type(), actual.data_type()) => Some(format!(
+            "column `{}`: the contract declares {}, the data has {}",
+            field.name(),
+            sql_name(field.data_type()),
+            sql_name(actual.data_type())
+        )),
+        Ok(_) => None,
     }
 }
 
