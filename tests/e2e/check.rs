@@ -599,3 +599,64 @@ async fn the_last_check_results_are_kept_and_each_principal_sees_their_part() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_columns_are_checked_against_the_stored_nulls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data/t");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    // Parquet whose `note` column allows NULLs and has one; `id` is NOT NULL.
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.sql(&format!(
+        "COPY (SELECT arrow_cast(id, 'Int64') AS id, note FROM (VALUES (1, 'a'), (2, NULL), (3, 'c')) AS v(id, note)) TO '{}' STORED AS PARQUET",
+        data.join("t.parquet").display()
+    ))
+    .await
+    .expect("plans")
+    .collect()
+    .await
+    .expect("writes");
+    write(
+        dir.path(),
+        "mesh.yaml",
+        "apiVersion: meshql/v1\nkind: Mesh\nname: t\nstorage:\n  local:\n    type: local\n    root: data\n",
+    );
+    allow_all(dir.path());
+    write(
+        dir.path(),
+        "shop/notes.yaml",
+        "apiVersion: v3.1.0\nkind: DataContract\nid: shop.notes\nname: notes\nversion: 1.0.0\nstatus: active\ndomain: shop\ndescription:\n  purpose: Notes\nteam:\n  name: shop-team\nschema:\n  - name: notes\n    properties:\n      - name: id\n        physicalType: bigint\n        required: true\n      - name: note\n        physicalType: varchar\n        required: true\nservers:\n  - server: local\n    type: local\n    path: t\n",
+    );
+    let o = check(dir.path(), &["--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert_eq!(
+        failures(&o),
+        vec!["shop.notes schema: 1 row has NULL in `note`, which the contract declares required"]
+    );
+    let report = json(&o);
+    let message = |name: &str| {
+        report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["message"].as_str().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no `{name}` in {report}"))
+    };
+    assert_eq!(
+        message("column `note` matches storage"),
+        "varchar, storage allows NULLs (the data is checked for them)"
+    );
+    assert_eq!(message("required column `id` has no NULLs"), "");
+
+    // A query that reads the NULLs fails, and says why.
+    let o = shell(dir.path(), "anyone", &["-c", "SELECT note FROM shop.notes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains(
+            "column `note` holds NULLs, but its contract declares it required; `meshql check` counts them"
+        ),
+        "{}",
+        out(&o)
+    );
+}

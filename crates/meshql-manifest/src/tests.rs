@@ -208,10 +208,14 @@ fn server_and_audit_settings_load_and_their_mistakes_are_located() {
         dir.path(),
         "mesh.yaml",
         &format!(
-            "{MESH}server:\n  addr: 127.0.0.1:4000\n  maxConcurrentQueries: 4\n  queryMemoryMb: 64\n  jwt:\n    hs256Secret: s3cret\n    audience: meshql\naudit:\n  path: logs/audit.jsonl\n"
+            "{MESH}server:\n  addr: 127.0.0.1:4000\n  maxConcurrentQueries: 4\n  queryMemoryMb: 64\n  jwt:\n    hs256Secret: s3cret\n    audience: meshql\naudit:\n  path: logs/audit.jsonl\ncheck:\n  results: state/check.json\n"
         ),
     );
     let catalog = Catalog::load_strict(dir.path()).expect("valid");
+    assert_eq!(
+        catalog.mesh.check_results.as_deref(),
+        Some(dir.path().join("state/check.json").as_path())
+    );
     let server = &catalog.mesh.server;
     assert_eq!(server.addr.as_deref(), Some("127.0.0.1:4000"));
     assert_eq!(server.max_concurrent_queries, Some(4));
@@ -232,7 +236,7 @@ fn server_and_audit_settings_load_and_their_mistakes_are_located() {
         dir.path(),
         "mesh.yaml",
         &format!(
-            "{MESH}server:\n  addr: localhost:4000\n  maxConcurrentQueries: 0\n  queryMemoryMB: 64\n  jwt:\n    audience: meshql\n"
+            "{MESH}server:\n  addr: localhost:4000\n  maxConcurrentQueries: 0\n  queryMemoryMB: 64\n  jwt:\n    audience: meshql\ncheck:\n  result: x.json\n"
         ),
     );
     let found = problems(Catalog::load(dir.path()).expect_err("invalid"));
@@ -251,6 +255,10 @@ fn server_and_audit_settings_load_and_their_mistakes_are_located() {
     );
     assert!(
         all.contains("needs exactly one of `hs256Secret` and `publicKeyFile`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("mesh.yaml:15:3: unknown key `result` in `check` (did you mean `results`?)"),
         "{all}"
     );
 }

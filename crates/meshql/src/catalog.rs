@@ -167,6 +167,32 @@ impl ProductTable {
         Ok(Arc::new(mem))
     }
 
+    /// The product with every column nullable, whatever the contract
+    /// requires: for `meshql check`, which counts the NULLs the data holds
+    /// in required columns (a scan of the contract's schema refuses them,
+    /// and the planner takes `IS NULL` of a required column to be false).
+    pub(crate) fn with_nullable_columns(&self) -> ProductTable {
+        let fields: Vec<arrow::datatypes::Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        ProductTable {
+            contract: Arc::clone(&self.contract),
+            schema: Arc::new(arrow::datatypes::Schema::new(fields)),
+            source: match &self.source {
+                Source::Files { url, .. } => Source::Files {
+                    url: url.clone(),
+                    opened: OnceCell::new(),
+                },
+                Source::Iceberg(source, version) => {
+                    Source::Iceberg(source.clone(), version.clone())
+                }
+            },
+        }
+    }
+
     /// The product as of a past version, for `FOR VERSION AS OF` and
     /// `FOR TIMESTAMP AS OF`: only Iceberg products have versions.
     pub(crate) fn at(&self, version: TimeTravel) -> Result<ProductTable, String> {

@@ -728,7 +728,8 @@ async fn quality_checks(system: &crate::Session, contract: &Contract, out: &mut 
         out.push(match counts.as_ref().map(|c| c[i + 1]) {
             Ok(0.0) => f.passed(""),
             Ok(n) => f.failed(format!(
-                "{n} rows have NULL in `{}`, which the contract declares required",
+                "{n} {} NULL in `{}`, which the contract declares required",
+                if n == 1.0 { "row has" } else { "rows have" },
                 column.name
             )),
             Err(e) => f.failed(e.clone()),

@@ -53,13 +53,30 @@ pub(crate) fn clean_datafusion_message(e: &DataFusionError) -> String {
                 }
                 return inner.to_string();
             }
-            DataFusionError::ArrowError(inner, _) => return inner.to_string(),
+            DataFusionError::ArrowError(inner, _) => return required_but_null(inner.to_string()),
             DataFusionError::ObjectStore(inner) => return inner.to_string(),
             DataFusionError::Plan(m) | DataFusionError::Execution(m) => return m.clone(),
             DataFusionError::SQL(inner, _) => return inner.to_string(),
             DataFusionError::SchemaError(inner, _) => return inner.to_string(),
             other => return other.strip_backtrace(),
         }
+    }
+}
+
+/// Arrow's refusal of NULLs in a column the schema declares non-nullable,
+/// in the words of a contract.
+fn required_but_null(message: String) -> String {
+    let column = message
+        .split_once("Column '")
+        .and_then(|(_, rest)| {
+            rest.split_once("' is declared as non-nullable but contains null values")
+        })
+        .map(|(column, _)| column.to_string());
+    match column {
+        Some(c) => format!(
+            "column `{c}` holds NULLs, but its contract declares it required; `meshql check` counts them"
+        ),
+        None => message,
     }
 }
 

@@ -237,15 +237,17 @@ impl Mesh {
     pub fn session(&self, principal: Principal) -> Session {
         let rules = &self.inner.catalog.rules;
         let deciding = principal.clone();
-        self.session_with(principal, move |contract| {
-            decide(rules, &deciding, contract)
-        })
+        self.session_with(
+            principal,
+            move |contract| decide(rules, &deciding, contract),
+            false,
+        )
     }
 
     /// A session that reads every product raw, for `meshql check`'s data
     /// checks, which report counts and never values.
     pub(crate) fn system_session(&self) -> Session {
-        self.session_with(Principal::new("meshql-check"), |contract| ProductPolicy {
+        let raw = |contract: &Contract| ProductPolicy {
             product: contract.qualified_name(),
             rule: Some("meshql check reads data raw".into()),
             visible: true,
@@ -260,13 +262,18 @@ impl Mesh {
                 })
                 .collect(),
             row_filter: None,
-        })
+        };
+        self.session_with(Principal::new("meshql-check"), raw, true)
     }
 
+    /// A session for `principal` with the policies `policy_of` gives;
+    /// `nullable` reads every column as nullable (see
+    /// `ProductTable::with_nullable_columns`).
     fn session_with(
         &self,
         principal: Principal,
         policy_of: impl Fn(&Contract) -> ProductPolicy,
+        nullable: bool,
     ) -> Session {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, "public")
@@ -283,7 +290,12 @@ impl Mesh {
             if !policy.visible {
                 continue;
             }
-            let governed = GovernedTable::new(Arc::clone(table), policy);
+            let table = if nullable {
+                Arc::new(table.with_nullable_columns())
+            } else {
+                Arc::clone(table)
+            };
+            let governed = GovernedTable::new(table, policy);
             let schema = provider.domains.entry(domain.clone()).or_default();
             Arc::get_mut(schema)
                 .expect("domains are not shared while the session is built")
