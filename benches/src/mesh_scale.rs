@@ -191,7 +191,14 @@ pub struct Measured {
     pub plan_analyst: Duration,
     pub rss_after_open: Option<u64>,
     pub peak: Option<u64>,
+    /// `meshql check --static` over the whole mesh.
+    pub check_static: Duration,
+    /// `meshql check`'s data checks, per product.
+    pub check_data: Duration,
 }
+
+/// How many products the data checks are timed on.
+const DATA_CHECKED: usize = 100;
 
 /// The child process's work: generates a mesh of `contracts`, measures,
 /// prints one JSON line.
@@ -251,6 +258,42 @@ pub fn child(contracts: usize) -> Result<()> {
         }
         plans.push(median(times));
     }
+    // The gate: the static checks over every contract (median of 3), and
+    // the data checks of up to DATA_CHECKED products, per product.
+    let mut statics = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let report = runtime.block_on(meshql::check::run(
+            &mesh,
+            &meshql::check::CheckOptions::default(),
+        ));
+        statics.push(started.elapsed());
+        if report.findings.len() < contracts {
+            bail!("the static checks found {} findings", report.findings.len());
+        }
+    }
+    let checked: Vec<String> = mesh
+        .product_names()
+        .into_iter()
+        .take(DATA_CHECKED)
+        .collect();
+    let started = Instant::now();
+    let report = runtime.block_on(meshql::check::run(
+        &mesh,
+        &meshql::check::CheckOptions {
+            products: checked.clone(),
+            data: true,
+            against: None,
+        },
+    ));
+    let check_data = started.elapsed() / checked.len() as u32;
+    if let Some(f) = report
+        .findings
+        .iter()
+        .find(|f| f.check == "schema" && f.outcome == meshql::check::Outcome::Failed)
+    {
+        bail!("a data check failed: {}", f.message);
+    }
     let out = json!({
         "contracts": contracts,
         "open_ns": median(opens).as_nanos() as u64,
@@ -259,6 +302,8 @@ pub fn child(contracts: usize) -> Result<()> {
         "plan_analyst_ns": plans[1].as_nanos() as u64,
         "rss_after_open": rss_after_open.zip(baseline).map(|(a, b)| a.saturating_sub(b)),
         "peak": peak_rss(),
+        "check_static_ns": median(statics).as_nanos() as u64,
+        "check_data_ns": check_data.as_nanos() as u64,
     });
     println!("{out}");
     Ok(())
@@ -292,18 +337,22 @@ pub fn run(sizes: &[usize], out: &Path) -> Result<Vec<Measured>> {
             plan_analyst: d("plan_analyst_ns"),
             rss_after_open: v["rss_after_open"].as_u64(),
             peak: v["peak"].as_u64(),
+            check_static: d("check_static_ns"),
+            check_data: d("check_data_ns"),
         };
         eprintln!(
-            "{n} contracts: open {:.1} ms, session {:.2} ms, plan {:.2} / {:.2} ms",
+            "{n} contracts: open {:.1} ms, session {:.2} ms, plan {:.2} / {:.2} ms, check --static {:.1} ms, data checks {:.2} ms per product",
             ms(m.open),
             ms(m.session),
             ms(m.plan_admin),
-            ms(m.plan_analyst)
+            ms(m.plan_analyst),
+            ms(m.check_static),
+            ms(m.check_data)
         );
         results.push(m);
     }
     let mut md = format!(
-        "# Mesh scale\n\nRun on {} ({}). `meshql-bench mesh --sizes {}`. Each size in a process of its own: contracts of ten columns (three personal data) across {DOMAINS} domains, three policy rules (masks by name and classification, a row filter by attribute). Open: `Mesh::open_strict`, median of 3. Session: `Mesh::session`, median of 5. Plan: a join of two products of different domains with a filter and a grouping, parsed, analyzed, optimized and physically planned, median of 50; as `admin` and as `eu_analyst` (masks and row filter on both products). Memory: resident memory the open added, and the process's peak.\n\n| contracts | open ms | session ms | plan ms (admin) | plan ms (eu_analyst) | MiB after open | peak MiB |\n| --: | --: | --: | --: | --: | --: | --: |\n",
+        "# Mesh scale\n\nRun on {} ({}). `meshql-bench mesh --sizes {}`. Each size in a process of its own: contracts of ten columns (three personal data) across {DOMAINS} domains, three policy rules (masks by name and classification, a row filter by attribute). Open: `Mesh::open_strict`, median of 3. Session: `Mesh::session`, median of 5. Plan: a join of two products of different domains with a filter and a grouping, parsed, analyzed, optimized and physically planned, median of 50; as `admin` and as `eu_analyst` (masks and row filter on both products). Memory: resident memory the open added, and the process's peak. Check: `meshql check --static` over every contract (naming, owners, personal data for every user and role), median of 3; data checks (storage schema, a first row, row count and NULLs of required columns) of the first {DATA_CHECKED} products, per product.\n\n| contracts | open ms | session ms | plan ms (admin) | plan ms (eu_analyst) | MiB after open | peak MiB | check --static ms | data checks ms/product |\n| --: | --: | --: | --: | --: | --: | --: | --: | --: |\n",
         crate::tpch::today(),
         crate::tpch::machine(),
         sizes
@@ -313,30 +362,34 @@ pub fn run(sizes: &[usize], out: &Path) -> Result<Vec<Measured>> {
             .join(","),
     );
     let mut csv = String::from(
-        "contracts,open_ms,session_ms,plan_admin_ms,plan_analyst_ms,rss_after_open_bytes,peak_bytes\n",
+        "contracts,open_ms,session_ms,plan_admin_ms,plan_analyst_ms,rss_after_open_bytes,peak_bytes,check_static_ms,check_data_ms_per_product\n",
     );
     for m in &results {
         let _ = writeln!(
             md,
-            "| {} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.2} |",
             m.contracts,
             ms(m.open),
             ms(m.session),
             ms(m.plan_admin),
             ms(m.plan_analyst),
             mib(m.rss_after_open),
-            mib(m.peak)
+            mib(m.peak),
+            ms(m.check_static),
+            ms(m.check_data)
         );
         let _ = writeln!(
             csv,
-            "{},{:.3},{:.3},{:.3},{:.3},{},{}",
+            "{},{:.3},{:.3},{:.3},{:.3},{},{},{:.3},{:.3}",
             m.contracts,
             ms(m.open),
             ms(m.session),
             ms(m.plan_admin),
             ms(m.plan_analyst),
             m.rss_after_open.map_or(String::new(), |b| b.to_string()),
-            m.peak.map_or(String::new(), |b| b.to_string())
+            m.peak.map_or(String::new(), |b| b.to_string()),
+            ms(m.check_static),
+            ms(m.check_data)
         );
     }
     md.push_str("\nTargets: a 10,000-contract mesh opens in under 1 s and plans a two-product query in under 5 ms.\n");

@@ -415,6 +415,27 @@ async fn the_meshql_domain_shows_each_principal_only_what_they_may_see() {
             .expect("columns"),
     );
     assert_eq!(email, vec![vec!["true".to_string(), "pii".to_string()]]);
+    let mask = rows(
+        &analyst
+            .collect("SELECT mask FROM meshql.columns WHERE product = 'customers' AND column_name = 'email'")
+            .await
+            .expect("columns"),
+    );
+    assert_eq!(mask, vec![vec!["mask_email(\"email\")".to_string()]]);
+    // The row filter is the one that applies to the principal asking.
+    let filters = |user: &str| {
+        let s = session(user);
+        async move {
+            rows(
+                &s.collect("SELECT coalesce(row_filter, '') FROM meshql.products WHERE domain = 'sales' AND product = 'orders'")
+                    .await
+                    .expect("products"),
+            )
+        }
+    };
+    assert_eq!(filters("analyst").await, vec![vec![String::new()]]);
+    let eu = filters("eu_analyst").await;
+    assert!(eu[0][0].contains("region"), "{eu:?}");
     // The domain is read-only and reserved.
     let err = analyst
         .collect("SELECT * FROM meshql.nope")

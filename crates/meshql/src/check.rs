@@ -80,9 +80,25 @@ impl Finding {
         self
     }
 
-    fn about(mut self, column: &str) -> Finding {
-        self.column = Some(column.to_string());
-        self
+    /// A quality rule of `contract`, at the rule's place.
+    fn of_rule(contract: &Contract, rule: &Quality) -> Finding {
+        Finding {
+            column: rule.column.clone(),
+            ..Finding::new(Some(contract), "quality", rule.label()).at(rule.pos)
+        }
+    }
+
+    /// A check of one column of `contract`, at the column's place.
+    fn of_column(
+        contract: &Contract,
+        check: &str,
+        name: impl Into<String>,
+        column: &meshql_manifest::Column,
+    ) -> Finding {
+        Finding {
+            column: Some(column.name.clone()),
+            ..Finding::new(Some(contract), check, name).at(column.pos)
+        }
     }
 
     fn passed(mut self, message: impl Into<String>) -> Finding {
@@ -438,13 +454,12 @@ fn personal_data(
             .into_iter()
             .map(|(rule, whom)| format!("{} (rule {rule})", whom.join(", ")))
             .collect();
-        let f = Finding::new(
-            Some(contract),
+        let f = Finding::of_column(
+            contract,
             "pii",
             format!("personal data column `{}` is protected", column.name),
-        )
-        .at(column.pos)
-        .about(&column.name);
+            column,
+        );
         out.push(if exposed.is_empty() {
             f.passed("masked or denied for every role that is not exempt")
         } else {
@@ -556,11 +571,8 @@ async fn data_checks(system: &crate::Session, contract: &Contract) -> Vec<Findin
     } else {
         for rule in &contract.quality {
             out.push(
-                Finding {
-                    column: rule.column.clone(),
-                    ..Finding::new(Some(contract), "quality", rule.label()).at(rule.pos)
-                }
-                .skipped("the data cannot be read as the contract declares it"),
+                Finding::of_rule(contract, rule)
+                    .skipped("the data cannot be read as the contract declares it"),
             );
         }
     }
@@ -613,13 +625,12 @@ async fn schema(system: &crate::Session, contract: &Contract, out: &mut Vec<Find
     let declared = crate::types::contract_schema(contract);
     let mut matches = true;
     for (column, field) in contract.product.columns.iter().zip(declared.fields()) {
-        let f = Finding::new(
-            Some(contract),
+        let f = Finding::of_column(
+            contract,
             "schema",
             format!("column `{}` matches storage", column.name),
-        )
-        .at(column.pos)
-        .about(&column.name);
+            column,
+        );
         if let Some(problem) = crate::types::column_problem(field, &stored) {
             matches = false;
             out.push(f.failed(problem));
@@ -718,13 +729,12 @@ async fn quality_checks(system: &crate::Session, contract: &Contract, out: &mut 
     }
     let counts = numbers(system, &format!("{sql} FROM {name}")).await;
     for (i, column) in required.iter().enumerate() {
-        let f = Finding::new(
-            Some(contract),
+        let f = Finding::of_column(
+            contract,
             "schema",
             format!("required column `{}` has no NULLs", column.name),
-        )
-        .at(column.pos)
-        .about(&column.name);
+            column,
+        );
         out.push(match counts.as_ref().map(|c| c[i + 1]) {
             Ok(0.0) => f.passed(""),
             Ok(n) => f.failed(format!(
@@ -748,8 +758,7 @@ async fn quality(
     rule: &Quality,
     total: &Result<f64, String>,
 ) -> Finding {
-    let mut f = Finding::new(Some(contract), "quality", rule.label()).at(rule.pos);
-    f.column = rule.column.clone();
+    let f = Finding::of_rule(contract, rule);
     let Some(sql) = quality_sql(contract, rule) else {
         return f.skipped(format!("`{}` rules are not executed by meshql", rule.kind));
     };
