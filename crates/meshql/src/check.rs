@@ -222,9 +222,9 @@ pub(crate) fn kept_results(mesh: &Mesh) -> Result<Vec<KeptResult>, String> {
     let Some(path) = &mesh.catalog().mesh.check_results else {
         return Ok(Vec::new());
     };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let text = match crate::system::read_if_present(path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(Vec::new()),
         Err(e) => {
             return Err(format!(
                 "cannot read the check results {}: {e}",

@@ -421,9 +421,9 @@ impl SystemTable {
         let Some(path) = &self.context.mesh.catalog().mesh.audit else {
             return Ok(Vec::new());
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        let text = match read_if_present(path) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(Vec::new()),
             Err(e) => {
                 return Err(datafusion::error::DataFusionError::Execution(format!(
                     "cannot read the audit log {}: {e}",
@@ -649,6 +649,16 @@ impl TableProvider for SystemTable {
         let batch = self.batch(projection).await?;
         let table = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
         table.scan(state, projection, filters, limit).await
+    }
+}
+
+/// A file's text, or `None` when there is no such file (nothing written
+/// to it yet).
+pub(crate) fn read_if_present(path: &std::path::Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
