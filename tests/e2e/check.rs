@@ -302,10 +302,10 @@ fn breaking_changes_fail_unless_the_major_version_goes_up() {
     let before = dir.parent().expect("parent").join("before");
     copy_dir(&dir, &before);
     let orders = dir.join("sales/orders.yaml");
-    // Remove a column, narrow another, change the key.
+    // Remove a column (one no policy names), narrow another, change the key.
     edit(
         &orders,
-        "      - name: region\n        logicalType: string\n        required: true\n",
+        "      - name: order_ts\n        logicalType: timestamp\n        physicalType: timestamp with time zone\n        required: true\n",
         "",
     );
     edit(
@@ -344,7 +344,7 @@ fn breaking_changes_fail_unless_the_major_version_goes_up() {
         ),
         "{f}"
     );
-    assert!(f.contains("column `region` was removed"), "{f}");
+    assert!(f.contains("column `order_ts` was removed"), "{f}");
     assert!(
         f.contains("column `total_order_value` changed type from decimal(12,2) to decimal(10,2)"),
         "{f}"

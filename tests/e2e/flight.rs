@@ -33,8 +33,8 @@ use tonic::{Code, Request, Status};
 
 use crate::util::*;
 
-struct TestServer {
-    addr: SocketAddr,
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -46,11 +46,11 @@ impl Drop for TestServer {
     }
 }
 
-async fn start(mesh: Mesh, options: ServerOptions) -> TestServer {
+pub(crate) async fn start(mesh: Mesh, options: ServerOptions) -> TestServer {
     start_with(mesh, options, None).await
 }
 
-async fn start_with(
+pub(crate) async fn start_with(
     mesh: Mesh,
     options: ServerOptions,
     tls: Option<meshql_server::Tls>,
@@ -81,11 +81,11 @@ async fn start_with(
     }
 }
 
-async fn demo_server() -> TestServer {
+pub(crate) async fn demo_server() -> TestServer {
     start(demo_mesh(), ServerOptions::default()).await
 }
 
-async fn channel(addr: SocketAddr) -> FlightServiceClient<Channel> {
+pub(crate) async fn channel(addr: SocketAddr) -> FlightServiceClient<Channel> {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
@@ -95,19 +95,19 @@ async fn channel(addr: SocketAddr) -> FlightServiceClient<Channel> {
 }
 
 /// A logged-in client that keeps gRPC status codes.
-struct Wire {
-    inner: FlightServiceClient<Channel>,
-    auth: String,
+pub(crate) struct Wire {
+    pub(crate) inner: FlightServiceClient<Channel>,
+    pub(crate) auth: String,
 }
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
 }
 
-async fn login(addr: SocketAddr, user: &str, password: &str) -> Result<Wire, Status> {
+pub(crate) async fn login(addr: SocketAddr, user: &str, password: &str) -> Result<Wire, Status> {
     let mut inner = channel(addr).await;
     let mut req = Request::new(futures::stream::iter([HandshakeRequest::default()]));
     req.metadata_mut().insert(
@@ -131,27 +131,30 @@ async fn login(addr: SocketAddr, user: &str, password: &str) -> Result<Wire, Sta
     Ok(Wire { inner, auth })
 }
 
-async fn demo_login(addr: SocketAddr, user: &str) -> Wire {
+pub(crate) async fn demo_login(addr: SocketAddr, user: &str) -> Wire {
     login(addr, user, &format!("{user}-demo"))
         .await
         .expect("logs in")
 }
 
 impl Wire {
-    fn req<T>(&self, msg: T) -> Request<T> {
+    pub(crate) fn req<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
         req.metadata_mut()
             .insert("authorization", self.auth.parse().expect("header"));
         req
     }
 
-    async fn info(&mut self, cmd: impl ProstMessageExt) -> Result<FlightInfo, Status> {
+    pub(crate) async fn info(&mut self, cmd: impl ProstMessageExt) -> Result<FlightInfo, Status> {
         let desc = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
         let req = self.req(desc);
         Ok(self.inner.get_flight_info(req).await?.into_inner())
     }
 
-    async fn stream(&mut self, ticket: Ticket) -> Result<FlightRecordBatchStream, Status> {
+    pub(crate) async fn stream(
+        &mut self,
+        ticket: Ticket,
+    ) -> Result<FlightRecordBatchStream, Status> {
         let req = self.req(ticket);
         let stream = self.inner.do_get(req).await?.into_inner();
         Ok(FlightRecordBatchStream::new_from_flight_data(
@@ -159,13 +162,13 @@ impl Wire {
         ))
     }
 
-    async fn fetch(&mut self, info: &FlightInfo) -> Result<Vec<RecordBatch>, Status> {
+    pub(crate) async fn fetch(&mut self, info: &FlightInfo) -> Result<Vec<RecordBatch>, Status> {
         let ticket = info.endpoint[0].ticket.clone().expect("ticket");
         let stream = self.stream(ticket).await?;
         stream.try_collect().await.map_err(status)
     }
 
-    async fn sql(&mut self, sql: &str) -> Result<Vec<RecordBatch>, Status> {
+    pub(crate) async fn sql(&mut self, sql: &str) -> Result<Vec<RecordBatch>, Status> {
         let info = self
             .info(CommandStatementQuery {
                 query: sql.into(),
@@ -238,14 +241,14 @@ impl Wire {
     }
 }
 
-fn status(e: FlightError) -> Status {
+pub(crate) fn status(e: FlightError) -> Status {
     match e {
         FlightError::Tonic(s) => *s,
         other => Status::unknown(other.to_string()),
     }
 }
 
-fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+pub(crate) fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
     let mut out = Vec::new();
     for b in batches {
         let i = b.schema().index_of(column).expect("column");
@@ -852,7 +855,7 @@ async fn writes_and_transactions_are_refused_clearly() {
 }
 
 /// A query that streams for a long time: a cross join of the order lines.
-const ENDLESS: &str = "SELECT a.order_id, b.order_id AS other FROM sales.order_items a CROSS JOIN sales.order_items b";
+pub(crate) const ENDLESS: &str = "SELECT a.order_id, b.order_id AS other FROM sales.order_items a CROSS JOIN sales.order_items b";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_query_can_be_cancelled() {
@@ -1344,6 +1347,15 @@ async fn identity_provider_tokens_map_to_principals() {
         &hs("idp-shared-secret"),
     );
     let mut maria = bearer(token);
+    let started = {
+        let mut c = claims("maria@corp", &["analyst"], now + 600, "meshql");
+        c["nbf"] = serde_json::json!(now - 60);
+        sso_token(c, Algorithm::HS256, &hs("idp-shared-secret"))
+    };
+    bearer(started)
+        .sql("SELECT 1")
+        .await
+        .expect("a token whose nbf has passed is valid");
     let regions = strings(
         &maria
             .sql("SELECT DISTINCT region FROM sales.orders")
@@ -1384,6 +1396,19 @@ async fn identity_provider_tokens_map_to_principals() {
                 &hs("idp-shared-secret"),
             ),
             "audience",
+        ),
+        (
+            "not valid yet",
+            sso_token(
+                {
+                    let mut c = claims("maria@corp", &["analyst"], now + 1200, "meshql");
+                    c["nbf"] = serde_json::json!(now + 600);
+                    c
+                },
+                Algorithm::HS256,
+                &hs("idp-shared-secret"),
+            ),
+            "not valid yet",
         ),
         (
             "wrong key",
@@ -1450,7 +1475,7 @@ async fn identity_provider_tokens_map_to_principals() {
     analyst.sql("SELECT 1").await.expect("runs");
 }
 
-fn meshql_now() -> u64 {
+pub(crate) fn meshql_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")

@@ -471,3 +471,40 @@ async fn the_embedded_library_writes_the_same_audit_records() {
         );
     }
 }
+
+/// A row filter that reads another product is checked like a query: the
+/// products it names must exist, and its types must agree.
+#[test]
+fn row_filters_over_other_products_are_resolved_and_type_checked() {
+    let policy = |filter: &str| {
+        format!(
+            "apiVersion: meshql/v1\nkind: Policies\nrules:\n  - name: lines follow their order\n    role: analyst\n    domain: sales\n    product: order_items\n    rowFilter: \"{filter}\"\n  - name: the rest\n    access: allow\n"
+        )
+    };
+    for (filter, needle) in [
+        (
+            "order_id IN (SELECT order_id FROM sales.ordrs WHERE region = 'EU')",
+            "sales.ordrs",
+        ),
+        (
+            "order_id IN (SELECT order_id, region FROM sales.orders)",
+            "only return one column",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        demo_without_policies(tmp.path());
+        write(tmp.path(), "policies.yaml", &policy(filter));
+        let err = Mesh::open_strict(tmp.path()).expect_err(filter);
+        let msg = err.to_string();
+        assert!(msg.contains("policies.yaml:8"), "{filter}: {msg}");
+        assert!(msg.contains(needle), "{filter}: {msg}");
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    demo_without_policies(tmp.path());
+    write(
+        tmp.path(),
+        "policies.yaml",
+        &policy("order_id IN (SELECT order_id FROM sales.orders WHERE region = 'EU')"),
+    );
+    Mesh::open_strict(tmp.path()).expect("a valid filter over another product");
+}

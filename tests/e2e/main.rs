@@ -5,6 +5,7 @@ mod catalog;
 mod check;
 mod flight;
 mod governance;
+mod hardening;
 mod iceberg;
 mod s3;
 mod shell;

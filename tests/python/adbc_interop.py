@@ -114,6 +114,51 @@ try:
         domains = [s["db_schema_name"] for s in objects[0]["catalog_db_schemas"]]
         check("payments" not in domains and "customers" not in domains, f"guest domains {domains}")
 
+    # The schema GetFlightInfo announces is the one DoGet streams, or the
+    # driver fails with "inconsistent schema": computed columns and aliased
+    # scalar subqueries included.
+    with connect("analyst") as conn, conn.cursor() as cur:
+        for sql in [
+            "SELECT length(repeat('x', 3)) AS n",
+            "SELECT cardinality(make_array(1, 2, 3)) AS n",
+            "SELECT (SELECT max(order_id) FROM sales.orders) AS newest",
+            "SELECT (SELECT order_id FROM sales.orders WHERE order_id < 0) AS none",
+            "SELECT o.order_id, (SELECT count(*) FROM sales.order_items i WHERE i.order_id = o.order_id) AS lines FROM sales.orders o ORDER BY o.order_id LIMIT 3",
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT n FROM r ORDER BY n",
+        ]:
+            cur.execute(sql)
+            table = cur.fetch_arrow_table()
+            check(table.num_columns >= 1, f"{sql}: {table}")
+
+        # Plans show the boundary, never the raw side's statistics.
+        cur.execute("SELECT min(full_name) FROM customers.customers")
+        with connect("admin") as admin_conn, admin_conn.cursor() as admin_cur:
+            admin_cur.execute("SELECT min(full_name), max(phone) FROM customers.customers")
+            raw = [v for v in admin_cur.fetchone() if v]
+            admin_cur.execute("EXPLAIN VERBOSE SELECT * FROM customers.customers")
+            seen = "\n".join(r[1] for r in admin_cur.fetchall())
+            check(any(v in seen for v in raw), "admin's EXPLAIN VERBOSE has the statistics")
+        cur.execute("EXPLAIN VERBOSE SELECT * FROM customers.customers")
+        shown = "\n".join(r[1] for r in cur.fetchall())
+        check("MeshPolicy" in shown, f"the boundary is shown: {shown}")
+        check(not any(v in shown for v in raw), f"no raw extreme in the analyst's plan: {shown}")
+
+    # Keyed functions are not callable; statements too large to plan are
+    # refused; the server goes on.
+    with connect("guest") as conn, conn.cursor() as cur:
+        try:
+            cur.execute("SELECT hash_pseudonym(1)")
+            check(False, "guest called hash_pseudonym")
+        except adbc_driver_manager.Error as e:
+            check("hash_pseudonym" in str(e), f"hash_pseudonym error: {e}")
+        try:
+            cur.execute("SELECT 1 WHERE " + " OR ".join(f"{i} = 0" for i in range(20000)))
+            check(False, "a 20,000-term OR was planned")
+        except adbc_driver_manager.Error as e:
+            check("operators" in str(e), f"20,000 terms: {e}")
+        cur.execute("SELECT 1")
+        check(cur.fetchone()[0] == 1, "the server answers after a refused statement")
+
     # Wrong password.
     try:
         with connect("analyst", "wrong") as conn, conn.cursor() as cur:

@@ -9,11 +9,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod backend;
 mod check;
 mod command;
+mod demo;
 mod exec;
+mod policy;
 mod print;
 mod remote;
+mod serve;
 mod shell;
 mod split;
+mod user;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -155,6 +159,9 @@ struct ServeArgs {
     /// Queries that run at once; more wait in a queue.
     #[arg(long)]
     max_concurrent_queries: Option<usize>,
+    /// Of those, how many one user may run at once [default: half, rounded up].
+    #[arg(long)]
+    max_queries_per_user: Option<usize>,
     /// Seconds a query waits for its turn before it is refused.
     #[arg(long)]
     queue_timeout_seconds: Option<u64>,
@@ -274,35 +281,10 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.sub {
         Some(Sub::Demo {
             cmd: DemoCmd::Generate { scale, out },
-        }) => {
-            let start = std::time::Instant::now();
-            let s = meshql::demo::generate(out, *scale)?;
-            eprintln!(
-                "generated demo data at scale {scale} into {} in {:.1} s: {} customers, {} orders, {} order items, {} products, {} inventory levels, {} transactions, {} campaign days",
-                out.display(),
-                start.elapsed().as_secs_f64(),
-                s.customers,
-                s.orders,
-                s.order_items,
-                s.products,
-                s.inventory_levels,
-                s.transactions,
-                s.campaign_days
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
+        }) => return demo::generate(out, *scale),
         Some(Sub::User {
             cmd: UserCmd::HashPassword,
-        }) => {
-            let mut password = String::new();
-            std::io::stdin().read_line(&mut password)?;
-            let password = password.trim_end_matches(['\n', '\r']);
-            if password.is_empty() {
-                anyhow::bail!("no password on standard input");
-            }
-            println!("{}", meshql::hash_password(password)?);
-            return Ok(ExitCode::SUCCESS);
-        }
+        }) => return user::hash_password(),
         Some(Sub::Check {
             products,
             format,
@@ -322,8 +304,8 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Sub::Policy {
             cmd: PolicyCmd::Explain { product },
-        }) => return explain(&mesh_dir, cli.user.as_deref(), product),
-        Some(Sub::Serve(args)) => return serve(&mesh_dir, args, runtime),
+        }) => return policy::explain(&mesh_dir, cli.user.as_deref(), product),
+        Some(Sub::Serve(args)) => return serve::serve(&mesh_dir, args, runtime),
         Some(Sub::Products { .. }) | None => {}
     }
 
@@ -423,109 +405,6 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `meshql serve`.
-fn serve(
-    mesh_dir: &Path,
-    args: &ServeArgs,
-    runtime: tokio::runtime::Runtime,
-) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESHQL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let mesh = open_mesh(mesh_dir)?;
-    let configured = mesh.catalog().mesh.server.addr.clone();
-    let (text, from) = match (&args.addr, &configured) {
-        (Some(a), _) => (a.clone(), "--addr".to_string()),
-        (None, Some(a)) => (
-            a.clone(),
-            format!("{}: server.addr", mesh.catalog().mesh.file.display()),
-        ),
-        (None, None) => (
-            meshql_server::DEFAULT_ADDR.to_string(),
-            "default".to_string(),
-        ),
-    };
-    let addr = meshql_server::parse_addr(&text, &from).map_err(anyhow::Error::msg)?;
-    meshql::governance::check_serving_address(
-        &mesh.catalog().users,
-        addr,
-        args.allow_demo_secrets,
-    )?;
-    let mut options = meshql_server::ServerOptions::from_mesh(&mesh);
-    if let Some(n) = args.max_concurrent_queries {
-        options.max_concurrent_queries = n.max(1);
-    }
-    if let Some(s) = args.queue_timeout_seconds {
-        options.queue_timeout = std::time::Duration::from_secs(s);
-    }
-    if let Some(mb) = args.query_memory_mb {
-        options.query_memory = Some(mb * 1024 * 1024);
-    }
-    if let Some(s) = args.query_timeout_seconds {
-        options.query_timeout = Some(std::time::Duration::from_secs(s));
-    }
-    if let Some(n) = args.max_result_rows {
-        options.max_result_rows = Some(n);
-    }
-    if let Some(s) = args.token_ttl_seconds {
-        options.token_ttl = std::time::Duration::from_secs(s);
-    }
-    if let Some(p) = &args.audit {
-        options.audit = Some(p.clone());
-    }
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(meshql_server::Tls {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        _ => None,
-    };
-    let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
-    let grace = std::time::Duration::from_secs(args.grace_seconds);
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let bound = listener.local_addr()?;
-        println!(
-            "meshql serving mesh `{}` ({} products) over Flight SQL at {scheme}://{bound}",
-            mesh.catalog().mesh.name,
-            mesh.product_names().len()
-        );
-        std::io::stdout().flush()?;
-        meshql_server::serve(listener, mesh, options, tls, shutdown_signal(), grace)
-            .await
-            .map_err(anyhow::Error::msg)
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-}
-
 /// Opens the mesh leniently, generating the demo data on first use and
 /// warning about what was left out.
 fn open_mesh(mesh_dir: &Path) -> anyhow::Result<Mesh> {
@@ -597,56 +476,4 @@ fn principal(mesh: &Mesh, user: Option<&str>) -> anyhow::Result<Principal> {
         return Ok(Principal::new(name));
     }
     Ok(mesh.principal(&name)?)
-}
-
-fn explain(dir: &Path, user: Option<&str>, product: &str) -> anyhow::Result<ExitCode> {
-    let mesh = Mesh::open(dir)?;
-    let principal = principal(&mesh, user)?;
-    let wanted = product.to_lowercase();
-    let Some(policy) =
-        mesh.explain_policy(&principal, wanted.strip_prefix("mesh.").unwrap_or(&wanted))
-    else {
-        anyhow::bail!("product `{product}` does not exist");
-    };
-    let attributes: Vec<String> = principal
-        .attributes
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    println!(
-        "principal {} (roles: {}; groups: {}; attributes: {})",
-        principal.user,
-        principal.roles.join(", "),
-        principal.groups.join(", "),
-        attributes.join(", ")
-    );
-    println!("product   {}", policy.product);
-    match &policy.rule {
-        Some(rule) => println!("rule      {rule}"),
-        None => println!("rule      none matched: no access"),
-    }
-    if !policy.visible {
-        println!("access    denied: the product does not exist for this principal");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("access    allowed");
-    match &policy.row_filter {
-        Some(f) => println!("rows      only where {} ({})", f.sql, f.location),
-        None => println!("rows      all"),
-    }
-    println!("columns");
-    for c in &policy.columns {
-        let (what, detail) = match &c.action {
-            ColumnDecision::Allow => ("raw", String::new()),
-            ColumnDecision::Deny => ("hidden", String::new()),
-            ColumnDecision::Mask(m) => ("masked", format!(" as {}", m.sql)),
-        };
-        let because = c
-            .because
-            .as_deref()
-            .map(|b| format!(" ({b})"))
-            .unwrap_or_default();
-        println!("  {:<20} {what}{detail}{because}", c.name);
-    }
-    Ok(ExitCode::SUCCESS)
 }

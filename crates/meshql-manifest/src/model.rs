@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub token_ttl_seconds: Option<u64>,
     /// Queries that run at once; more wait in a queue.
     pub max_concurrent_queries: Option<usize>,
+    /// Of those, how many one principal may hold at once, so that one user
+    /// cannot take every slot while others wait.
+    pub max_queries_per_user: Option<usize>,
     /// How long a query waits in the queue before it is refused.
     pub queue_timeout_seconds: Option<u64>,
     /// Memory one query may use, in MiB.

@@ -10,7 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::Sha256;
 use tonic::Status;
 
 /// Signs and checks tokens and handles.
@@ -64,7 +66,7 @@ impl Signer {
     pub fn sign<T: Serialize>(&self, kind: &str, claims: &T) -> String {
         let json = serde_json::to_vec(claims).unwrap_or_default();
         let body = format!("{kind}.{}", URL_SAFE_NO_PAD.encode(json));
-        let mac = meshql::hmac_sha256(&self.key, body.as_bytes());
+        let mac = self.mac(body.as_bytes()).finalize().into_bytes();
         format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac))
     }
 
@@ -76,11 +78,17 @@ impl Signer {
             return None;
         }
         let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        let want = meshql::hmac_sha256(&self.key, body.as_bytes());
-        if !meshql::constant_time_eq(&mac, &want) {
-            return None;
-        }
+        // Compared in constant time.
+        self.mac(body.as_bytes()).verify_slice(&mac).ok()?;
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+    }
+
+    /// HMAC-SHA-256 of `body` under the server's key.
+    fn mac(&self, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        mac.update(body);
+        mac
     }
 
     pub fn issue_token(&self, user: &str, ttl_seconds: u64) -> String {
@@ -163,6 +171,22 @@ pub fn parse_basic(value: &str) -> Result<(String, String), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mac_is_hmac_sha256_of_rfc_4231() {
+        let s = Signer {
+            key: b"Jefe".to_vec(),
+        };
+        let mac = s
+            .mac(b"what do ya want for nothing?")
+            .finalize()
+            .into_bytes();
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 
     #[test]
     fn tokens_verify_and_tampering_is_refused() {

@@ -110,6 +110,8 @@ impl JwtVerifier {
             let mut validation = Validation::new(*alg);
             validation.set_required_spec_claims(&["exp", "sub"]);
             validation.leeway = 30;
+            // A token is not valid before its `nbf`, as after its `exp`.
+            validation.validate_nbf = true;
             match &self.audience {
                 Some(aud) => validation.set_audience(&[aud]),
                 None => validation.validate_aud = false,
@@ -124,6 +126,9 @@ impl JwtVerifier {
                     last = match e.kind() {
                         K::ExpiredSignature => Status::unauthenticated(
                             "the bearer token has expired; get a new one from the identity provider",
+                        ),
+                        K::ImmatureSignature => invalid(
+                            "the bearer token is not valid yet (its `nbf` is in the future)",
                         ),
                         K::InvalidAudience => invalid("wrong audience"),
                         K::InvalidIssuer => invalid("wrong issuer"),

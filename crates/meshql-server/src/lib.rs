@@ -8,6 +8,7 @@
 //! server keeps no per-client state and nothing can be forged or shared.
 
 mod auth;
+mod executor;
 mod jwt;
 mod metadata;
 mod service;
@@ -36,6 +37,9 @@ pub struct ServerOptions {
     pub token_ttl: Duration,
     /// Queries that run at once; more wait up to `queue_timeout`.
     pub max_concurrent_queries: usize,
+    /// Of those, the most one principal runs at once; their others wait in
+    /// the queue. `None`: half of them, rounded up.
+    pub max_queries_per_user: Option<usize>,
     pub queue_timeout: Duration,
     /// Memory one query may use, in bytes.
     pub query_memory: Option<usize>,
@@ -54,6 +58,7 @@ impl Default for ServerOptions {
         Self {
             token_ttl: Duration::from_secs(3600),
             max_concurrent_queries: 16,
+            max_queries_per_user: None,
             queue_timeout: Duration::from_secs(30),
             query_memory: Some(1024 * 1024 * 1024),
             query_timeout: None,
@@ -65,6 +70,15 @@ impl Default for ServerOptions {
 }
 
 impl ServerOptions {
+    /// The slots one principal may hold: the setting, or half of all
+    /// slots rounded up; never more than all of them.
+    pub fn user_share(&self) -> usize {
+        let all = self.max_concurrent_queries.max(1);
+        self.max_queries_per_user
+            .unwrap_or(all.div_ceil(2))
+            .clamp(1, all)
+    }
+
     /// The options `mesh.yaml` sets, defaults elsewhere.
     pub fn from_mesh(mesh: &Mesh) -> Self {
         let config: &ServerConfig = &mesh.catalog().mesh.server;
@@ -76,6 +90,7 @@ impl ServerOptions {
             max_concurrent_queries: config
                 .max_concurrent_queries
                 .unwrap_or(d.max_concurrent_queries),
+            max_queries_per_user: config.max_queries_per_user,
             queue_timeout: config
                 .queue_timeout_seconds
                 .map_or(d.queue_timeout, Duration::from_secs),
@@ -119,6 +134,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), String> {
+    // Catalog connections live on this runtime, which always answers.
+    mesh.connect_catalogs().await;
     let service = flight_service(mesh, options).map_err(|e| e.to_string())?;
     // Large results: flow-control windows well above HTTP/2's 64 KiB default.
     let mut builder = tonic::transport::Server::builder()

@@ -95,7 +95,6 @@ pub static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
             "mask_partial",
             "mask_card",
             "redact",
-            "hash_pseudonym",
         ][..],
     );
     b.append(

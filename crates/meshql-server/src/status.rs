@@ -20,6 +20,7 @@ pub fn to_status(e: &Error, query_id: &str) -> Status {
         Error::Product { .. } => Status::unavailable(e.to_string()),
         Error::Execution(df) => match df.find_root() {
             datafusion::error::DataFusionError::Internal(_)
+            | datafusion::error::DataFusionError::ExecutionJoin(_)
             | datafusion::error::DataFusionError::IoError(_) => internal(e, query_id),
             _ => Status::invalid_argument(e.to_string()),
         },

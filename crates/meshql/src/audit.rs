@@ -9,13 +9,25 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::principal::Principal;
-use crate::session::ProductAccess;
+
+/// What a statement reads of one product, as its audit record tells it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProductAccess {
+    /// `domain.product`.
+    pub product: String,
+    /// Columns read from storage, including those the row filter needs.
+    pub columns: Vec<String>,
+    /// Masks applied to columns read: column and mask expression.
+    pub masks: Vec<(String, String)>,
+    /// The row filter applied, if any.
+    pub row_filter: Option<String>,
+}
 
 /// How a statement ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -152,18 +164,7 @@ impl AuditLog {
 
 /// `2026-11-21T10:04:05.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let days = (secs / 86_400) as i32;
-    let rem = secs % 86_400;
-    let (y, m, d) = crate::demo::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A result stream that writes its statement's audit record when it ends,
@@ -250,6 +251,7 @@ impl Drop for AuditedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

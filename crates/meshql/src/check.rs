@@ -7,117 +7,15 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use arrow::array::Array;
-use meshql_manifest::{Catalog, Contract, Expectation, Pos, Quality};
-use serde::{Deserialize, Serialize};
+use meshql_manifest::{Catalog, Contract, Expectation, Quality};
+use serde::Serialize;
 
 use crate::governance::{ColumnDecision, decide};
+use crate::mesh::Mesh;
 use crate::principal::Principal;
-use crate::session::Mesh;
 
-/// What became of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Passed,
-    Failed,
-    Skipped,
-}
-
-/// One check of one product (or of the mesh as a whole).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Finding {
-    /// `domain.product`, or `None` for checks of the mesh.
-    pub product: Option<String>,
-    /// The kind of check: `contract`, `naming`, `ownership`, `pii`,
-    /// `schema`, `quality`, `freshness`, `evolution`.
-    pub check: String,
-    /// What exactly was checked, e.g. the quality rule's name.
-    pub name: String,
-    pub outcome: Outcome,
-    /// Why it failed or was skipped; what was measured when it passed.
-    pub message: String,
-    pub file: Option<PathBuf>,
-    pub line: Option<usize>,
-    /// The character of the line, counted from 1.
-    pub col: Option<usize>,
-    /// The contract column the check is about, if one.
-    pub column: Option<String>,
-}
-
-impl Finding {
-    fn new(contract: Option<&Contract>, check: &str, name: impl Into<String>) -> Finding {
-        Finding {
-            product: contract.map(Contract::qualified_name),
-            check: check.to_string(),
-            name: name.into(),
-            outcome: Outcome::Passed,
-            message: String::new(),
-            file: contract.map(|c| c.file.clone()),
-            line: contract.map(|c| c.product.pos.line),
-            col: contract.map(|c| c.product.pos.col),
-            column: None,
-        }
-    }
-
-    /// A problem of a contract or policy file, as a failed finding.
-    pub fn problem(p: &meshql_manifest::Problem, product: Option<String>) -> Finding {
-        Finding {
-            product,
-            check: "contract".into(),
-            name: "contract and policies are valid".into(),
-            outcome: Outcome::Failed,
-            message: p.message.clone(),
-            file: Some(p.file.clone()),
-            line: Some(p.pos.line),
-            col: Some(p.pos.col),
-            column: None,
-        }
-    }
-
-    fn at(mut self, pos: Pos) -> Finding {
-        self.line = Some(pos.line);
-        self.col = Some(pos.col);
-        self
-    }
-
-    /// A quality rule of `contract`, at the rule's place.
-    fn of_rule(contract: &Contract, rule: &Quality) -> Finding {
-        Finding {
-            column: rule.column.clone(),
-            ..Finding::new(Some(contract), "quality", rule.label()).at(rule.pos)
-        }
-    }
-
-    /// A check of one column of `contract`, at the column's place.
-    fn of_column(
-        contract: &Contract,
-        check: &str,
-        name: impl Into<String>,
-        column: &meshql_manifest::Column,
-    ) -> Finding {
-        Finding {
-            column: Some(column.name.clone()),
-            ..Finding::new(Some(contract), check, name).at(column.pos)
-        }
-    }
-
-    fn passed(mut self, message: impl Into<String>) -> Finding {
-        self.message = message.into();
-        self
-    }
-
-    fn failed(mut self, message: impl Into<String>) -> Finding {
-        self.outcome = Outcome::Failed;
-        self.message = message.into();
-        self
-    }
-
-    fn skipped(mut self, message: impl Into<String>) -> Finding {
-        self.outcome = Outcome::Skipped;
-        self.message = message.into();
-        self
-    }
-}
+pub use crate::discovery::findings::{Finding, Outcome};
+use crate::discovery::findings::{KeptResult, KeptResults, kept_results};
 
 /// Which checks to run.
 #[derive(Debug, Clone, Default)]
@@ -201,47 +99,6 @@ pub async fn run(mesh: &Mesh, options: &CheckOptions) -> Report {
 /// The checks of the live data, which `meshql check` keeps as the
 /// products' last results.
 const DATA_CHECKS: [&str; 3] = ["schema", "quality", "freshness"];
-
-/// One kept result: a data check's finding and when it was made.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct KeptResult {
-    #[serde(flatten)]
-    pub(crate) finding: Finding,
-    /// Milliseconds since the epoch.
-    pub(crate) checked_at: i64,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct KeptResults {
-    results: Vec<KeptResult>,
-}
-
-/// The last results of the data checks, from the file `check.results` of
-/// `mesh.yaml` names; none when it names none or none were kept yet.
-pub(crate) fn kept_results(mesh: &Mesh) -> Result<Vec<KeptResult>, String> {
-    let Some(path) = &mesh.catalog().mesh.check_results else {
-        return Ok(Vec::new());
-    };
-    let text = match crate::system::read_if_present(path) {
-        Ok(Some(t)) => t,
-        Ok(None) => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(format!(
-                "cannot read the check results {}: {e}",
-                path.display()
-            ));
-        }
-    };
-    let kept: KeptResults = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "the check results {} are not meshql's (line {}, column {}: {e}); run `meshql check` to write them again",
-            path.display(),
-            e.line(),
-            e.column()
-        )
-    })?;
-    Ok(kept.results)
-}
 
 /// Keeps the results of this run's data checks in the file `check.results`
 /// of `mesh.yaml` names, for `meshql.quality`: they replace the kept

@@ -23,25 +23,35 @@
 //! ```
 
 pub mod audit;
-mod catalog;
 pub mod check;
 pub mod demo;
 mod error;
 pub mod governance;
-mod iceberg;
-mod iceberg_io;
-mod iceberg_scan;
+
+mod discovery;
+mod mesh;
 mod principal;
 mod session;
 mod storage;
-mod system;
 mod types;
 
-pub use catalog::CATALOG_NAME;
+pub use audit::ProductAccess;
+/// Name of the catalog that holds the mesh's domains.
+pub const CATALOG_NAME: &str = "mesh";
 pub use error::{Error, Result};
+pub use mesh::Mesh;
 pub use meshql_manifest as manifest;
 pub use principal::Principal;
-pub use session::{Mesh, ProductAccess, Query, QueryOptions, Session};
+pub use session::{Query, QueryOptions, Session};
+
+/// Whether `sql` is a small statement: within the limits, with few
+/// operators, so planning it is quick and shallow on any thread. A server
+/// may plan such statements where it answers calls, and others on threads
+/// of their own.
+pub fn is_small_statement(sql: &str) -> bool {
+    use session::limits;
+    matches!(limits::check_statement(sql), Ok(limits::Depth::Shallow))
+}
 
 /// Arrow type of a contract column type.
 pub fn arrow_type(t: manifest::ColumnType) -> arrow::datatypes::DataType {
@@ -68,14 +78,4 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 /// A random identifier: 16 hex digits (64 bits) from the secure source.
 pub fn random_id() -> String {
     random_bytes(8).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    governance::functions::hmac_sha256(key, msg)
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

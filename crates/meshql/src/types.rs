@@ -61,6 +61,27 @@ pub(crate) fn delivered_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
+/// The schema a statement's results are delivered in: [`delivered_schema`]
+/// with every column nullable. Whether a computed column can be NULL is
+/// known only after physical planning, and DataFusion's logical and
+/// physical plans disagree about it (an aliased scalar subquery is NOT NULL
+/// in one and nullable in the other): the schema a client is told before a
+/// query runs (Flight SQL's `GetFlightInfo`, a prepared statement) must be
+/// the one its results come in, so results say nothing of nullability. The
+/// contract's NOT NULL columns say it in the table metadata.
+pub(crate) fn result_schema(schema: &Schema) -> SchemaRef {
+    let delivered = delivered_schema(schema);
+    let fields: Vec<Field> = delivered
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Arc::new(Schema::new_with_metadata(
+        fields,
+        delivered.metadata().clone(),
+    ))
+}
+
 /// The product's schema as its contract declares it, in the types queries
 /// compute in ([`scan_type`]): the schema every principal's queries are
 /// planned against, before any storage is touched.

@@ -35,7 +35,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::principal::Principal;
 
@@ -205,25 +205,13 @@ impl ScalarUDFImpl for MaskPartial {
     }
 }
 
-/// HMAC-SHA-256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
-    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new()
-        .chain_update(&ipad)
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(&opad)
-        .chain_update(inner)
-        .finalize()
-        .into()
+/// HMAC-SHA-256 (RFC 2104) of `msg` under `key`.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -326,21 +314,30 @@ fn literal_string(v: &ColumnarValue, what: &str) -> Result<String> {
     }
 }
 
-/// Truncates a day number to the start of its unit.
+/// Truncates a day number (days since 1970-01-01) to the start of its unit;
+/// weeks start on Monday.
 fn truncate_days(days: i32, unit: &str) -> Result<i32> {
-    let (y, m, d) = crate::demo::civil_from_days(days);
-    Ok(match unit {
-        "day" | "hour" => days,
-        "week" => days - (days + 3).rem_euclid(7),
-        "month" => days - (d as i32 - 1),
-        "quarter" => crate::demo::days_from_civil(y, (m - 1) / 3 * 3 + 1, 1),
-        "year" => crate::demo::days_from_civil(y, 1, 1),
+    use chrono::{Datelike, Days, NaiveDate};
+    let epoch = chrono::DateTime::UNIX_EPOCH.date_naive();
+    let Some(date) = epoch.checked_add_signed(chrono::TimeDelta::days(days.into())) else {
+        return exec_err!("truncate_date: day {days} is outside the calendar");
+    };
+    let start = match unit {
+        "day" | "hour" => Some(date),
+        "week" => date.checked_sub_days(Days::new(date.weekday().num_days_from_monday().into())),
+        "month" => date.with_day(1),
+        "quarter" => NaiveDate::from_ymd_opt(date.year(), (date.month() - 1) / 3 * 3 + 1, 1),
+        "year" => NaiveDate::from_ymd_opt(date.year(), 1, 1),
         other => {
             return exec_err!(
                 "truncate_date: unknown unit `{other}` (year, quarter, month, week, day, hour)"
             );
         }
-    })
+    };
+    match start {
+        Some(start) => Ok((start - epoch).num_days() as i32),
+        None => exec_err!("truncate_date: day {days} is outside the calendar"),
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -589,23 +586,32 @@ fn principal_functions(p: &Principal) -> Vec<PrincipalFunction> {
     .collect()
 }
 
-/// Registers the mask and policy functions with a session.
-pub(crate) fn register(ctx: &SessionContext, principal: &Principal, secret: Option<&[u8]>) {
+/// Registers the mask and policy functions users may call with a session.
+/// The keyed functions are not among them: in a user's SQL a call to one
+/// is a call to a function that does not exist.
+pub(crate) fn register(ctx: &SessionContext, principal: &Principal) {
     let any = |n| Signature::any(n, Volatility::Immutable);
     ctx.register_udf(ScalarUDF::from(MaskEmail::new()));
     ctx.register_udf(ScalarUDF::from(MaskCard::new()));
     ctx.register_udf(ScalarUDF::from(Redact::new()));
     ctx.register_udf(ScalarUDF::from(MaskPartial { signature: any(4) }));
-    ctx.register_udf(ScalarUDF::from(HashPseudonym {
-        signature: any(1),
-        key: secret.map(<[u8]>::to_vec),
-    }));
     ctx.register_udf(ScalarUDF::from(Nullify { signature: any(1) }));
     ctx.register_udf(ScalarUDF::from(TruncateDate { signature: any(2) }));
     ctx.register_udf(ScalarUDF::from(RoundTo { signature: any(2) }));
     for f in principal_functions(principal) {
         ctx.register_udf(ScalarUDF::from(f));
     }
+}
+
+/// Registers the functions whose results depend on a secret of the mesh,
+/// for the context that parses policy expressions only. A user who could
+/// call `hash_pseudonym` could compute the pseudonym of every raw key and
+/// map masked values back.
+pub(crate) fn register_keyed(ctx: &SessionContext, secret: Option<&[u8]>) {
+    ctx.register_udf(ScalarUDF::from(HashPseudonym {
+        signature: Signature::any(1, Volatility::Immutable),
+        key: secret.map(<[u8]>::to_vec),
+    }));
 }
 
 /// Replaces calls of the principal functions with their values, so a row
@@ -667,8 +673,15 @@ mod tests {
 
     #[test]
     fn dates_truncate_to_their_unit() {
-        let d = crate::demo::days_from_civil(2026, 8, 19); // a Wednesday
-        let civil = |x| crate::demo::civil_from_days(x);
+        use chrono::{Datelike, NaiveDate};
+        let epoch = chrono::DateTime::UNIX_EPOCH.date_naive();
+        let day =
+            |y, m, d| (NaiveDate::from_ymd_opt(y, m, d).expect("date") - epoch).num_days() as i32;
+        let civil = |x: i32| {
+            let date = epoch + chrono::TimeDelta::days(x.into());
+            (date.year(), date.month(), date.day())
+        };
+        let d = day(2026, 8, 19); // a Wednesday
         assert_eq!(
             civil(truncate_days(d, "month").expect("unit")),
             (2026, 8, 1)

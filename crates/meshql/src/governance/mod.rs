@@ -3,27 +3,33 @@
 //! enforces them.
 
 pub(crate) mod decide;
+pub(crate) mod explain;
 pub(crate) mod functions;
+pub(crate) mod policy_sql;
 pub(crate) mod rewrite;
 
 pub use decide::{ColumnDecision, ColumnPolicy, PolicyExpr, ProductPolicy, decide, mask_sql};
 pub use functions::{REDACTED, mask_card, mask_email, mask_partial};
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::ExprSchemable;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::prelude::SessionContext;
 use meshql_manifest::{Access, Catalog, ColumnAction, Pos, Problem, Rule};
 
 use crate::principal::Principal;
 
-/// A context that knows the policy functions, for parsing policy expressions.
+/// A context that knows the policy functions, the keyed ones included, for
+/// parsing policy expressions. Users' sessions never resolve names here.
 pub(crate) fn parser(principal: &Principal, secret: Option<&[u8]>) -> SessionContext {
     let ctx = SessionContext::new();
-    functions::register(&ctx, principal, secret);
+    functions::register(&ctx, principal);
+    functions::register_keyed(&ctx, secret);
     ctx
 }
 
@@ -44,7 +50,18 @@ pub(crate) fn validate(catalog: &Catalog) -> Vec<Problem> {
         }
     };
     let mut schemas: Vec<Option<Option<DFSchema>>> = vec![None; catalog.contracts.len()];
-    let mut checker = TypeChecker::default();
+    // Products that row filters' subqueries name, by their contract's schema.
+    let products = |domain: &str, product: &str| {
+        catalog.contract(domain, product).map(|c| {
+            Arc::new(datafusion::datasource::empty::EmptyTable::new(
+                crate::types::contract_schema(c),
+            )) as Arc<dyn datafusion::catalog::TableProvider>
+        })
+    };
+    let mut checker = TypeChecker {
+        known: HashMap::new(),
+        products: &products,
+    };
     for rule in catalog.rules.iter().filter(|r| r.access == Access::Allow) {
         for (i, contract) in catalog.contracts.iter().enumerate() {
             let applies = decide::product_matches(rule, contract);
@@ -137,12 +154,12 @@ type NamedColumn = (String, DataType, bool);
 /// named when its name occurs anywhere in the text: more columns in the key
 /// only means fewer hits.) Failures are not
 /// remembered, so their messages are DataFusion's own for each product.
-#[derive(Default)]
-struct TypeChecker {
+struct TypeChecker<'a> {
     known: HashMap<(String, Vec<NamedColumn>), DataType>,
+    products: &'a policy_sql::Products<'a>,
 }
 
-impl TypeChecker {
+impl TypeChecker<'_> {
     fn type_of(
         &mut self,
         ctx: &SessionContext,
@@ -160,9 +177,26 @@ impl TypeChecker {
         if let Some(t) = self.known.get(&key) {
             return Ok(t.clone());
         }
-        let t = ctx
-            .parse_sql_expr(sql, schema)
-            .and_then(|e| e.get_type(schema))?;
+        let expr = policy_sql::parse(ctx, sql, schema, self.products)?;
+        if expr.exists(|e| {
+            Ok(matches!(
+                e,
+                Expr::InSubquery(_) | Expr::Exists(_) | Expr::ScalarSubquery(_)
+            ))
+        })? {
+            // A subquery is type-checked by the analyzer, as in a query.
+            let source = datafusion::datasource::provider_as_source(Arc::new(
+                datafusion::datasource::empty::EmptyTable::new(Arc::new(schema.as_arrow().clone())),
+            ));
+            let plan = datafusion::logical_expr::LogicalPlanBuilder::scan("policy", source, None)?
+                .filter(expr.clone())?
+                .build()?;
+            let state = ctx.state();
+            state
+                .analyzer()
+                .execute_and_check(plan, state.config_options(), |_, _| {})?;
+        }
+        let t = expr.get_type(schema)?;
         self.known.insert(key, t.clone());
         Ok(t)
     }

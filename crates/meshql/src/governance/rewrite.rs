@@ -34,25 +34,53 @@ use datafusion::logical_expr::{
     UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::optimizer::AnalyzerRule;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
+};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionContext, col};
 
 use super::decide::{ColumnDecision, ProductPolicy};
-use crate::catalog::ProductTable;
 use crate::principal::Principal;
+use crate::storage::iceberg::TimeTravel;
+
+/// A product as storage reads it, before any policy: what a
+/// [`GovernedTable`] wraps. The mesh's products implement it; governance
+/// knows them only through it.
+#[async_trait]
+pub(crate) trait RawProduct: TableProvider {
+    /// A metadata table of the product (`snapshots`, `history`,
+    /// `manifests`, `files`), refused when the reader's rows are
+    /// `filtered_by_row`; partition values shown only with `partitions`.
+    async fn metadata_table(
+        &self,
+        kind: &str,
+        filtered_by_row: bool,
+        partitions: bool,
+    ) -> Result<Arc<dyn TableProvider>>;
+
+    /// The product as of a past version.
+    fn at(&self, version: TimeTravel) -> std::result::Result<Arc<dyn RawProduct>, String>;
+}
+
+/// The raw products by domain and name, for policy subqueries.
+pub(crate) type RawProducts =
+    Arc<dyn Fn(&str, &str) -> Option<Arc<dyn TableProvider>> + Send + Sync>;
 
 /// A product as one principal sees it: only the visible columns. Planning
 /// resolves names against it; the analyzer rule replaces its scans.
 #[derive(Debug)]
 pub(crate) struct GovernedTable {
-    pub(crate) raw: Arc<ProductTable>,
+    pub(crate) raw: Arc<dyn RawProduct>,
     pub(crate) policy: Arc<ProductPolicy>,
     schema: SchemaRef,
 }
 
 impl GovernedTable {
-    pub(crate) fn new(raw: Arc<ProductTable>, policy: Arc<ProductPolicy>) -> Self {
+    pub(crate) fn new(raw: Arc<dyn RawProduct>, policy: Arc<ProductPolicy>) -> Self {
         let raw_schema = raw.schema();
         let fields: Vec<_> = policy
             .visible_columns()
@@ -68,6 +96,29 @@ impl GovernedTable {
             policy,
             schema: Arc::new(arrow::datatypes::Schema::new(fields)),
         }
+    }
+
+    /// A metadata table of the product for this principal. They describe
+    /// every row, so a principal whose reading is filtered by row may not
+    /// see them; `$files` shows partition values only to principals who
+    /// see every column unmasked.
+    pub(crate) async fn metadata_table(&self, kind: &str) -> Result<Arc<dyn TableProvider>> {
+        let partitions = self
+            .policy
+            .columns
+            .iter()
+            .all(|c| matches!(c.action, ColumnDecision::Allow));
+        self.raw
+            .metadata_table(kind, self.policy.row_filter.is_some(), partitions)
+            .await
+    }
+
+    /// The product at a past version, governed as it is now.
+    pub(crate) fn at(&self, version: TimeTravel) -> std::result::Result<GovernedTable, String> {
+        Ok(GovernedTable::new(
+            self.raw.at(version)?,
+            Arc::clone(&self.policy),
+        ))
     }
 }
 
@@ -111,12 +162,15 @@ struct Prepared {
 /// The analyzer rule that enforces a principal's policies on every scan.
 pub(crate) struct GovernanceRule {
     principal: Principal,
+    /// The raw products that policy subqueries read.
+    products: RawProducts,
     /// Parses policy expressions (functions registered, no catalog).
     parser: SessionContext,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
 }
 
 impl fmt::Debug for GovernanceRule {
+    // (the raw products are a function, and not shown)
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GovernanceRule")
             .field("principal", &self.principal.user)
@@ -125,9 +179,10 @@ impl fmt::Debug for GovernanceRule {
 }
 
 impl GovernanceRule {
-    pub(crate) fn new(principal: Principal, parser: SessionContext) -> Self {
+    pub(crate) fn new(principal: Principal, parser: SessionContext, products: RawProducts) -> Self {
         Self {
             principal,
+            products,
             parser,
             prepared: Mutex::new(HashMap::new()),
         }
@@ -138,7 +193,12 @@ impl GovernanceRule {
         if let Some(p) = self.prepared.lock().map_err(|_| poisoned())?.get(&key) {
             return Ok(Arc::clone(p));
         }
-        let prepared = Arc::new(prepare(&self.parser, &self.principal, table)?);
+        let prepared = Arc::new(prepare(
+            &self.parser,
+            &self.principal,
+            table,
+            self.products.as_ref(),
+        )?);
         self.prepared
             .lock()
             .map_err(|_| poisoned())?
@@ -151,12 +211,16 @@ impl GovernanceRule {
         let source = provider_as_source(Arc::clone(&table.raw) as Arc<dyn TableProvider>);
         let mut plan = LogicalPlanBuilder::scan(scan.table_name.clone(), source, None)?;
         if let Some(filter) = &prepared.filter {
-            let filtered = plan.filter(filter.clone())?.build()?;
+            plan = plan.filter(filter.clone())?;
+        }
+        // A restricted product's raw side ends at the boundary: nothing
+        // below it is shown to the principal (see `super::explain`).
+        if !table.policy.is_unrestricted() {
             plan = LogicalPlanBuilder::from(LogicalPlan::Extension(Extension {
                 node: Arc::new(PolicyBoundary {
-                    input: filtered,
+                    input: plan.build()?,
                     product: table.policy.product.clone(),
-                    filter: filter.to_string(),
+                    filter: prepared.filter.as_ref().map(Expr::to_string),
                 }),
             }));
         }
@@ -200,11 +264,12 @@ fn prepare(
     parser: &SessionContext,
     principal: &Principal,
     table: &GovernedTable,
+    products: &super::policy_sql::Products<'_>,
 ) -> Result<Prepared> {
     let schema = DFSchema::try_from(table.raw.schema().as_ref().clone())?;
     let parse = |sql: &str, location: &str| -> Result<Expr> {
         let sql = &*super::functions::normalize_niladic(sql);
-        let expr = parser.parse_sql_expr(sql, &schema).map_err(|e| {
+        let expr = super::policy_sql::parse(parser, sql, &schema, products).map_err(|e| {
             plan_datafusion_err!(
                 "policy expression `{sql}` at {location} is invalid: {}",
                 crate::error::clean_datafusion_message(&e)
@@ -269,13 +334,29 @@ impl AnalyzerRule for GovernanceRule {
     }
 }
 
-/// The boundary between a product's policy and the query: predicates of the
+/// The boundary between a restricted product's policy and the query.
+/// Below it is the raw side (the scan and the row filter), which no
+/// `EXPLAIN` of the principal shows. With a row filter, predicates of the
 /// query are not pushed through it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
 pub(crate) struct PolicyBoundary {
     input: LogicalPlan,
-    product: String,
-    filter: String,
+    pub(crate) product: String,
+    pub(crate) filter: Option<String>,
+}
+
+/// How a boundary shows itself in plans.
+pub(crate) fn boundary_text(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    product: &str,
+    filter: Option<&str>,
+) -> fmt::Result {
+    write!(f, "{name}: product={product}")?;
+    if let Some(filter) = filter {
+        write!(f, ", row filter={filter}")?;
+    }
+    Ok(())
 }
 
 impl UserDefinedLogicalNodeCore for PolicyBoundary {
@@ -296,6 +377,10 @@ impl UserDefinedLogicalNodeCore for PolicyBoundary {
     }
 
     fn prevent_predicate_push_down_columns(&self) -> HashSet<String> {
+        if self.filter.is_none() {
+            // No row filter: every raw row is a row the principal sees.
+            return HashSet::new();
+        }
         self.input
             .schema()
             .columns()
@@ -305,11 +390,7 @@ impl UserDefinedLogicalNodeCore for PolicyBoundary {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "MeshPolicy: product={}, row filter={}",
-            self.product, self.filter
-        )
+        boundary_text(f, "MeshPolicy", &self.product, self.filter.as_deref())
     }
 
     fn with_exprs_and_inputs(
@@ -341,13 +422,13 @@ impl UserDefinedLogicalNodeCore for PolicyBoundary {
 #[derive(Debug)]
 pub(crate) struct PolicyBoundaryExec {
     input: Arc<dyn ExecutionPlan>,
-    product: String,
-    filter: String,
+    pub(crate) product: String,
+    pub(crate) filter: Option<String>,
     properties: Arc<PlanProperties>,
 }
 
 impl PolicyBoundaryExec {
-    fn new(input: Arc<dyn ExecutionPlan>, product: String, filter: String) -> Self {
+    fn new(input: Arc<dyn ExecutionPlan>, product: String, filter: Option<String>) -> Self {
         let properties = Arc::clone(input.properties());
         Self {
             input,
@@ -360,11 +441,7 @@ impl PolicyBoundaryExec {
 
 impl DisplayAs for PolicyBoundaryExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "MeshPolicyExec: product={}, row filter={}",
-            self.product, self.filter
-        )
+        boundary_text(f, "MeshPolicyExec", &self.product, self.filter.as_deref())
     }
 }
 
@@ -405,6 +482,33 @@ impl ExecutionPlan for PolicyBoundaryExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         self.input.execute(partition, context)
+    }
+
+    /// Without a row filter, filters of the query may reach the scan (every
+    /// raw row is visible); with one, none pass, logical or dynamic.
+    fn gather_filters_for_pushdown(
+        &self,
+        _phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterDescription> {
+        if self.filter.is_none() {
+            FilterDescription::from_children(parent_filters, &self.children())
+        } else {
+            Ok(FilterDescription::all_unsupported(
+                &parent_filters,
+                &self.children(),
+            ))
+        }
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        Ok(FilterPushdownPropagation::if_all(child_pushdown_result))
     }
 
     /// The input's statistics (the row filter below already narrowed them):
@@ -451,8 +555,11 @@ impl QueryPlanner for MeshQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &SessionState,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PolicyPlanner)])
-            .create_physical_plan(logical_plan, session_state)
-            .await
+        DefaultPhysicalPlanner::with_extension_planners(vec![
+            Arc::new(PolicyPlanner),
+            Arc::new(super::explain::ExplainPlanner),
+        ])
+        .create_physical_plan(logical_plan, session_state)
+        .await
     }
 }

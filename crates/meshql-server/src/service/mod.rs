@@ -34,7 +34,6 @@ use arrow_flight::{
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use meshql::audit::{AuditLog, AuditRecord, Outcome};
 use meshql::{Mesh, Principal, QueryOptions, Session};
@@ -45,12 +44,21 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::ServerOptions;
 use crate::auth::{HandleClaims, Signer, parse_basic};
+use crate::executor::{QueryExecutor, QueryTask};
 use crate::metadata;
 use crate::status::{outcome, to_status};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The table type of every data product.
+mod auth;
+mod catalog;
+mod limits;
+mod prepared;
+mod statements;
+
+use statements::{RunState, crashed};
+
 const TABLE_TYPE: &str = "TABLE";
 
 /// The Flight SQL implementation over one mesh.
@@ -59,6 +67,10 @@ pub struct MeshFlightSql {
     options: ServerOptions,
     signer: Signer,
     permits: Arc<Semaphore>,
+    /// Each principal's share of the permits, by user.
+    shares: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Where queries plan and run, apart from the threads serving calls.
+    executor: Arc<QueryExecutor>,
     /// Sessions by principal; building one decides every product's policy.
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Running queries by id, to cancel them.
@@ -96,6 +108,15 @@ impl MeshFlightSql {
             jwt,
             mesh,
             permits: Arc::new(Semaphore::new(options.max_concurrent_queries.max(1))),
+            shares: Mutex::new(HashMap::new()),
+            executor: Arc::new(
+                QueryExecutor::new(options.max_concurrent_queries.clamp(2, 16)).map_err(|e| {
+                    meshql::Error::Io {
+                        context: "cannot start the query runtime".into(),
+                        source: e,
+                    }
+                })?,
+            ),
             options,
             signer: Signer::random(),
             sessions: Mutex::new(HashMap::new()),
@@ -214,139 +235,36 @@ impl MeshFlightSql {
     /// its schema is the result's. DoGet plans fully (tickets are stateless).
     async fn plan_schema(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         claims: &HandleClaims,
     ) -> Result<(SchemaRef, usize), Status> {
-        let (schema, parameters) = session
-            .describe(&claims.q)
+        let (schema, parameters) = self
+            .describe(session, &claims.q, &claims.id)
             .await
             .map_err(|e| to_status(&e, &claims.id))?;
         Ok((schema, parameters.len()))
     }
 
-    /// Audits a statement refused before it ran, and passes on the status.
-    fn refused<T>(
+    /// [`Session::describe`]: a small statement where the call is
+    /// answered (describing reads no storage, and the hop to a query lane
+    /// would cost more than the work), any other on the caller's query
+    /// lane. A panic fails the call only.
+    async fn describe(
         &self,
-        principal: &Principal,
-        request: &Request<T>,
-        claims: &HandleClaims,
-        status: Status,
-    ) -> Status {
-        let mut guard = AuditGuard::new(
-            self.audit.clone(),
-            AuditRecord::start(
-                SystemTime::now(),
-                &claims.id,
-                principal,
-                client_addr(request),
-                &claims.q,
-            ),
-        );
-        guard.fail(outcome(&status));
-        status
-    }
-
-    /// Runs a ticket's statement and streams its results.
-    async fn run(
-        &self,
-        caller: Caller,
-        claims: HandleClaims,
-        client: Option<String>,
-    ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        let (principal, session) = caller;
-        let id = claims.id.clone();
-        tracing::Span::current().record("query_id", id.as_str());
-        let mut guard = AuditGuard::new(
-            self.audit.clone(),
-            AuditRecord::start(SystemTime::now(), &id, &principal, client, &claims.q),
-        );
-        let early = self
-            .cancelled_early
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        if early.is_some() {
-            guard.fail(Outcome::Cancelled);
-            return Err(Status::cancelled("the query was cancelled"));
+        session: &Arc<Session>,
+        sql: &str,
+        id: &str,
+    ) -> meshql::Result<(SchemaRef, Vec<arrow::datatypes::Field>)> {
+        if meshql::is_small_statement(sql) {
+            return answered_here(session.describe(sql), id, "describing").await;
         }
-        let permit = match tokio::time::timeout(
-            self.options.queue_timeout,
-            Arc::clone(&self.permits).acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(p)) => p,
-            _ => {
-                let status = Status::resource_exhausted(format!(
-                    "the server is busy: {} queries are running and this one waited {:?} for its turn; try again later",
-                    self.options.max_concurrent_queries, self.options.queue_timeout
-                ));
-                guard.fail(outcome(&status));
-                return Err(status);
-            }
-        };
-        let params = match decode_params(claims.p.as_deref()) {
-            Ok(p) => p,
-            Err(status) => {
-                guard.fail(outcome(&status));
-                return Err(status);
-            }
-        };
-        let options = QueryOptions {
-            memory_limit: self.options.query_memory,
-            params,
-        };
-        let planned = match session.plan(&claims.q, &options).await {
-            Ok(q) => q,
-            Err(e) => {
-                guard.fail(Outcome::from_error(&e));
-                return Err(to_status(&e, &id));
-            }
-        };
-        guard.record.products = planned.access.clone();
-        let stream = match planned.execute() {
-            Ok(s) => s,
-            Err(e) => {
-                guard.fail(Outcome::from_error(&e));
-                return Err(to_status(&e, &id));
-            }
-        };
-        let (cancel_tx, cancel_rx) = watch::channel(false);
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), cancel_tx);
-        let schema = planned.schema.clone();
-        let run = Run {
-            stream,
-            session,
-            sql: claims.q,
-            id: id.clone(),
-            deadline: self
-                .options
-                .query_timeout
-                .map(|t| (tokio::time::Instant::now() + t, t)),
-            cancel: cancel_rx,
-            rows: Arc::clone(&guard.rows),
-            max_rows: self.options.max_result_rows,
-            state: Arc::clone(&guard.state),
-            done: false,
-            _permit: permit,
-            _registration: Registration {
-                running: Arc::clone(&self.running),
-                id,
-            },
-        };
-        let batches = futures::stream::unfold(run, Run::next);
-        let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches)
-            .map(move |item| {
-                let item = item.map_err(Status::from);
-                guard.observe(&item);
-                item
-            });
-        Ok(Response::new(Box::pin(encoded)))
+        let user = session.principal().user.clone();
+        let session = Arc::clone(session);
+        let sql = sql.to_string();
+        self.executor
+            .run(&user, async move { session.describe(&sql).await })
+            .await
+            .unwrap_or_else(|e| Err(crashed(id, &e)))
     }
 
     fn batch_stream(batch: RecordBatch) -> Response<BoxStream<FlightData>> {
@@ -373,47 +291,6 @@ impl MeshFlightSql {
             .into_iter()
             .filter(|c| domain.is_none_or(|d| d == c.domain))
             .collect()
-    }
-
-    /// `CancelFlightInfo` and the older `CancelQuery`: stops the query a
-    /// FlightInfo's ticket runs.
-    #[allow(clippy::result_large_err)]
-    fn cancel(&self, info: &FlightInfo, user: &str) -> Result<CancelStatus, Status> {
-        let ticket = info
-            .endpoint
-            .first()
-            .and_then(|e| e.ticket.as_ref())
-            .ok_or_else(|| Status::invalid_argument("the FlightInfo to cancel has no ticket"))?;
-        let any = Any::decode(&*ticket.ticket).map_err(|_| {
-            Status::invalid_argument("the ticket to cancel is not a Flight SQL ticket")
-        })?;
-        let ticket: TicketStatementQuery =
-            any.unpack().ok().flatten().ok_or_else(|| {
-                Status::invalid_argument("only statement queries can be cancelled")
-            })?;
-        let claims = self.signer.check_handle(&ticket.statement_handle, user)?;
-        let sender = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&claims.id)
-            .cloned();
-        match sender {
-            Some(tx) => {
-                let _ = tx.send(true);
-                tracing::info!(query_id = claims.id, "query cancelled");
-                Ok(CancelStatus::Cancelled)
-            }
-            None => {
-                let mut early = self
-                    .cancelled_early
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                early.retain(|_, at| at.elapsed() < self.options.token_ttl);
-                early.insert(claims.id, Instant::now());
-                Ok(CancelStatus::Cancelled)
-            }
-        }
     }
 
     /// `GetSchema`: the schema a command's results will have.
@@ -474,6 +351,28 @@ impl MeshFlightSql {
 /// JSON, without storage locations) and the masks and row filter that apply
 /// to them (`meshql.policy`, JSON pairs of column and expression; the row
 /// filter has an empty column). Drivers ignore it; `meshql --connect` reads it.
+/// Runs `work` (planning or describing a small statement) where the call is
+/// answered; a panic in it fails the statement with `Internal`, logged
+/// under the query id, and the server goes on.
+async fn answered_here<T>(
+    work: impl Future<Output = meshql::Result<T>>,
+    id: &str,
+    what: &str,
+) -> meshql::Result<T> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(query_id = id, "{what} the statement panicked");
+            Err(meshql::Error::Execution(
+                datafusion::error::DataFusionError::Internal(format!(
+                    "{what} the statement panicked"
+                )),
+            ))
+        })
+}
+
 fn described(session: &Session, contract: &meshql::manifest::Contract, schema: Schema) -> Schema {
     use meshql::governance::ColumnDecision;
     let mut contract = contract.clone();
@@ -545,109 +444,6 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
         .try_into()
         .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?;
     Ok(bytes)
-}
-
-/// Removes a query from the running set when its stream ends or is dropped.
-struct Registration {
-    running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
-    id: String,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
-}
-
-/// One running query: its batches, under the server's limits.
-struct Run {
-    stream: SendableRecordBatchStream,
-    session: Arc<Session>,
-    sql: String,
-    id: String,
-    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
-    cancel: watch::Receiver<bool>,
-    rows: Arc<AtomicU64>,
-    max_rows: Option<u64>,
-    state: Arc<Mutex<RunState>>,
-    done: bool,
-    _permit: OwnedSemaphorePermit,
-    _registration: Registration,
-}
-
-#[derive(Default)]
-struct RunState {
-    finished: bool,
-    outcome: Option<Outcome>,
-}
-
-impl Run {
-    async fn next(mut self) -> Option<(Result<RecordBatch, FlightError>, Self)> {
-        if self.done {
-            return None;
-        }
-        let deadline = self.deadline;
-        let sleep = async move {
-            match deadline {
-                Some((at, _)) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let mut cancel = self.cancel.clone();
-        let result: Result<RecordBatch, (Status, Outcome)> = tokio::select! {
-            biased;
-            _ = cancel.wait_for(|c| *c) => {
-                Err((Status::cancelled("the query was cancelled"), Outcome::Cancelled))
-            }
-            _ = sleep => {
-                let limit = deadline.map(|d| d.1).unwrap_or_default();
-                let s = Status::resource_exhausted(format!(
-                    "the query ran longer than its limit of {limit:?} and was stopped"
-                ));
-                let o = outcome(&s);
-                Err((s, o))
-            }
-            next = self.stream.next() => match next {
-                None => {
-                    self.lock().finished = true;
-                    return None;
-                }
-                Some(Ok(batch)) => {
-                    let total = self.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed)
-                        + batch.num_rows() as u64;
-                    match self.max_rows {
-                        Some(max) if total > max => {
-                            let s = Status::resource_exhausted(format!(
-                                "the result has more than {max} rows, the server's limit; add a LIMIT or aggregate"
-                            ));
-                            let o = outcome(&s);
-                            Err((s, o))
-                        }
-                        _ => Ok(batch),
-                    }
-                }
-                Some(Err(e)) => {
-                    let e = self.session.explain(&self.sql, e);
-                    Err((to_status(&e, &self.id), Outcome::from_error(&e)))
-                }
-            }
-        };
-        match result {
-            Ok(batch) => Some((Ok(batch), self)),
-            Err((status, o)) => {
-                self.done = true;
-                self.lock().outcome = Some(o);
-                Some((Err(FlightError::Tonic(Box::new(status))), self))
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// Writes a statement's audit record once, when its stream ends, fails or
@@ -745,6 +541,11 @@ fn client_addr<T>(request: &Request<T>) -> Option<String> {
     request.remote_addr().map(|a| a.to_string())
 }
 
+/// The Flight SQL service: a dispatcher. Each call is answered by the
+/// method of the same name in its family's module: `auth` (the handshake),
+/// `statements` (queries, their cancellation, refused writes and
+/// transactions), `prepared` (prepared statements and their parameters),
+/// `catalog` (catalogs, schemas, tables, keys, types, SQL info).
 #[tonic::async_trait]
 impl FlightSqlService for MeshFlightSql {
     type FlightService = MeshFlightSql;
@@ -753,40 +554,7 @@ impl FlightSqlService for MeshFlightSql {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
-        let principal = match request.metadata().get("authorization") {
-            Some(value) => {
-                let value = value
-                    .to_str()
-                    .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
-                let (user, password) = parse_basic(value)?;
-                self.login(&user, &password)?
-            }
-            None => {
-                // Older clients send Flight's BasicAuth message as the payload.
-                let mut stream = request.into_inner();
-                let first = stream
-                    .message()
-                    .await?
-                    .ok_or_else(|| Status::unauthenticated("authentication required"))?;
-                let basic = arrow_flight::BasicAuth::decode(&*first.payload)
-                    .map_err(|_| Status::unauthenticated("authentication required"))?;
-                self.login(&basic.username, &basic.password)?
-            }
-        };
-        let token = self
-            .signer
-            .issue_token(&principal.user, self.options.token_ttl.as_secs());
-        tracing::info!(user = principal.user, "logged in");
-        let response = HandshakeResponse {
-            protocol_version: 0,
-            payload: token.clone().into(),
-        };
-        let mut response: Response<BoxStream<HandshakeResponse>> =
-            Response::new(Box::pin(futures::stream::iter([Ok(response)])));
-        let header = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| Status::internal("cannot encode the token"))?;
-        response.metadata_mut().insert("authorization", header);
-        Ok(response)
+        MeshFlightSql::do_handshake(self, request).await
     }
 
     async fn get_flight_info_statement(
@@ -794,22 +562,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (principal, session) = self.caller(request.metadata())?;
-        if query.transaction_id.is_some() {
-            return Err(no_transactions());
-        }
-        let claims = HandleClaims {
-            u: principal.user.clone(),
-            q: query.query,
-            id: Self::new_id(),
-            p: None,
-        };
-        let (schema, _) = self
-            .plan_schema(&session, &claims)
-            .await
-            .map_err(|s| self.refused(&principal, &request, &claims, s))?;
-        let info = self.flight_info(&schema, &claims, request.into_inner())?;
-        Ok(Response::new(info))
+        MeshFlightSql::get_flight_info_statement(self, query, request).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -817,25 +570,7 @@ impl FlightSqlService for MeshFlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (principal, session) = self.caller(request.metadata())?;
-        let prepared = self
-            .signer
-            .check_handle(&cmd.prepared_statement_handle, &principal.user)?;
-        let claims = HandleClaims {
-            id: Self::new_id(),
-            ..prepared
-        };
-        let (schema, wanted) = self
-            .plan_schema(&session, &claims)
-            .await
-            .map_err(|s| self.refused(&principal, &request, &claims, s))?;
-        if claims.p.is_none() && wanted > 0 {
-            return Err(Status::invalid_argument(format!(
-                "the statement has {wanted} parameter(s) and none are bound; bind them with DoPut first"
-            )));
-        }
-        let info = self.flight_info(&schema, &claims, request.into_inner())?;
-        Ok(Response::new(info))
+        MeshFlightSql::get_flight_info_prepared_statement(self, cmd, request).await
     }
 
     async fn do_get_statement(
@@ -843,11 +578,7 @@ impl FlightSqlService for MeshFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        let caller = self.caller(request.metadata())?;
-        let claims = self
-            .signer
-            .check_handle(&ticket.statement_handle, &caller.0.user)?;
-        self.run(caller, claims, client_addr(&request)).await
+        MeshFlightSql::do_get_statement(self, ticket, request).await
     }
 
     async fn do_get_prepared_statement(
@@ -855,15 +586,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        let caller = self.caller(request.metadata())?;
-        let prepared = self
-            .signer
-            .check_handle(&query.prepared_statement_handle, &caller.0.user)?;
-        let claims = HandleClaims {
-            id: Self::new_id(),
-            ..prepared
-        };
-        self.run(caller, claims, client_addr(&request)).await
+        MeshFlightSql::do_get_prepared_statement(self, query, request).await
     }
 
     async fn get_flight_info_catalogs(
@@ -871,9 +594,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        let schema = query.into_builder().schema();
-        self.metadata_info(&schema, query, request.into_inner())
+        MeshFlightSql::get_flight_info_catalogs(self, query, request).await
     }
 
     async fn do_get_catalogs(
@@ -881,13 +602,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        self.caller(request.metadata())?;
-        let mut builder = query.into_builder();
-        builder.append(meshql::CATALOG_NAME);
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Self::batch_stream(batch))
+        MeshFlightSql::do_get_catalogs(self, query, request).await
     }
 
     async fn get_flight_info_schemas(
@@ -895,9 +610,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        let schema = query.clone().into_builder().schema();
-        self.metadata_info(&schema, query, request.into_inner())
+        MeshFlightSql::get_flight_info_schemas(self, query, request).await
     }
 
     async fn do_get_schemas(
@@ -905,18 +618,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        let (_, session) = self.caller(request.metadata())?;
-        let contracts = Self::visible(&session, query.catalog.as_deref(), None);
-        let mut builder = query.into_builder();
-        let mut domains: Vec<&str> = contracts.iter().map(|c| c.domain.as_str()).collect();
-        domains.dedup();
-        for d in domains {
-            builder.append(meshql::CATALOG_NAME, d);
-        }
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Self::batch_stream(batch))
+        MeshFlightSql::do_get_schemas(self, query, request).await
     }
 
     async fn get_flight_info_tables(
@@ -924,9 +626,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        let schema = query.clone().into_builder().schema();
-        self.metadata_info(&schema, query, request.into_inner())
+        MeshFlightSql::get_flight_info_tables(self, query, request).await
     }
 
     async fn do_get_tables(
@@ -934,35 +634,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        let (_, session) = self.caller(request.metadata())?;
-        let contracts = Self::visible(&session, query.catalog.as_deref(), None);
-        let include_schema = query.include_schema;
-        let mut builder = query.into_builder();
-        for c in contracts {
-            let name = c.qualified_name();
-            let schema = if include_schema {
-                let schema = session
-                    .product_schema(&name)
-                    .await
-                    .unwrap_or_else(|| Arc::new(Schema::empty()));
-                Arc::new(described(&session, &c, schema.as_ref().clone()))
-            } else {
-                Arc::new(Schema::empty())
-            };
-            builder
-                .append(
-                    meshql::CATALOG_NAME,
-                    &c.domain,
-                    &c.product.name,
-                    TABLE_TYPE,
-                    &schema,
-                )
-                .map_err(|e| Status::internal(e.to_string()))?;
-        }
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Self::batch_stream(batch))
+        MeshFlightSql::do_get_tables(self, query, request).await
     }
 
     async fn get_flight_info_table_types(
@@ -970,9 +642,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        let schema = query.into_builder().schema();
-        self.metadata_info(&schema, query, request.into_inner())
+        MeshFlightSql::get_flight_info_table_types(self, query, request).await
     }
 
     async fn do_get_table_types(
@@ -980,13 +650,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        self.caller(request.metadata())?;
-        let mut builder = query.into_builder();
-        builder.append(TABLE_TYPE);
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Self::batch_stream(batch))
+        MeshFlightSql::do_get_table_types(self, query, request).await
     }
 
     async fn get_flight_info_sql_info(
@@ -994,8 +658,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        self.metadata_info(&metadata::SQL_INFO.schema(), query, request.into_inner())
+        MeshFlightSql::get_flight_info_sql_info(self, query, request).await
     }
 
     async fn do_get_sql_info(
@@ -1003,12 +666,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        self.caller(request.metadata())?;
-        let batch = query
-            .into_builder(&metadata::SQL_INFO)
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Self::batch_stream(batch))
+        MeshFlightSql::do_get_sql_info(self, query, request).await
     }
 
     async fn get_flight_info_primary_keys(
@@ -1016,12 +674,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        self.metadata_info(
-            &metadata::primary_keys_schema(),
-            query,
-            request.into_inner(),
-        )
+        MeshFlightSql::get_flight_info_primary_keys(self, query, request).await
     }
 
     async fn do_get_primary_keys(
@@ -1029,27 +682,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        let (_, session) = self.caller(request.metadata())?;
-        let contracts = Self::visible(
-            &session,
-            query.catalog.as_deref(),
-            query.db_schema.as_deref(),
-        );
-        let mut rows = Vec::new();
-        for c in contracts.iter().filter(|c| c.product.name == query.table) {
-            let mut seq = 0;
-            for col in c.product.columns.iter().filter(|col| col.primary_key) {
-                seq += 1;
-                rows.push((
-                    meshql::CATALOG_NAME.to_string(),
-                    c.domain.clone(),
-                    c.product.name.clone(),
-                    col.name.clone(),
-                    seq,
-                ));
-            }
-        }
-        Ok(Self::batch_stream(metadata::primary_keys(&rows)))
+        MeshFlightSql::do_get_primary_keys(self, query, request).await
     }
 
     async fn get_flight_info_exported_keys(
@@ -1057,12 +690,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        self.metadata_info(
-            &metadata::foreign_keys_schema(),
-            query,
-            request.into_inner(),
-        )
+        MeshFlightSql::get_flight_info_exported_keys(self, query, request).await
     }
 
     async fn do_get_exported_keys(
@@ -1070,8 +698,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        self.caller(request.metadata())?;
-        Ok(Self::batch_stream(metadata::no_foreign_keys()))
+        MeshFlightSql::do_get_exported_keys(self, _query, request).await
     }
 
     async fn get_flight_info_imported_keys(
@@ -1079,12 +706,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        self.metadata_info(
-            &metadata::foreign_keys_schema(),
-            query,
-            request.into_inner(),
-        )
+        MeshFlightSql::get_flight_info_imported_keys(self, query, request).await
     }
 
     async fn do_get_imported_keys(
@@ -1092,8 +714,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        self.caller(request.metadata())?;
-        Ok(Self::batch_stream(metadata::no_foreign_keys()))
+        MeshFlightSql::do_get_imported_keys(self, _query, request).await
     }
 
     async fn get_flight_info_cross_reference(
@@ -1101,12 +722,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        self.metadata_info(
-            &metadata::foreign_keys_schema(),
-            query,
-            request.into_inner(),
-        )
+        MeshFlightSql::get_flight_info_cross_reference(self, query, request).await
     }
 
     async fn do_get_cross_reference(
@@ -1114,8 +730,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        self.caller(request.metadata())?;
-        Ok(Self::batch_stream(metadata::no_foreign_keys()))
+        MeshFlightSql::do_get_cross_reference(self, _query, request).await
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -1123,8 +738,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        self.metadata_info(&metadata::XDBC_TYPES.schema(), query, request.into_inner())
+        MeshFlightSql::get_flight_info_xdbc_type_info(self, query, request).await
     }
 
     async fn do_get_xdbc_type_info(
@@ -1132,12 +746,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
-        self.caller(request.metadata())?;
-        let batch = query
-            .into_builder(&metadata::XDBC_TYPES)
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Self::batch_stream(batch))
+        MeshFlightSql::do_get_xdbc_type_info(self, query, request).await
     }
 
     async fn get_flight_info_substrait_plan(
@@ -1145,10 +754,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: CommandStatementSubstraitPlan,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        Err(Status::unimplemented(
-            "meshql takes SQL, not Substrait plans",
-        ))
+        MeshFlightSql::get_flight_info_substrait_plan(self, _query, request).await
     }
 
     async fn do_put_statement_update(
@@ -1156,8 +762,7 @@ impl FlightSqlService for MeshFlightSql {
         _ticket: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.caller(request.metadata())?;
-        Err(read_only("an update statement"))
+        MeshFlightSql::do_put_statement_update(self, _ticket, request).await
     }
 
     async fn do_put_statement_ingest(
@@ -1165,8 +770,7 @@ impl FlightSqlService for MeshFlightSql {
         _ticket: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.caller(request.metadata())?;
-        Err(read_only("bulk ingestion"))
+        MeshFlightSql::do_put_statement_ingest(self, _ticket, request).await
     }
 
     async fn do_put_substrait_plan(
@@ -1174,10 +778,7 @@ impl FlightSqlService for MeshFlightSql {
         _ticket: CommandStatementSubstraitPlan,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.caller(request.metadata())?;
-        Err(Status::unimplemented(
-            "meshql takes SQL, not Substrait plans",
-        ))
+        MeshFlightSql::do_put_substrait_plan(self, _ticket, request).await
     }
 
     async fn do_put_prepared_statement_update(
@@ -1185,8 +786,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.caller(request.metadata())?;
-        Err(read_only("an update statement"))
+        MeshFlightSql::do_put_prepared_statement_update(self, _query, request).await
     }
 
     async fn do_put_prepared_statement_query(
@@ -1194,37 +794,7 @@ impl FlightSqlService for MeshFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let (principal, _) = self.caller(request.metadata())?;
-        let prepared = self
-            .signer
-            .check_handle(&query.prepared_statement_handle, &principal.user)?;
-        let stream = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
-                .try_collect()
-                .await
-                .map_err(|e| {
-                    Status::invalid_argument(format!("cannot read the parameters: {e}"))
-                })?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let batch = match (rows, batches.into_iter().find(|b| b.num_rows() > 0)) {
-            (1, Some(b)) => b,
-            (0, _) | (_, None) => {
-                return Err(Status::invalid_argument("no parameter values were sent"));
-            }
-            (n, _) => {
-                return Err(Status::invalid_argument(format!(
-                    "{n} rows of parameters were sent; a query takes one row"
-                )));
-            }
-        };
-        let claims = HandleClaims {
-            p: Some(encode_params(&batch)?),
-            ..prepared
-        };
-        Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(self.signer.issue_handle(&claims).into()),
-        })
+        MeshFlightSql::do_put_prepared_statement_query(self, query, request).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -1232,28 +802,7 @@ impl FlightSqlService for MeshFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let (principal, session) = self.caller(request.metadata())?;
-        if query.transaction_id.is_some() {
-            return Err(no_transactions());
-        }
-        let claims = HandleClaims {
-            u: principal.user.clone(),
-            q: query.query,
-            id: Self::new_id(),
-            p: None,
-        };
-        let (dataset, parameters) = match session.describe(&claims.q).await {
-            Ok(described) => described,
-            Err(e) => {
-                let status = to_status(&e, &claims.id);
-                return Err(self.refused(&principal, &request, &claims, status));
-            }
-        };
-        Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: self.signer.issue_handle(&claims).into(),
-            dataset_schema: schema_bytes(&dataset)?,
-            parameter_schema: schema_bytes(&Schema::new(parameters))?,
-        })
+        MeshFlightSql::do_action_create_prepared_statement(self, query, request).await
     }
 
     async fn do_action_close_prepared_statement(
@@ -1261,11 +810,7 @@ impl FlightSqlService for MeshFlightSql {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        let (principal, _) = self.caller(request.metadata())?;
-        // Handles are stateless: closing frees nothing, but only its owner may.
-        self.signer
-            .check_handle(&query.prepared_statement_handle, &principal.user)?;
-        Ok(())
+        MeshFlightSql::do_action_close_prepared_statement(self, query, request).await
     }
 
     async fn do_action_create_prepared_substrait_plan(
@@ -1273,10 +818,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: ActionCreatePreparedSubstraitPlanRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        self.caller(request.metadata())?;
-        Err(Status::unimplemented(
-            "meshql takes SQL, not Substrait plans",
-        ))
+        MeshFlightSql::do_action_create_prepared_substrait_plan(self, _query, request).await
     }
 
     async fn do_action_begin_transaction(
@@ -1284,8 +826,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: ActionBeginTransactionRequest,
         request: Request<Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
-        self.caller(request.metadata())?;
-        Err(no_transactions())
+        MeshFlightSql::do_action_begin_transaction(self, _query, request).await
     }
 
     async fn do_action_end_transaction(
@@ -1293,8 +834,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: ActionEndTransactionRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        self.caller(request.metadata())?;
-        Err(no_transactions())
+        MeshFlightSql::do_action_end_transaction(self, _query, request).await
     }
 
     async fn do_action_begin_savepoint(
@@ -1302,8 +842,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: ActionBeginSavepointRequest,
         request: Request<Action>,
     ) -> Result<ActionBeginSavepointResult, Status> {
-        self.caller(request.metadata())?;
-        Err(no_transactions())
+        MeshFlightSql::do_action_begin_savepoint(self, _query, request).await
     }
 
     async fn do_action_end_savepoint(
@@ -1311,8 +850,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: ActionEndSavepointRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        self.caller(request.metadata())?;
-        Err(no_transactions())
+        MeshFlightSql::do_action_end_savepoint(self, _query, request).await
     }
 
     async fn do_action_cancel_query(
@@ -1320,14 +858,7 @@ impl FlightSqlService for MeshFlightSql {
         query: ActionCancelQueryRequest,
         request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
-        let (principal, _) = self.caller(request.metadata())?;
-        let info = FlightInfo::decode(&*query.info)
-            .map_err(|_| Status::invalid_argument("the FlightInfo to cancel is not valid"))?;
-        self.cancel(&info, &principal.user)?;
-        Ok(ActionCancelQueryResult {
-            // CANCEL_RESULT_CANCELLED
-            result: 1,
-        })
+        MeshFlightSql::do_action_cancel_query(self, query, request).await
     }
 
     async fn do_action_fallback(

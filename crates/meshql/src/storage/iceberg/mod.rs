@@ -2,7 +2,15 @@
 //! iceberg-rust share, in a REST catalog, or named by their
 //! `metadata.json`. Every scan loads the table's current metadata, so a
 //! commit by another engine is visible to the next query; the files are
-//! planned and read by `iceberg_scan`.
+//! planned and read by [`scan`], their bytes fetched through [`io`].
+
+pub(crate) mod io;
+mod metadata;
+pub(crate) mod scan;
+mod time_travel;
+
+pub(crate) use metadata::metadata_table;
+pub(crate) use time_travel::{TimeTravel, rewrite_time_travel};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +34,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use iceberg::io::FileIOBuilder;
 
-use crate::iceberg_io::{Buckets, MeshStorageFactory};
+use crate::storage::iceberg::io::{Buckets, MeshStorageFactory};
 use iceberg::table::{StaticTable, Table};
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableIdent};
 use iceberg_catalog_sql::{
@@ -37,7 +45,7 @@ use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 use meshql_manifest::{IcebergCatalog, IcebergCatalogKind, Server, Storage, StorageKind};
 use tokio::sync::OnceCell;
 
-use crate::iceberg_scan::{IcebergScanExec, ScanRequest};
+use crate::storage::iceberg::scan::{IcebergScanExec, ScanRequest};
 use crate::types::check_data_schema;
 
 /// One Iceberg catalog of the mesh, connected on first use and shared by
@@ -64,6 +72,11 @@ impl CatalogHandle {
             connected: OnceCell::new(),
             loaded: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Connects now, if not yet connected.
+    pub(crate) async fn connect(&self) -> Result<(), String> {
+        self.catalog().await.map(|_| ())
     }
 
     async fn catalog(&self) -> Result<Arc<dyn Catalog>, String> {
@@ -333,12 +346,13 @@ pub(crate) async fn scan(
         Some(v) => Some(v.snapshot_id(&table).map_err(ScanError::Product)?),
         None => metadata.current_snapshot_id(),
     };
-    // What the contract's names mean: the current schema, or the one the
-    // table had at the version read.
-    let names = match (version, snapshot.and_then(|id| metadata.snapshot_by_id(id))) {
-        (Some(_), Some(s)) => s.schema(&metadata).map_err(product)?,
-        _ => metadata.current_schema().clone(),
-    };
+    // What the contract's names mean: the table's current schema, also at
+    // a past version. The contract names the product's columns today; a
+    // past snapshot is read by field id under those names, so a column
+    // renamed since reads under its new name, one added since is NULL and
+    // one dropped since is not there, and masks and filters apply as they
+    // do to the current snapshot.
+    let names = metadata.current_schema().clone();
     let names_arrow = iceberg::arrow::schema_to_arrow_schema(&names).map_err(product)?;
     check_data_schema(declared, &names_arrow).map_err(ScanError::Product)?;
     // What the scan reads: the schema of the snapshot it reads.
@@ -566,457 +580,11 @@ impl ExecutionPlan for Reschema {
     }
 }
 
-/// A past state of an Iceberg table: `FOR VERSION AS OF` a snapshot id or
-/// a branch or tag name, `FOR TIMESTAMP AS OF` (or `FOR SYSTEM_TIME AS OF`)
-/// a point in time.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum TimeTravel {
-    Snapshot(i64),
-    Ref(String),
-    /// Milliseconds since the epoch, UTC.
-    Timestamp(i64),
-}
-
-/// Marks a table name that carries a time-travel clause: `orders` as of
-/// snapshot 42 is planned as the table `"orders@v42"`.
-pub(crate) const TIME_TRAVEL_MARK: char = '@';
-
-impl TimeTravel {
-    /// The name under which the table at this version is planned.
-    pub(crate) fn table_name(&self, base: &str) -> String {
-        let m = TIME_TRAVEL_MARK;
-        match self {
-            TimeTravel::Snapshot(id) => format!("{base}{m}v{id}"),
-            TimeTravel::Ref(name) => format!("{base}{m}r{name}"),
-            TimeTravel::Timestamp(ms) => format!("{base}{m}t{ms}"),
-        }
-    }
-
-    /// Splits a planned table name into the product and its version.
-    pub(crate) fn parse_table_name(name: &str) -> Option<(&str, TimeTravel)> {
-        let (base, rest) = name.split_once(TIME_TRAVEL_MARK)?;
-        let mut chars = rest.chars();
-        let kind = chars.next()?;
-        let value = chars.as_str();
-        let version = match kind {
-            'v' => TimeTravel::Snapshot(value.parse().ok()?),
-            'r' => TimeTravel::Ref(value.to_string()),
-            't' => TimeTravel::Timestamp(value.parse().ok()?),
-            _ => return None,
-        };
-        Some((base, version))
-    }
-
-    /// The snapshot this version names in `table`.
-    fn snapshot_id(&self, table: &Table) -> Result<i64, String> {
-        let metadata = table.metadata();
-        match self {
-            TimeTravel::Snapshot(id) => metadata
-                .snapshot_by_id(*id)
-                .map(|s| s.snapshot_id())
-                .ok_or_else(|| format!("the table has no snapshot {id}")),
-            TimeTravel::Ref(name) => metadata
-                .snapshot_for_ref(name)
-                .map(|s| s.snapshot_id())
-                .ok_or_else(|| format!("the table has no branch or tag `{name}`")),
-            TimeTravel::Timestamp(ms) => metadata
-                .history()
-                .iter()
-                .filter(|h| h.timestamp_ms() <= *ms)
-                .max_by_key(|h| h.timestamp_ms())
-                .map(|h| h.snapshot_id)
-                .ok_or_else(|| {
-                    format!(
-                        "the table has no snapshot as of {}: its first commit is later",
-                        crate::audit::rfc3339(
-                            std::time::UNIX_EPOCH
-                                + std::time::Duration::from_millis((*ms).max(0) as u64)
-                        )
-                    )
-                }),
-        }
-    }
-}
-
 /// Why a scan could not be planned: the product's data (reported with the
 /// product's name) or the engine.
 pub(crate) enum ScanError {
     Product(String),
     DataFusion(DataFusionError),
-}
-
-/// Rewrites the time-travel clauses of a statement, `FOR VERSION AS OF`,
-/// `FOR TIMESTAMP AS OF` and `FOR SYSTEM_TIME AS OF` after a table name,
-/// into the table name the planner resolves (`orders@v42`). The rewritten
-/// text keeps every other character at its place, so positions in later
-/// errors still point into the statement as written.
-pub(crate) fn rewrite_time_travel(sql: &str) -> Result<std::borrow::Cow<'_, str>, String> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-
-    if !sql.to_ascii_uppercase().contains(" AS OF") {
-        return Ok(std::borrow::Cow::Borrowed(sql));
-    }
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
-        // The parser reports the statement's own error.
-        return Ok(std::borrow::Cow::Borrowed(sql));
-    };
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    let offset = |line: u64, column: u64| -> usize {
-        let start = line_starts
-            .get((line.max(1) - 1) as usize)
-            .copied()
-            .unwrap_or(sql.len());
-        sql[start..]
-            .char_indices()
-            .nth((column.max(1) - 1) as usize)
-            .map_or(sql.len(), |(i, _)| start + i)
-    };
-    let sig: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
-        .collect();
-    let word = |k: usize, w: &str| {
-        sig.get(k).is_some_and(|&i| {
-            matches!(&tokens[i].token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
-        })
-    };
-    let at = |k: usize| {
-        let span = tokens[sig[k]].span;
-        format!("line {}, column {}", span.start.line, span.start.column)
-    };
-    let mut edits: Vec<(usize, usize, String)> = Vec::new();
-    let mut k = 1;
-    while k < sig.len() {
-        let kind = ["VERSION", "TIMESTAMP", "SYSTEM_TIME"]
-            .into_iter()
-            .find(|w| word(k + 1, w));
-        let (true, Some(kind), true, true) =
-            (word(k, "FOR"), kind, word(k + 2, "AS"), word(k + 3, "OF"))
-        else {
-            k += 1;
-            continue;
-        };
-        let clause = format!("FOR {kind} AS OF");
-        // The clause follows a table name: `t`, `"t"` or `d.t`, after FROM,
-        // JOIN or a comma.
-        let Token::Word(table) = &tokens[sig[k - 1]].token else {
-            return Err(format!("{clause} must follow a table name (at {})", at(k)));
-        };
-        let before = k.checked_sub(2).map(|b| &tokens[sig[b]].token);
-        let follows_table = match before {
-            Some(Token::Period) | Some(Token::Comma) => true,
-            Some(Token::Word(w)) => {
-                w.quote_style.is_none()
-                    && (w.value.eq_ignore_ascii_case("FROM")
-                        || w.value.eq_ignore_ascii_case("JOIN"))
-            }
-            _ => false,
-        };
-        if !follows_table {
-            return Err(format!(
-                "{clause} must follow the table name directly, before any alias (at {})",
-                at(k)
-            ));
-        }
-        let mut arg = k + 4;
-        let version = match (kind, sig.get(arg).map(|&i| &tokens[i].token)) {
-            ("VERSION", Some(Token::Number(n, _))) => {
-                TimeTravel::Snapshot(n.parse().map_err(|_| {
-                    format!("{clause} takes a snapshot id, found `{n}` (at {})", at(arg))
-                })?)
-            }
-            ("VERSION", Some(Token::SingleQuotedString(name))) => TimeTravel::Ref(name.clone()),
-            ("VERSION", _) => {
-                return Err(format!(
-                    "{clause} takes a snapshot id or a branch or tag name in quotes (at {})",
-                    at(arg.min(sig.len() - 1))
-                ));
-            }
-            (_, _) => {
-                if word(arg, "TIMESTAMP") {
-                    arg += 1;
-                }
-                match sig.get(arg).map(|&i| &tokens[i].token) {
-                    Some(Token::SingleQuotedString(text)) => {
-                        let nanos = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text)
-                            .map_err(|_| {
-                                format!("{clause} takes a timestamp such as TIMESTAMP '2026-03-01 12:00:00' (UTC unless it names a zone), found '{text}' (at {})", at(arg))
-                            })?;
-                        TimeTravel::Timestamp(nanos.div_euclid(1_000_000))
-                    }
-                    _ => {
-                        return Err(format!(
-                            "{clause} takes a timestamp literal such as TIMESTAMP '2026-03-01 12:00:00' (at {})",
-                            at(arg.min(sig.len() - 1))
-                        ));
-                    }
-                }
-            }
-        };
-        let first = tokens[sig[k - 1]].span.start;
-        let last = tokens[sig[arg]].span.end;
-        let (start, end) = (
-            offset(first.line, first.column),
-            offset(last.line, last.column),
-        );
-        let name = version.table_name(&table.value).replace('"', "\"\"");
-        let mut text = format!("\"{name}\"");
-        // Pad to the clause's length, keeping its line breaks.
-        let replaced: Vec<char> = sql[start..end].chars().collect();
-        for c in replaced.iter().skip(text.chars().count()) {
-            text.push(if *c == '\n' { '\n' } else { ' ' });
-        }
-        edits.push((start, end, text));
-        k = arg + 1;
-    }
-    if edits.is_empty() {
-        return Ok(std::borrow::Cow::Borrowed(sql));
-    }
-    let mut out = String::with_capacity(sql.len());
-    let mut pos = 0;
-    for (start, end, text) in edits {
-        out.push_str(&sql[pos..start]);
-        out.push_str(&text);
-        pos = end;
-    }
-    out.push_str(&sql[pos..]);
-    Ok(std::borrow::Cow::Owned(out))
-}
-
-/// The metadata tables of an Iceberg product, named as Trino names them:
-/// `"orders$snapshots"`, `"orders$history"`, `"orders$manifests"` and
-/// `"orders$files"`.
-pub(crate) const METADATA_TABLES: &[&str] = &["snapshots", "history", "manifests", "files"];
-
-/// One metadata table of `table` as a batch. `partitions`: whether the
-/// partition values of `$files` may be shown (they are values of the
-/// partition's source columns).
-pub(crate) async fn metadata_table(
-    table: &Table,
-    kind: &str,
-    partitions: bool,
-) -> Result<RecordBatch, String> {
-    use arrow::array::{
-        ArrayRef, BooleanBuilder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
-    };
-    use arrow::datatypes::{DataType, Field, TimeUnit};
-
-    let metadata = table.metadata();
-    let ts = || DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    let ts_builder = || TimestampMillisecondBuilder::new().with_timezone("UTC");
-    let fail = |e: iceberg::Error| iceberg_message(&e);
-    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = match kind {
-        "snapshots" => {
-            let mut snapshots: Vec<_> = metadata.snapshots().collect();
-            snapshots.sort_by_key(|s| (s.timestamp_ms(), s.snapshot_id()));
-            let (mut at, mut id, mut parent) =
-                (ts_builder(), Int64Builder::new(), Int64Builder::new());
-            let (mut op, mut list, mut summary) = (
-                StringBuilder::new(),
-                StringBuilder::new(),
-                StringBuilder::new(),
-            );
-            for s in snapshots {
-                at.append_value(s.timestamp_ms());
-                id.append_value(s.snapshot_id());
-                parent.append_option(s.parent_snapshot_id());
-                op.append_value(s.summary().operation.as_str());
-                list.append_value(s.manifest_list());
-                let props: std::collections::BTreeMap<_, _> =
-                    s.summary().additional_properties.iter().collect();
-                summary.append_value(serde_json::to_string(&props).unwrap_or_default());
-            }
-            (
-                vec![
-                    Field::new("committed_at", ts(), false),
-                    Field::new("snapshot_id", DataType::Int64, false),
-                    Field::new("parent_id", DataType::Int64, true),
-                    Field::new("operation", DataType::Utf8, false),
-                    Field::new("manifest_list", DataType::Utf8, false),
-                    Field::new("summary", DataType::Utf8, false),
-                ],
-                vec![
-                    Arc::new(at.finish()),
-                    Arc::new(id.finish()),
-                    Arc::new(parent.finish()),
-                    Arc::new(op.finish()),
-                    Arc::new(list.finish()),
-                    Arc::new(summary.finish()),
-                ],
-            )
-        }
-        "history" => {
-            // Ancestors of the current snapshot, for is_current_ancestor.
-            let mut ancestors = std::collections::HashSet::new();
-            let mut next = metadata.current_snapshot_id();
-            while let Some(id) = next {
-                if !ancestors.insert(id) {
-                    break;
-                }
-                next = metadata
-                    .snapshot_by_id(id)
-                    .and_then(|s| s.parent_snapshot_id());
-            }
-            let (mut at, mut id, mut parent, mut current) = (
-                ts_builder(),
-                Int64Builder::new(),
-                Int64Builder::new(),
-                BooleanBuilder::new(),
-            );
-            for h in metadata.history() {
-                at.append_value(h.timestamp_ms());
-                id.append_value(h.snapshot_id);
-                parent.append_option(
-                    metadata
-                        .snapshot_by_id(h.snapshot_id)
-                        .and_then(|s| s.parent_snapshot_id()),
-                );
-                current.append_value(ancestors.contains(&h.snapshot_id));
-            }
-            (
-                vec![
-                    Field::new("made_current_at", ts(), false),
-                    Field::new("snapshot_id", DataType::Int64, false),
-                    Field::new("parent_id", DataType::Int64, true),
-                    Field::new("is_current_ancestor", DataType::Boolean, false),
-                ],
-                vec![
-                    Arc::new(at.finish()),
-                    Arc::new(id.finish()),
-                    Arc::new(parent.finish()),
-                    Arc::new(current.finish()),
-                ],
-            )
-        }
-        "manifests" | "files" => {
-            let manifests = match metadata.current_snapshot() {
-                Some(s) => table
-                    .manifest_list_reader(s)
-                    .load()
-                    .await
-                    .map_err(fail)?
-                    .entries()
-                    .to_vec(),
-                None => Vec::new(),
-            };
-            if kind == "manifests" {
-                let (mut path, mut length, mut spec) = (
-                    StringBuilder::new(),
-                    Int64Builder::new(),
-                    Int64Builder::new(),
-                );
-                let (mut snapshot, mut added, mut existing, mut deleted) = (
-                    Int64Builder::new(),
-                    Int64Builder::new(),
-                    Int64Builder::new(),
-                    Int64Builder::new(),
-                );
-                let mut content = StringBuilder::new();
-                for m in &manifests {
-                    path.append_value(&m.manifest_path);
-                    length.append_value(m.manifest_length);
-                    spec.append_value(i64::from(m.partition_spec_id));
-                    content.append_value(format!("{:?}", m.content).to_lowercase());
-                    snapshot.append_value(m.added_snapshot_id);
-                    added.append_option(m.added_files_count.map(i64::from));
-                    existing.append_option(m.existing_files_count.map(i64::from));
-                    deleted.append_option(m.deleted_files_count.map(i64::from));
-                }
-                (
-                    vec![
-                        Field::new("path", DataType::Utf8, false),
-                        Field::new("length", DataType::Int64, false),
-                        Field::new("partition_spec_id", DataType::Int64, false),
-                        Field::new("content", DataType::Utf8, false),
-                        Field::new("added_snapshot_id", DataType::Int64, false),
-                        Field::new("added_data_files_count", DataType::Int64, true),
-                        Field::new("existing_data_files_count", DataType::Int64, true),
-                        Field::new("deleted_data_files_count", DataType::Int64, true),
-                    ],
-                    vec![
-                        Arc::new(path.finish()),
-                        Arc::new(length.finish()),
-                        Arc::new(spec.finish()),
-                        Arc::new(content.finish()),
-                        Arc::new(snapshot.finish()),
-                        Arc::new(added.finish()),
-                        Arc::new(existing.finish()),
-                        Arc::new(deleted.finish()),
-                    ],
-                )
-            } else {
-                let (mut content, mut path, mut format) = (
-                    StringBuilder::new(),
-                    StringBuilder::new(),
-                    StringBuilder::new(),
-                );
-                let (mut spec, mut partition, mut records, mut size) = (
-                    Int64Builder::new(),
-                    StringBuilder::new(),
-                    Int64Builder::new(),
-                    Int64Builder::new(),
-                );
-                for m in &manifests {
-                    let manifest = m.load_manifest(table.file_io()).await.map_err(fail)?;
-                    for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
-                        let file = entry.data_file();
-                        content.append_value(format!("{:?}", file.content_type()).to_lowercase());
-                        path.append_value(file.file_path());
-                        format.append_value(file.file_format().to_string());
-                        spec.append_value(i64::from(m.partition_spec_id));
-                        if partitions {
-                            let values: Vec<String> = file
-                                .partition()
-                                .iter()
-                                .map(|v| match v {
-                                    Some(l) => format!("{l:?}"),
-                                    None => "null".into(),
-                                })
-                                .collect();
-                            partition.append_value(values.join(", "));
-                        } else {
-                            partition.append_null();
-                        }
-                        records.append_value(file.record_count() as i64);
-                        size.append_value(file.file_size_in_bytes() as i64);
-                    }
-                }
-                (
-                    vec![
-                        Field::new("content", DataType::Utf8, false),
-                        Field::new("file_path", DataType::Utf8, false),
-                        Field::new("file_format", DataType::Utf8, false),
-                        Field::new("spec_id", DataType::Int64, false),
-                        Field::new("partition", DataType::Utf8, true),
-                        Field::new("record_count", DataType::Int64, false),
-                        Field::new("file_size_in_bytes", DataType::Int64, false),
-                    ],
-                    vec![
-                        Arc::new(content.finish()),
-                        Arc::new(path.finish()),
-                        Arc::new(format.finish()),
-                        Arc::new(spec.finish()),
-                        Arc::new(partition.finish()),
-                        Arc::new(records.finish()),
-                        Arc::new(size.finish()),
-                    ],
-                )
-            }
-        }
-        other => {
-            return Err(format!(
-                "unknown metadata table `${other}`: an Iceberg product has {}",
-                METADATA_TABLES
-                    .iter()
-                    .map(|t| format!("${t}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    };
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

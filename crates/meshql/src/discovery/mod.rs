@@ -1,5 +1,12 @@
 //! The reserved domain `meshql`: discovery tables built from the contracts
-//! and policies, each showing only what the principal asking may see.
+//! and policies, each showing only what the principal asking may see, and
+//! the findings of checks that `meshql.quality` shows ([`findings`]).
+//!
+//! Discovery reads the mesh, the principal's policies and the files the
+//! mesh keeps (check results, the audit log); every session registers its
+//! tables. It runs no queries itself.
+
+pub(crate) mod findings;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -17,8 +24,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use meshql_manifest::{Access, ColumnAction, Contract};
 
 use crate::governance::{ColumnDecision, ProductPolicy};
+use crate::mesh::Mesh;
 use crate::principal::Principal;
-use crate::session::Mesh;
+use findings::read_if_present;
 
 /// The domain's name.
 pub(crate) const DOMAIN: &str = "meshql";
@@ -75,7 +83,7 @@ type ColumnRow<'a> = (
 );
 
 /// A row of `meshql.quality`: the domain, the product and the kept result.
-type QualityRow<'a> = (&'a str, &'a str, &'a crate::check::KeptResult);
+type QualityRow<'a> = (&'a str, &'a str, &'a findings::KeptResult);
 
 /// One system table; its rows are computed when it is read.
 #[derive(Debug)]
@@ -353,7 +361,7 @@ impl SystemTable {
     /// the principal sees; a check about a column they cannot see is left
     /// out.
     fn quality(&self) -> DfResult<Vec<ArrayRef>> {
-        let kept = crate::check::kept_results(&self.context.mesh)
+        let kept = findings::kept_results(&self.context.mesh)
             .map_err(datafusion::error::DataFusionError::Execution)?;
         let dir = self.context.mesh.catalog().dir.clone();
         let visible: BTreeMap<String, &ProductPolicy> = self
@@ -390,9 +398,9 @@ impl SystemTable {
             s(&|r| {
                 Some(
                     match r.2.finding.outcome {
-                        crate::check::Outcome::Passed => "passed",
-                        crate::check::Outcome::Failed => "failed",
-                        crate::check::Outcome::Skipped => "skipped",
+                        findings::Outcome::Passed => "passed",
+                        findings::Outcome::Failed => "failed",
+                        findings::Outcome::Skipped => "skipped",
                     }
                     .to_string(),
                 )
@@ -649,16 +657,6 @@ impl TableProvider for SystemTable {
         let batch = self.batch(projection).await?;
         let table = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
         table.scan(state, projection, filters, limit).await
-    }
-}
-
-/// A file's text, or `None` when there is no such file (nothing written
-/// to it yet).
-pub(crate) fn read_if_present(path: &std::path::Path) -> std::io::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

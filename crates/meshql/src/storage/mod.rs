@@ -1,5 +1,11 @@
 //! Where products' data lives: local directories and S3-compatible buckets
-//! named in `mesh.yaml`, registered once with the mesh's runtime.
+//! named in `mesh.yaml`, registered once with the mesh's runtime, and the
+//! Iceberg tables among it ([`iceberg`]).
+//!
+//! Storage knows contracts only as Arrow schemas (`crate::types`); it uses
+//! nothing of governance, sessions or the mesh above it.
+
+pub(crate) mod iceberg;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +23,7 @@ use crate::error::{Error, Result};
 pub(crate) fn register_stores(
     runtime: &RuntimeEnv,
     storage: &std::collections::BTreeMap<String, Storage>,
-) -> Result<crate::iceberg_io::Buckets> {
+) -> Result<iceberg::io::Buckets> {
     let mut buckets: std::collections::HashMap<String, Arc<dyn object_store::ObjectStore>> =
         std::collections::HashMap::new();
     for st in storage.values() {

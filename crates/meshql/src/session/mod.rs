@@ -1,6 +1,14 @@
-//! Opening a mesh and running SQL against it as a principal.
+//! Running SQL against a mesh as a principal: a session's context (the
+//! principal's governed catalog, the discovery tables, the functions), the
+//! statement guard ([`guard`]), planning and execution within the
+//! statement's limits ([`limits`]).
+//!
+//! Sessions are built on the mesh, governance, storage, discovery and
+//! audit; only `meshql check` and the crates above use them.
 
-use std::path::Path;
+mod guard;
+pub(crate) mod limits;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -9,13 +17,9 @@ use datafusion::common::{Column, SchemaError};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use datafusion::sql::parser::Statement as DfStatement;
-use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{Statement, TableFactor, Visit, Visitor};
-use meshql_manifest::{Catalog, Contract, Problem};
+use meshql_manifest::Contract;
 
 use std::collections::BTreeMap;
 
@@ -31,207 +35,18 @@ use datafusion::optimizer::Analyzer;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
-use crate::catalog::{CATALOG_NAME, MeshCatalog, ProductTable};
+use crate::CATALOG_NAME;
+use crate::audit::ProductAccess;
 use crate::error::{Error, Result, clean_datafusion_message, product_error};
 use crate::governance::rewrite::{GovernanceRule, GovernedTable, MeshQueryPlanner};
 use crate::governance::{ColumnDecision, ProductPolicy, decide};
-use crate::iceberg::{CatalogHandle, IcebergSource};
+use crate::mesh::Mesh;
+use crate::mesh::catalog::{MeshCatalog, ProductTable};
 use crate::principal::Principal;
+use guard::{check_statement, name_recursive_columns, number_placeholders};
 
-/// An opened mesh: the validated catalog and the products behind it.
-/// Cheap to clone; share one per process.
-#[derive(Clone)]
-pub struct Mesh {
-    inner: Arc<MeshInner>,
-}
-
-struct MeshInner {
-    catalog: Catalog,
-    /// Every product, by domain and name, raw.
-    products: BTreeMap<(String, String), Arc<ProductTable>>,
-    runtime: Arc<RuntimeEnv>,
-    /// The key of `hash_pseudonym`.
-    secret: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Mesh {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mesh")
-            .field("name", &self.inner.catalog.mesh.name)
-            .field("products", &self.inner.catalog.contracts.len())
-            .finish()
-    }
-}
-
+/// Sessions of a mesh.
 impl Mesh {
-    /// Opens a mesh leniently: contracts with problems are left out and
-    /// reported by [`Mesh::problems`]; everything else is usable.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Mesh> {
-        Self::from_catalog(Catalog::load(dir)?)
-    }
-
-    /// Opens a mesh strictly: any problem in any file, including a policy
-    /// expression that does not type-check, is an error that lists them all.
-    pub fn open_strict(dir: impl AsRef<Path>) -> Result<Mesh> {
-        let mesh = Self::from_catalog(Catalog::load(dir)?)?;
-        if mesh.problems().is_empty() {
-            Ok(mesh)
-        } else {
-            Err(meshql_manifest::Error::Invalid(mesh.problems().to_vec()).into())
-        }
-    }
-
-    /// Builds the mesh from an already loaded catalog. No storage is touched.
-    /// Policy expressions that do not type-check are added to
-    /// [`Mesh::problems`]; queries on the products they govern fail.
-    pub fn from_catalog(mut catalog: Catalog) -> Result<Mesh> {
-        let runtime = Arc::new(RuntimeEnv::default());
-        let buckets = crate::storage::register_stores(&runtime, &catalog.mesh.storage)?;
-        let policy_problems = crate::governance::validate(&catalog);
-        catalog.problems.extend(policy_problems);
-        let mut products = BTreeMap::new();
-        let catalogs: std::collections::HashMap<_, _> = catalog
-            .mesh
-            .catalogs
-            .values()
-            .map(|c| {
-                let storage = c.storage.as_ref().and_then(|s| catalog.mesh.storage.get(s));
-                (
-                    c.name.clone(),
-                    Arc::new(CatalogHandle::new(c.clone(), storage, Arc::clone(&buckets))),
-                )
-            })
-            .collect();
-        for contract in &catalog.contracts {
-            let Some(server) = contract.servers.first() else {
-                continue;
-            };
-            let table = if server.is_iceberg() {
-                let Some(source) =
-                    IcebergSource::new(server, &catalog.mesh.storage, &catalogs, &buckets)
-                else {
-                    continue;
-                };
-                ProductTable::iceberg(Arc::new(contract.clone()), source)
-            } else {
-                let Some(storage) = catalog.mesh.storage.get(&server.server) else {
-                    continue;
-                };
-                ProductTable::new(Arc::new(contract.clone()), storage, server)
-            };
-            products.insert(
-                (contract.domain.clone(), contract.product.name.clone()),
-                Arc::new(table),
-            );
-        }
-        let secret = std::env::var("MESHQL_PSEUDONYM_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| catalog.mesh.governance.pseudonym_secret.clone())
-            .map(String::into_bytes);
-        Ok(Mesh {
-            inner: Arc::new(MeshInner {
-                catalog,
-                products,
-                runtime,
-                secret,
-            }),
-        })
-    }
-
-    /// The principal `name` as `users.yaml` defines it.
-    pub fn principal(&self, name: &str) -> Result<Principal> {
-        let users = &self.inner.catalog.users;
-        match users.get(name) {
-            Some(u) => Ok(Principal {
-                user: u.name.clone(),
-                roles: u.roles.clone(),
-                groups: u.groups.clone(),
-                attributes: u.attributes.clone(),
-            }),
-            None => {
-                let names: Vec<&str> = users.users.iter().map(|u| u.name.as_str()).collect();
-                let mut msg = format!("unknown user `{name}`");
-                if names.is_empty() {
-                    msg.push_str(": the mesh has no users.yaml");
-                } else {
-                    msg.push_str(&format!(" (users.yaml defines {})", names.join(", ")));
-                }
-                Err(Error::PermissionDenied(msg))
-            }
-        }
-    }
-
-    /// The principal `name` if `password` is theirs. Every failure reads the
-    /// same, so it tells nothing about which part was wrong.
-    pub fn authenticate(&self, name: &str, password: &str) -> Result<Principal> {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        let denied = || Error::PermissionDenied("invalid user name or password".into());
-        let user = self.inner.catalog.users.get(name).ok_or_else(denied)?;
-        let hash = user.password_hash.as_deref().ok_or_else(denied)?;
-        let parsed = PasswordHash::new(hash).map_err(|_| denied())?;
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .map_err(|_| denied())?;
-        self.principal(name)
-    }
-
-    /// What `principal` sees of `domain.product`, and which rule decided.
-    pub fn explain_policy(&self, principal: &Principal, product: &str) -> Option<ProductPolicy> {
-        let (domain, name) = product.split_once('.')?;
-        let table = self
-            .inner
-            .products
-            .get(&(domain.to_string(), name.to_string()))?;
-        Some(decide(
-            &self.inner.catalog.rules,
-            principal,
-            &table.contract,
-        ))
-    }
-
-    /// When a product's data last changed (see [`Session::last_updated`]);
-    /// `None` when it cannot be told.
-    pub(crate) async fn last_updated_ms(&self, contract: &Contract) -> Option<i64> {
-        let table = self
-            .inner
-            .products
-            .get(&(contract.domain.clone(), contract.product.name.clone()))?;
-        table
-            .last_updated_ms(&self.inner.runtime)
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// The mesh's catalog: `mesh.yaml` and the contracts that loaded.
-    pub fn catalog(&self) -> &Catalog {
-        &self.inner.catalog
-    }
-
-    /// Problems of contracts that were left out when opened leniently.
-    pub fn problems(&self) -> &[Problem] {
-        &self.inner.catalog.problems
-    }
-
-    /// The contract of `domain.product`.
-    pub fn contract(&self, domain: &str, product: &str) -> Option<&Contract> {
-        self.inner.catalog.contract(domain, product)
-    }
-
-    /// Every product's `domain.product` name, sorted.
-    pub fn product_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .inner
-            .catalog
-            .contracts
-            .iter()
-            .map(Contract::qualified_name)
-            .collect();
-        names.sort();
-        names
-    }
-
     /// A session that runs queries as `principal`, who sees the products,
     /// columns and rows the mesh's policies give them, and nothing else.
     pub fn session(&self, principal: Principal) -> Session {
@@ -276,6 +91,7 @@ impl Mesh {
         nullable: bool,
     ) -> Session {
         let mut config = SessionConfig::new()
+            .with_option_extension(limits::QueryLimits::default())
             .with_default_catalog_and_schema(CATALOG_NAME, "public")
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true);
@@ -305,7 +121,7 @@ impl Mesh {
 
         // The reserved domain `meshql`: discovery tables of what this
         // principal may see.
-        let context = Arc::new(crate::system::SystemContext {
+        let context = Arc::new(crate::discovery::SystemContext {
             mesh: self.clone(),
             principal: principal.clone(),
             policies: policies.clone(),
@@ -314,29 +130,38 @@ impl Mesh {
             .roles
             .iter()
             .any(|r| self.inner.catalog.policy_settings.auditor_roles.contains(r));
-        let tables = crate::system::Kind::ALL.iter().chain(
+        let tables = crate::discovery::Kind::ALL.iter().chain(
             auditor
-                .then_some(crate::system::Kind::AUDITOR.iter())
+                .then_some(crate::discovery::Kind::AUDITOR.iter())
                 .into_iter()
                 .flatten(),
         );
-        let system = crate::catalog::DomainSchema {
+        let system = crate::mesh::catalog::DomainSchema {
             products: tables
                 .map(|(name, kind)| {
-                    let table: Arc<dyn datafusion::catalog::TableProvider> =
-                        Arc::new(crate::system::SystemTable::new(*kind, Arc::clone(&context)));
+                    let table: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(
+                        crate::discovery::SystemTable::new(*kind, Arc::clone(&context)),
+                    );
                     (name.to_string(), table)
                 })
                 .collect(),
         };
         provider
             .domains
-            .insert(crate::system::DOMAIN.to_string(), Arc::new(system));
+            .insert(crate::discovery::DOMAIN.to_string(), Arc::new(system));
 
         let secret = self.inner.secret.as_deref();
+        let mesh = self.clone();
+        let raw: crate::governance::rewrite::RawProducts = Arc::new(move |domain, product| {
+            mesh.inner
+                .products
+                .get(&(domain.to_string(), product.to_string()))
+                .map(|t| Arc::clone(t) as Arc<dyn datafusion::catalog::TableProvider>)
+        });
         let rule = GovernanceRule::new(
             principal.clone(),
             crate::governance::parser(&principal, secret),
+            raw,
         );
         let mut rules = Analyzer::new().rules;
         rules.insert(0, Arc::new(rule));
@@ -349,7 +174,8 @@ impl Mesh {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
-        crate::governance::functions::register(&ctx, &principal, secret);
+        crate::governance::functions::register(&ctx, &principal);
+        limits::register(&ctx);
         Session {
             mesh: self.clone(),
             principal,
@@ -367,19 +193,6 @@ pub struct QueryOptions {
     pub memory_limit: Option<usize>,
     /// Values of the statement's placeholders.
     pub params: Option<ParamValues>,
-}
-
-/// What a statement reads of one product, as its audit record tells it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ProductAccess {
-    /// `domain.product`.
-    pub product: String,
-    /// Columns read from storage, including those the row filter needs.
-    pub columns: Vec<String>,
-    /// Masks applied to columns read: column and mask expression.
-    pub masks: Vec<(String, String)>,
-    /// The row filter applied, if any.
-    pub row_filter: Option<String>,
 }
 
 /// A statement planned for execution.
@@ -506,7 +319,7 @@ impl Session {
     }
 
     /// The schema of a product's data as stored (see
-    /// [`ProductTable::storage_schema`](crate::catalog)), for the checks.
+    /// [`ProductTable::storage_schema`](crate::mesh::catalog)), for the checks.
     pub(crate) async fn storage_schema(
         &self,
         contract: &Contract,
@@ -550,8 +363,14 @@ impl Session {
     /// `Utf8View`. [`Session::execute`], [`Session::collect`] and
     /// [`Query::execute`] deliver them as `Utf8`, the contract's type.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let depth = limits::check_statement(sql)?;
+        limits::planning(depth, self.sql_unchecked(sql)).await
+    }
+
+    /// [`Session::sql`] for a statement whose limits were checked.
+    async fn sql_unchecked(&self, sql: &str) -> Result<DataFrame> {
         let sql = &*crate::governance::functions::normalize_niladic(sql);
-        let sql = &*crate::iceberg::rewrite_time_travel(sql).map_err(Error::Sql)?;
+        let sql = &*crate::storage::iceberg::rewrite_time_travel(sql).map_err(Error::Sql)?;
         // Parsed once: the guard and the planner see the same statement.
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
@@ -560,10 +379,12 @@ impl Session {
             .map_err(|e| self.explain(sql, e))?;
         check_statement(&statement)?;
         number_placeholders(&mut statement);
+        name_recursive_columns(&mut statement);
         let plan = state
             .statement_to_plan(statement)
             .await
             .map_err(|e| self.explain(sql, e))?;
+        let plan = governed_explain(plan);
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -575,8 +396,9 @@ impl Session {
 
     /// Runs a statement and streams its results batch by batch.
     pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream> {
-        let df = self.sql(sql).await?;
-        df.execute_stream()
+        let depth = limits::check_statement(sql)?;
+        let df = limits::planning(depth, self.sql_unchecked(sql)).await?;
+        limits::planning(depth, df.execute_stream())
             .await
             .map(delivered)
             .map_err(|e| self.explain(sql, e))
@@ -645,7 +467,13 @@ impl Session {
     /// Plans a statement down to an executable plan, with parameter values
     /// bound and per-query limits applied, and says what it will read.
     pub async fn plan(&self, sql: &str, options: &QueryOptions) -> Result<Query> {
-        let mut df = self.sql(sql).await?;
+        let depth = limits::check_statement(sql)?;
+        limits::planning(depth, self.plan_unchecked(sql, options)).await
+    }
+
+    async fn plan_unchecked(&self, sql: &str, options: &QueryOptions) -> Result<Query> {
+        // The statement's limits were checked by `plan`.
+        let mut df = self.sql_unchecked(sql).await?;
         if let Some(params) = &options.params {
             df = df
                 .with_param_values(params.clone())
@@ -657,9 +485,23 @@ impl Session {
             let top = std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN);
             runtime.memory_pool =
                 Arc::new(TrackConsumersPool::new(GreedyMemoryPool::new(limit), top));
+            // What functions may build is bounded by the same limit. (Set
+            // before the state is built: its functions read the options the
+            // state had when it was built.)
+            let mut config = state.config().clone();
+            if let Some(limits) = config
+                .options_mut()
+                .extensions
+                .get_mut::<limits::QueryLimits>()
+            {
+                limits.max_value_bytes = limit as u64;
+            }
             state = SessionStateBuilder::new_from_existing(state)
+                .with_config(config)
                 .with_runtime_env(Arc::new(runtime))
                 .build();
+            // Physical expressions take the options of the execution's start.
+            state.mark_start_execution();
         }
         let optimized = state.optimize(&plan).map_err(|e| self.explain(sql, e))?;
         let physical = state
@@ -667,8 +509,9 @@ impl Session {
             .create_physical_plan(&optimized, &state)
             .await
             .map_err(|e| self.explain(sql, e))?;
+        let physical = limits::yielding(physical).map_err(|e| self.explain(sql, e))?;
         Ok(Query {
-            schema: crate::types::delivered_schema(&physical.schema()),
+            schema: crate::types::result_schema(&physical.schema()),
             access: self.access(&optimized),
             plan: physical,
             task: state.task_ctx(),
@@ -681,7 +524,7 @@ impl Session {
     /// not).
     pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, Vec<arrow::datatypes::Field>)> {
         let df = self.sql(sql).await?;
-        let schema = crate::types::delivered_schema(df.schema().as_arrow());
+        let schema = crate::types::result_schema(df.schema().as_arrow());
         let fields = df
             .logical_plan()
             .get_parameter_fields()
@@ -906,82 +749,30 @@ fn find_word(sql: &str, word: &str) -> Option<(usize, usize)> {
     None
 }
 
-/// Table functions that make rows rather than read them.
-const TABLE_FUNCTIONS: &[&str] = &["generate_series", "range"];
-
-/// Finds what in a query would reach data other than through a contract: a
-/// file path in `FROM` or a table function that reads.
-struct SourceGuard;
-
-impl Visitor for SourceGuard {
-    type Break = String;
-
-    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
-        match factor {
-            TableFactor::Table {
-                name,
-                args: Some(_),
-                ..
-            } => {
-                let function = name.to_string().to_lowercase();
-                if !TABLE_FUNCTIONS.contains(&function.as_str()) {
-                    return ControlFlow::Break(format!("the table function {function}"));
-                }
-            }
-            TableFactor::Table { name, .. } => {
-                let path = name.0.iter().filter_map(|p| p.as_ident()).any(|i| {
-                    i.quote_style == Some('\'')
-                        || i.value.contains('/')
-                        || i.value.contains('\\')
-                        || i.value.contains("://")
-                });
-                if path {
-                    return ControlFlow::Break(format!("reading {name} directly"));
-                }
-            }
-            TableFactor::TableFunction { .. } | TableFactor::Function { .. } => {
-                return ControlFlow::Break("a table function".to_string());
-            }
-            _ => {}
+/// An `EXPLAIN` or `EXPLAIN ANALYZE` of a statement that reads a product on
+/// which the principal is restricted shows nothing below the policy
+/// boundaries (see `governance::explain`); any other plan is unchanged.
+fn governed_explain(plan: LogicalPlan) -> LogicalPlan {
+    use crate::governance::explain;
+    match plan {
+        LogicalPlan::Explain(e) if explain::reads_restricted(&e.plan) => explain::governed_explain(
+            Arc::unwrap_or_clone(e.plan),
+            false,
+            e.verbose,
+            e.explain_format,
+            e.schema,
+        ),
+        LogicalPlan::Analyze(a) if explain::reads_restricted(&a.input) => {
+            explain::governed_explain(
+                Arc::unwrap_or_clone(a.input),
+                true,
+                a.verbose,
+                datafusion::common::format::ExplainFormat::Indent,
+                a.schema,
+            )
         }
-        ControlFlow::Continue(())
+        other => other,
     }
-}
-
-/// meshql is read-only: only queries, EXPLAIN, SHOW and DESCRIBE run.
-#[cfg(test)]
-fn guard(sql: &str) -> Result<()> {
-    use datafusion::sql::parser::DFParser;
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    let statements = match DFParser::parse_sql_with_dialect(sql, &GenericDialect {}) {
-        Ok(s) => s,
-        // Let the planner report syntax errors with their position.
-        Err(_) => return Ok(()),
-    };
-    for statement in &statements {
-        check_statement(statement)?;
-    }
-    Ok(())
-}
-
-/// Drivers write parameters as `?` (ODBC, JDBC, ADBC); the planner binds
-/// `$1`, `$2`, ...: the n-th `?` in the text becomes `$n`.
-fn number_placeholders(statement: &mut DfStatement) {
-    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
-    let DfStatement::Statement(s) = statement else {
-        return;
-    };
-    let mut n = 0;
-    let _ = visit_expressions_mut(s.as_mut(), |expr| {
-        if let Expr::Value(v) = expr
-            && let Value::Placeholder(p) = &mut v.value
-            && p == "?"
-        {
-            n += 1;
-            *p = format!("${n}");
-        }
-        ControlFlow::<()>::Continue(())
-    });
 }
 
 /// Casts the batches a statement returns from the types queries compute in
@@ -990,18 +781,13 @@ fn number_placeholders(statement: &mut DfStatement) {
 /// types. Done on the final stream, batch by batch in order, so only the
 /// result rows pay for it and a sorted result stays sorted. (A projection
 /// at the top of the plan would do the same, but DataFusion spreads such a
-/// projection over partitions and an ORDER BY is then lost.)
+/// projection over partitions and an ORDER BY is then lost.) The batches
+/// come in [`result_schema`](crate::types::result_schema), the schema
+/// `describe` announces.
 fn delivered(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
     use futures::StreamExt;
     let from = stream.schema();
-    if !from
-        .fields()
-        .iter()
-        .any(|f| crate::types::delivered_type(f.data_type()).is_some())
-    {
-        return stream;
-    }
-    let to = crate::types::delivered_schema(&from);
+    let to = crate::types::result_schema(&from);
     let schema = Arc::clone(&to);
     let batches = stream.map(move |batch| {
         let batch = batch?;
@@ -1017,51 +803,18 @@ fn delivered(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
                 }
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(Arc::clone(&to), columns)?)
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&to),
+            columns,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?)
     });
     Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
 
-fn check_statement(statement: &DfStatement) -> Result<()> {
-    let denied = |what: &str| {
-        Err(Error::PermissionDenied(format!(
-            "{what} is not allowed: meshql is a read-only engine and reaches data only through its contracts"
-        )))
-    };
-    match statement {
-        DfStatement::Statement(s) if let ControlFlow::Break(what) = s.visit(&mut SourceGuard) => {
-            denied(&what)
-        }
-        DfStatement::Statement(s) => match s.as_ref() {
-            Statement::Query(_)
-            | Statement::ShowTables { .. }
-            | Statement::ShowColumns { .. }
-            | Statement::ShowSchemas { .. }
-            | Statement::ShowVariable { .. }
-            | Statement::ExplainTable { .. } => Ok(()),
-            Statement::Explain { statement, .. } => {
-                check_statement(&DfStatement::Statement(statement.clone()))
-            }
-            other => {
-                let text = other.to_string();
-                let verb: String = text
-                    .split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .to_uppercase();
-                denied(&verb)
-            }
-        },
-        DfStatement::Explain(e) => check_statement(&e.statement),
-        DfStatement::CreateExternalTable(_) => denied("CREATE EXTERNAL TABLE"),
-        DfStatement::CopyTo(_) => denied("COPY"),
-        DfStatement::Reset(_) => denied("RESET"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::guard::guard;
     use super::*;
 
     #[test]

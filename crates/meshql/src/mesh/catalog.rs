@@ -21,14 +21,10 @@ use meshql_manifest::{Contract, Server, Storage};
 use tokio::sync::OnceCell;
 
 use crate::error::Error;
-use crate::governance::rewrite::GovernedTable;
-use crate::governance::{ColumnDecision, ProductPolicy};
-use crate::iceberg::{IcebergSource, ScanError, TimeTravel};
+use crate::governance::rewrite::{GovernedTable, RawProduct};
+use crate::storage::iceberg::{IcebergSource, ScanError, TimeTravel};
 use crate::storage::product_url;
 use crate::types::{check_data_schema, contract_schema};
-
-/// Name of the catalog that holds the mesh's domains.
-pub const CATALOG_NAME: &str = "mesh";
 
 /// One data product: its contract, the schema the contract declares, and
 /// the storage behind it, opened on first use.
@@ -125,7 +121,7 @@ impl ProductTable {
                 let table = source.load().await?;
                 let schema =
                     iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
-                        .map_err(|e| crate::iceberg::iceberg_message(&e))?;
+                        .map_err(|e| crate::storage::iceberg::iceberg_message(&e))?;
                 Ok(Arc::new(schema))
             }
             Source::Files { url, .. } => Ok(files(state, url).await?.2),
@@ -133,14 +129,12 @@ impl ProductTable {
     }
 
     /// A metadata table of the product (`snapshots`, `history`,
-    /// `manifests`, `files`) for a principal with `policy`. They describe
-    /// every row, so a principal whose reading is filtered by row may not
-    /// see them; `$files` shows partition values only to principals who
-    /// see every column unmasked.
-    pub(crate) async fn metadata_table(
+    /// `manifests`, `files`); see [`RawProduct::metadata_table`].
+    async fn metadata_table_of(
         &self,
-        policy: &ProductPolicy,
         kind: &str,
+        filtered_by_row: bool,
+        partitions: bool,
     ) -> DfResult<Arc<dyn TableProvider>> {
         let product = self.contract.qualified_name();
         let Source::Iceberg(source, _) = &self.source else {
@@ -148,19 +142,15 @@ impl ProductTable {
                 "{product} is stored as Parquet files: metadata tables (${kind}) belong to Iceberg products"
             )));
         };
-        if policy.row_filter.is_some() {
+        if filtered_by_row {
             return Err(DataFusionError::External(Box::new(
                 Error::PermissionDenied(format!(
                     "the metadata tables of {product} describe all of its rows, and your reading of it is filtered by row"
                 )),
             )));
         }
-        let partitions = policy
-            .columns
-            .iter()
-            .all(|c| matches!(c.action, ColumnDecision::Allow));
         let table = source.load().await.map_err(|m| self.fail(m))?;
-        let batch = crate::iceberg::metadata_table(&table, kind, partitions)
+        let batch = crate::storage::iceberg::metadata_table(&table, kind, partitions)
             .await
             .map_err(|m| self.fail(m))?;
         let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -195,7 +185,7 @@ impl ProductTable {
 
     /// The product as of a past version, for `FOR VERSION AS OF` and
     /// `FOR TIMESTAMP AS OF`: only Iceberg products have versions.
-    pub(crate) fn at(&self, version: TimeTravel) -> Result<ProductTable, String> {
+    fn at_version(&self, version: TimeTravel) -> Result<ProductTable, String> {
         match &self.source {
             Source::Iceberg(source, _) => Ok(ProductTable {
                 contract: Arc::clone(&self.contract),
@@ -264,6 +254,24 @@ async fn files(
 }
 
 #[async_trait]
+impl RawProduct for ProductTable {
+    async fn metadata_table(
+        &self,
+        kind: &str,
+        filtered_by_row: bool,
+        partitions: bool,
+    ) -> DfResult<Arc<dyn TableProvider>> {
+        self.metadata_table_of(kind, filtered_by_row, partitions)
+            .await
+    }
+
+    fn at(&self, version: TimeTravel) -> Result<Arc<dyn RawProduct>, String> {
+        self.at_version(version)
+            .map(|t| Arc::new(t) as Arc<dyn RawProduct>)
+    }
+}
+
+#[async_trait]
 impl TableProvider for ProductTable {
     fn as_any(&self) -> &dyn Any {
         self
@@ -302,7 +310,7 @@ impl TableProvider for ProductTable {
                 let table = source.load().await.map_err(|m| self.fail(m))?;
                 let version = version.as_ref();
                 let name = self.contract.qualified_name();
-                crate::iceberg::scan(
+                crate::storage::iceberg::scan(
                     &name,
                     table,
                     version,
@@ -356,11 +364,7 @@ impl SchemaProvider for DomainSchema {
             let Some(product) = governed(base) else {
                 return Ok(None);
             };
-            return product
-                .raw
-                .metadata_table(&product.policy, kind)
-                .await
-                .map(Some);
+            return product.metadata_table(kind).await.map(Some);
         }
         // `orders@v42`: a product at a past version, governed as it is now.
         let Some((product, version)) = TimeTravel::parse_table_name(name)
@@ -368,11 +372,8 @@ impl SchemaProvider for DomainSchema {
         else {
             return Ok(None);
         };
-        let raw = product.raw.at(version).map_err(DataFusionError::Plan)?;
-        Ok(Some(Arc::new(GovernedTable::new(
-            Arc::new(raw),
-            Arc::clone(&product.policy),
-        ))))
+        let past = product.at(version).map_err(DataFusionError::Plan)?;
+        Ok(Some(Arc::new(past)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
