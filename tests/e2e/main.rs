@@ -3,6 +3,7 @@
 
 mod catalog;
 mod check;
+mod cluster;
 mod flight;
 mod governance;
 mod hardening;

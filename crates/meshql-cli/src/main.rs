@@ -84,8 +84,25 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<PathBuf>,
 
+    #[command(flatten)]
+    cluster: ClusterArgs,
+
     #[command(subcommand)]
     sub: Option<Sub>,
+}
+
+/// Where the workers are that queries are spread over.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct ClusterArgs {
+    /// Spread queries over these workers (`meshql worker`), HOST:PORT,...
+    /// [default: `cluster.workers` of mesh.yaml; MESHQL_WORKERS overrides it]
+    #[arg(long, value_name = "HOST:PORT,...", global = true)]
+    workers: Option<String>,
+    /// Queries whose scans read fewer bytes than this run in-process
+    /// [default: `cluster.distributeAboveBytes` of mesh.yaml, else 134217728]; 0
+    /// sends every query to the workers.
+    #[arg(long, value_name = "BYTES", global = true)]
+    distribute_above: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +152,15 @@ enum Sub {
     },
     /// Serve the mesh over Arrow Flight SQL to BI tools, drivers and remote shells.
     Serve(ServeArgs),
+    /// Run plan fragments for coordinators (`meshql serve` or the shell
+    /// with --workers). Calls must carry the cluster token derived from
+    /// MESHQL_CLUSTER_SECRET (or MESHQL_CLUSTER_SECRET_FILE), which is
+    /// required on any address but loopback.
+    Worker {
+        /// HOST:PORT to listen on.
+        #[arg(long, default_value = "127.0.0.1:32020", env = "MESHQL_WORKER_ADDR")]
+        addr: String,
+    },
     /// Local principals.
     User {
         #[command(subcommand)]
@@ -305,7 +331,8 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Sub::Policy {
             cmd: PolicyCmd::Explain { product },
         }) => return policy::explain(&mesh_dir, cli.user.as_deref(), product),
-        Some(Sub::Serve(args)) => return serve::serve(&mesh_dir, args, runtime),
+        Some(Sub::Serve(args)) => return serve::serve(&mesh_dir, args, &cli.cluster, runtime),
+        Some(Sub::Worker { addr }) => return serve::worker(&mesh_dir, addr, runtime),
         Some(Sub::Products { .. }) | None => {}
     }
 
@@ -339,6 +366,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         }
         None => {
             let mesh = open_mesh(&mesh_dir)?;
+            use_cluster(&mesh, &cli.cluster)?;
             let principal = principal(&mesh, cli.user.as_deref())?;
             let audit = match &mesh.catalog().mesh.audit {
                 Some(path) => Some(std::sync::Arc::new(meshql::audit::AuditLog::open(path)?)),
@@ -436,6 +464,20 @@ fn open_mesh(mesh_dir: &Path) -> anyhow::Result<Mesh> {
         eprintln!("warning: {p}");
     }
     Ok(mesh)
+}
+
+/// Spreads the mesh's queries over its workers, if it has any.
+fn use_cluster(mesh: &Mesh, args: &ClusterArgs) -> anyhow::Result<()> {
+    let cluster = meshql::cluster::from_config(
+        &mesh.catalog().mesh.cluster,
+        args.workers.as_deref(),
+        args.distribute_above,
+    )?;
+    if let Some(c) = &cluster {
+        tracing::info!(workers = ?c.workers(), distribute_above = c.distribute_above, "queries are spread over workers");
+    }
+    mesh.set_cluster(cluster);
+    Ok(())
 }
 
 /// Runs items in order, stopping at the first error (exit code 1).

@@ -7,18 +7,12 @@ use super::*;
 pub(crate) fn serve(
     mesh_dir: &Path,
     args: &ServeArgs,
+    cluster: &ClusterArgs,
     runtime: tokio::runtime::Runtime,
 ) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESHQL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // A log file or a pipe gets plain text; colours only on a terminal.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_log();
     let mesh = open_mesh(mesh_dir)?;
+    use_cluster(&mesh, cluster)?;
     let configured = mesh.catalog().mesh.server.addr.clone();
     let (text, from) = match (&args.addr, &configured) {
         (Some(a), _) => (a.clone(), "--addr".to_string()),
@@ -112,4 +106,38 @@ pub(crate) async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// `meshql worker`: runs plan fragments for coordinators until SIGINT or
+/// SIGTERM.
+pub(crate) fn worker(
+    mesh_dir: &Path,
+    addr: &str,
+    runtime: tokio::runtime::Runtime,
+) -> anyhow::Result<ExitCode> {
+    init_log();
+    let mesh = open_mesh(mesh_dir)?;
+    let addr = meshql_server::parse_addr(addr, "--addr").map_err(anyhow::Error::msg)?;
+    let options = meshql::cluster::WorkerOptions {
+        secret: meshql::cluster::cluster_secret()?,
+    };
+    runtime.block_on(async {
+        mesh.connect_catalogs().await;
+        meshql::cluster::serve_worker(mesh, addr, options, shutdown_signal()).await
+    })?;
+    runtime.shutdown_background();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to standard error, as `MESHQL_LOG` filters them (info by default).
+fn init_log() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHQL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        // A log file or a pipe gets plain text; colours only on a terminal.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }

@@ -32,3 +32,12 @@ pub use yaml::Pos;
 
 #[cfg(test)]
 mod tests;
+
+/// `HOST:PORT` split into its parts, for worker addresses: a host name or
+/// an IP address (IPv6 in brackets) and a port number.
+pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (!host.is_empty() && !host.contains(['/', ' '])).then_some((host, port))
+}

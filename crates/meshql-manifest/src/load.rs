@@ -362,6 +362,7 @@ const MESH_KEYS: &[&str] = &[
     "demo",
     "governance",
     "server",
+    "cluster",
     "audit",
     "check",
 ];
@@ -505,6 +506,10 @@ fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig>
         .get("server")
         .and_then(|n| decode_serve(ctx, n, dir))
         .unwrap_or_default();
+    let cluster = f
+        .get("cluster")
+        .and_then(|n| decode_cluster(ctx, n))
+        .unwrap_or_default();
     let audit = f.get("audit").and_then(|n| {
         let a = ctx.fields(n, "`audit`", &["path"])?;
         let (path, _) = a.req_string(ctx, "path")?;
@@ -520,6 +525,7 @@ fn decode_mesh(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<MeshConfig>
         file: ctx.file.to_path_buf(),
         governance,
         server,
+        cluster,
         audit,
         name: name?,
         description,
@@ -656,6 +662,38 @@ fn decode_catalog(
 fn resolve(dir: &Path, path: &str) -> PathBuf {
     let p = PathBuf::from(path);
     if p.is_absolute() { p } else { dir.join(p) }
+}
+
+fn decode_cluster(ctx: &mut Ctx<'_>, node: &Node) -> Option<ClusterConfig> {
+    let f = ctx.fields(node, "`cluster`", &["workers", "distributeAboveBytes"])?;
+    let workers = f
+        .get("workers")
+        .map(|n| {
+            let list = ctx.string_list(n, "`cluster.workers`");
+            for w in &list {
+                if crate::split_host_port(w).is_none() {
+                    ctx.err(
+                        n.pos,
+                        format!("`cluster.workers`: `{w}` is not HOST:PORT"),
+                    );
+                }
+            }
+            list
+        })
+        .unwrap_or_default();
+    let distribute_above_bytes = f.get("distributeAboveBytes").and_then(|n| {
+        match ctx.integer(n, "`cluster.distributeAboveBytes`")? {
+            v if v >= 0 => Some(v as u64),
+            _ => {
+                ctx.err(n.pos, "`cluster.distributeAboveBytes` must be 0 or more");
+                None
+            }
+        }
+    });
+    Some(ClusterConfig {
+        workers,
+        distribute_above_bytes,
+    })
 }
 
 fn decode_serve(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<ServerConfig> {

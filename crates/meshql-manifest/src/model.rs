@@ -21,11 +21,24 @@ pub struct MeshConfig {
     pub governance: GovernanceConfig,
     /// Settings of `meshql serve`; flags override them.
     pub server: ServerConfig,
+    /// Worker processes that queries are spread over (`cluster:`).
+    pub cluster: ClusterConfig,
     /// The append-only JSON-lines audit log, if statements are audited.
     pub audit: Option<PathBuf>,
     /// Where `meshql check` keeps the last results of its data checks,
     /// which `meshql.quality` shows.
     pub check_results: Option<PathBuf>,
+}
+
+/// Where a coordinator's workers are (`cluster:` in `mesh.yaml`); the
+/// `--workers` and `--distribute-above` flags and `MESHQL_WORKERS`
+/// override it.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ClusterConfig {
+    /// `HOST:PORT` of each worker.
+    pub workers: Vec<String>,
+    /// Queries whose scans read fewer bytes than this run in-process.
+    pub distribute_above_bytes: Option<u64>,
 }
 
 /// Settings of the Flight SQL server (`server:` in `mesh.yaml`).

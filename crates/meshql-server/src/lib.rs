@@ -12,7 +12,7 @@ mod executor;
 mod jwt;
 mod metadata;
 mod service;
-mod status;
+pub mod status;
 
 pub use auth::Signer;
 pub use jwt::JwtVerifier;

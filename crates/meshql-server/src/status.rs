@@ -18,6 +18,10 @@ pub fn to_status(e: &Error, query_id: &str) -> Status {
         Error::ResourcesExhausted(m) => Status::resource_exhausted(m.clone()),
         Error::Cancelled => Status::cancelled("the query was cancelled"),
         Error::Product { .. } => Status::unavailable(e.to_string()),
+        Error::Unavailable(m) => Status::unavailable(m.clone()),
+        Error::Execution(df) if meshql::cluster::unavailable_worker(&df.to_string()).is_some() => {
+            Status::unavailable(meshql::cluster::unavailable_worker(&df.to_string()).unwrap_or_default())
+        }
         Error::Execution(df) => match df.find_root() {
             datafusion::error::DataFusionError::Internal(_)
             | datafusion::error::DataFusionError::ExecutionJoin(_)

@@ -53,6 +53,7 @@ impl Outcome {
             Error::PermissionDenied(m) => ("permission_denied", Some(m.clone())),
             Error::ResourcesExhausted(m) => ("resources_exhausted", Some(m.clone())),
             Error::Product { product, .. } => ("product", Some(format!("data product {product}"))),
+            Error::Unavailable(m) => ("unavailable", Some(m.clone())),
             Error::Cancelled => return Outcome::Cancelled,
             Error::Manifest(_) | Error::Io { .. } | Error::Execution(_) => ("execution", None),
         };

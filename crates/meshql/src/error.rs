@@ -19,6 +19,9 @@ pub enum Error {
     /// The query needed more than its limits allow (memory, rows, time).
     #[error("resources exhausted: {0}")]
     ResourcesExhausted(String),
+    /// A worker the query's stages ran on could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
     /// The query was cancelled.
     #[error("query cancelled")]
     Cancelled,

@@ -24,6 +24,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod cluster;
 pub mod demo;
 mod error;
 pub mod governance;

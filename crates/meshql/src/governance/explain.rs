@@ -319,7 +319,9 @@ fn metrics_text(plan: &dyn ExecutionPlan, full: bool, depth: usize, out: &mut St
         line.trim_end(),
         width = depth * 2
     ));
-    if plan.as_any().is::<PolicyBoundaryExec>() {
+    // By name: a distributed plan's metrics come on wrappers of the
+    // operators they were taken from.
+    if plan.name() == "MeshPolicyExec" {
         return;
     }
     for child in plan.children() {
@@ -329,7 +331,7 @@ fn metrics_text(plan: &dyn ExecutionPlan, full: bool, depth: usize, out: &mut St
 
 /// The physical side of [`GovernedExplain`].
 #[derive(Debug)]
-struct GovernedExplainExec {
+pub(crate) struct GovernedExplainExec {
     input: Arc<dyn ExecutionPlan>,
     /// The logical plan as shown: rows of plan type and text.
     logical: Vec<(String, String)>,
@@ -427,6 +429,11 @@ impl ExecutionPlan for GovernedExplainExec {
                     while let Some(batch) = stream.next().await {
                         count += batch?.num_rows();
                     }
+                    // The metrics of stages that ran on workers, in place.
+                    let input = datafusion_distributed::rewrite_distributed_plan_with_metrics(
+                        input,
+                        datafusion_distributed::DistributedMetricsFormat::Aggregated,
+                    )?;
                     let mut text = String::new();
                     metrics_text(input.as_ref(), false, 0, &mut text);
                     let mut rows = vec![("Plan with Metrics".to_string(), text)];

@@ -590,16 +590,77 @@ fn principal_functions(p: &Principal) -> Vec<PrincipalFunction> {
 /// The keyed functions are not among them: in a user's SQL a call to one
 /// is a call to a function that does not exist.
 pub(crate) fn register(ctx: &SessionContext, principal: &Principal) {
-    let any = |n| Signature::any(n, Volatility::Immutable);
-    ctx.register_udf(ScalarUDF::from(MaskEmail::new()));
-    ctx.register_udf(ScalarUDF::from(MaskCard::new()));
-    ctx.register_udf(ScalarUDF::from(Redact::new()));
-    ctx.register_udf(ScalarUDF::from(MaskPartial { signature: any(4) }));
-    ctx.register_udf(ScalarUDF::from(Nullify { signature: any(1) }));
-    ctx.register_udf(ScalarUDF::from(TruncateDate { signature: any(2) }));
-    ctx.register_udf(ScalarUDF::from(RoundTo { signature: any(2) }));
+    for f in masks() {
+        ctx.register_udf(f);
+    }
     for f in principal_functions(principal) {
         ctx.register_udf(ScalarUDF::from(f));
+    }
+}
+
+/// The mask functions, which depend on nothing but their arguments.
+fn masks() -> Vec<ScalarUDF> {
+    let any = |n| Signature::any(n, Volatility::Immutable);
+    vec![
+        ScalarUDF::from(MaskEmail::new()),
+        ScalarUDF::from(MaskCard::new()),
+        ScalarUDF::from(Redact::new()),
+        ScalarUDF::from(MaskPartial { signature: any(4) }),
+        ScalarUDF::from(Nullify { signature: any(1) }),
+        ScalarUDF::from(TruncateDate { signature: any(2) }),
+        ScalarUDF::from(RoundTo { signature: any(2) }),
+    ]
+}
+
+/// How a meshql function travels in a plan fragment sent to a worker:
+/// a mask by its name, `hash_pseudonym` with its key and a principal
+/// function with the principal's values it answers from. The bytes go to
+/// workers only, never to a log. `false` for any other function (the
+/// worker has DataFusion's own).
+pub(crate) fn encode_udf(udf: &ScalarUDF, buf: &mut Vec<u8>) -> bool {
+    let inner = udf.inner().as_any();
+    if let Some(f) = inner.downcast_ref::<HashPseudonym>() {
+        buf.push(b'k');
+        if let Some(key) = &f.key {
+            buf.extend_from_slice(key);
+        }
+        return true;
+    }
+    if let Some(f) = inner.downcast_ref::<PrincipalFunction>() {
+        buf.push(b'p');
+        let value = (&f.user, &f.roles, &f.attributes);
+        return serde_json::to_writer(buf, &value).is_ok();
+    }
+    if masks().iter().any(|m| m.name() == udf.name()) {
+        buf.push(b'm');
+        return true;
+    }
+    false
+}
+
+/// The function [`encode_udf`] encoded, on a worker.
+pub(crate) fn decode_udf(name: &str, buf: &[u8]) -> Option<ScalarUDF> {
+    match buf.split_first()? {
+        (b'k', key) => Some(ScalarUDF::from(HashPseudonym {
+            signature: Signature::any(1, Volatility::Immutable),
+            key: (!key.is_empty()).then(|| key.to_vec()),
+        })),
+        (b'p', json) => {
+            let (user, roles, attributes): (String, Vec<String>, BTreeMap<String, String>) =
+                serde_json::from_slice(json).ok()?;
+            let principal = Principal {
+                user,
+                roles,
+                groups: Vec::new(),
+                attributes,
+            };
+            principal_functions(&principal)
+                .into_iter()
+                .find(|f| f.name == name)
+                .map(ScalarUDF::from)
+        }
+        (b'm', _) => masks().into_iter().find(|m| m.name() == name),
+        _ => None,
     }
 }
 

@@ -428,7 +428,7 @@ pub(crate) struct PolicyBoundaryExec {
 }
 
 impl PolicyBoundaryExec {
-    fn new(input: Arc<dyn ExecutionPlan>, product: String, filter: Option<String>) -> Self {
+    pub(crate) fn new(input: Arc<dyn ExecutionPlan>, product: String, filter: Option<String>) -> Self {
         let properties = Arc::clone(input.properties());
         Self {
             input,

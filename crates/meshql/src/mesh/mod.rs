@@ -42,6 +42,8 @@ pub(crate) struct MeshInner {
     pub(crate) secret: Option<Vec<u8>>,
     /// The Iceberg catalogs contracts name, connected on first use.
     pub(crate) catalogs: Vec<Arc<CatalogHandle>>,
+    /// The workers queries are spread over, if any.
+    pub(crate) cluster: std::sync::RwLock<Option<Arc<crate::cluster::Cluster>>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -133,6 +135,7 @@ impl Mesh {
                 runtime,
                 secret,
                 catalogs,
+                cluster: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -142,6 +145,19 @@ impl Mesh {
     /// server connects them on the runtime that serves calls, so that they
     /// answer however busy the query runtimes are. A catalog that cannot be
     /// reached is tried again by the first query that needs it.
+    /// Spreads the queries of sessions made from now on over `cluster`'s
+    /// workers (`None`: every query runs in-process).
+    pub fn set_cluster(&self, cluster: Option<crate::cluster::Cluster>) {
+        if let Ok(mut c) = self.inner.cluster.write() {
+            *c = cluster.map(Arc::new);
+        }
+    }
+
+    /// The cluster queries are spread over, if any.
+    pub fn cluster(&self) -> Option<Arc<crate::cluster::Cluster>> {
+        self.inner.cluster.read().ok().and_then(|c| c.clone())
+    }
+
     pub async fn connect_catalogs(&self) {
         for catalog in &self.inner.catalogs {
             // Its error is the first query's to report.

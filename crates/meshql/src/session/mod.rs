@@ -165,13 +165,16 @@ impl Mesh {
         );
         let mut rules = Analyzer::new().rules;
         rules.insert(0, Arc::new(rule));
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.inner.runtime))
             .with_default_features()
             .with_query_planner(Arc::new(MeshQueryPlanner))
-            .with_analyzer_rules(rules)
-            .build();
+            .with_analyzer_rules(rules);
+        if let Some(cluster) = self.cluster() {
+            builder = cluster.configure(builder);
+        }
+        let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
         crate::governance::functions::register(&ctx, &principal);
@@ -620,6 +623,9 @@ impl Session {
             return unknown_column(field, valid_fields, position);
         }
         let message = clean_datafusion_message(&e);
+        if let Some(m) = crate::cluster::unavailable_worker(&e.to_string()) {
+            return Error::Unavailable(m);
+        }
         if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
             return Error::ResourcesExhausted(message);
         }

@@ -10,6 +10,13 @@ pub(crate) mod scan;
 mod time_travel;
 
 pub(crate) use metadata::metadata_table;
+
+/// The bytes an Iceberg scan reads, if `plan` is one.
+pub(crate) fn scan_bytes(plan: &dyn ExecutionPlan) -> Option<u64> {
+    plan.as_any()
+        .downcast_ref::<IcebergScanExec>()
+        .map(IcebergScanExec::bytes)
+}
 pub(crate) use time_travel::{TimeTravel, rewrite_time_travel};
 
 use std::collections::HashMap;

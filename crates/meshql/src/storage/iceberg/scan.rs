@@ -222,6 +222,11 @@ impl IcebergScanExec {
         })
     }
 
+    /// The bytes of the files planned, across all partitions.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.shares.iter().map(|s| s.bytes).sum()
+    }
+
     /// The files planned, across all partitions.
     fn file_count(&self) -> usize {
         self.shares.iter().map(|s| s.files).sum()

@@ -1,0 +1,584 @@
+//! Scale-out: a coordinator's governed physical plans run across worker
+//! processes, on datafusion-distributed.
+//!
+//! The coordinator (`meshql serve` or the shell) plans every statement as
+//! it does in-process: the principal's policies are applied to the logical
+//! plan, and the physical plan holds the row filters and masks. Only then
+//! does [`Distribute`] cut the plan into stages, and workers receive plan
+//! fragments that already contain the policy. A worker knows no users and
+//! no policies; it opens the mesh's storage and runs what a trusted
+//! coordinator sends it. Trust is a cluster secret: every call carries a
+//! token derived from it ([`ClusterToken`]), and a worker refuses calls
+//! without it.
+//!
+//! Small queries stay local: a plan whose scans read fewer bytes than
+//! [`Cluster::distribute_above`] runs in-process, so a one-row lookup pays
+//! no network round trip per stage.
+
+mod codec;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_distributed::{
+    BoxCloneSyncChannel, ChannelResolver, DistributedExt, DistributedPhysicalOptimizerRule,
+    WorkerResolver, WorkerServiceClient, create_worker_client,
+};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+pub use codec::MeshCodec;
+pub use worker::{WorkerOptions, serve_worker};
+
+/// Queries whose scans read fewer bytes than this run in-process unless a
+/// mesh says otherwise: below it, a 2-core machine answers in well under a
+/// second, and the stages' round trips would cost more than they save.
+pub const DEFAULT_DISTRIBUTE_ABOVE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// The words every error about an unreachable worker starts with.
+const UNAVAILABLE: &str = "meshql worker ";
+
+/// Where a coordinator's workers are and when queries go to them.
+#[derive(Clone)]
+pub struct Cluster {
+    workers: Vec<Url>,
+    /// Queries whose scans read at least this many bytes are distributed.
+    pub distribute_above: u64,
+    token: Option<ClusterToken>,
+    channels: Channels,
+    down: Down,
+}
+
+/// Workers a call failed to reach, and when: the next queries are planned
+/// for the others, until [`RETRY_DOWN_AFTER`] has passed.
+#[derive(Clone, Default)]
+struct Down(Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>);
+
+/// How long a worker that could not be reached is left out of new queries.
+const RETRY_DOWN_AFTER: Duration = Duration::from_secs(10);
+
+impl Down {
+    fn mark(&self, worker: &str) {
+        if let Ok(mut d) = self.0.lock() {
+            d.insert(worker.to_string(), std::time::Instant::now());
+        }
+    }
+
+    fn is_down(&self, worker: &str) -> bool {
+        self.0.lock().is_ok_and(|mut d| match d.get(worker) {
+            Some(at) if at.elapsed() < RETRY_DOWN_AFTER => true,
+            Some(_) => {
+                d.remove(worker);
+                false
+            }
+            None => false,
+        })
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("workers", &self.workers())
+            .field("distribute_above", &self.distribute_above)
+            .field("secret", &self.token.is_some())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// A cluster of the workers at `workers` (`HOST:PORT` each), reached
+    /// with the cluster secret `secret` when there is one.
+    pub fn new(
+        workers: &[String],
+        distribute_above: Option<u64>,
+        secret: Option<&[u8]>,
+    ) -> Result<Cluster> {
+        let mut urls = Vec::new();
+        for w in workers {
+            let Some((host, port)) = meshql_manifest::split_host_port(w) else {
+                return Err(Error::Sql(format!("worker address `{w}` is not HOST:PORT")));
+            };
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_string()
+            };
+            let url = Url::parse(&format!("http://{host}:{port}"))
+                .map_err(|e| Error::Sql(format!("worker address `{w}`: {e}")))?;
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        let token = secret.map(ClusterToken::from_secret);
+        let down = Down::default();
+        Ok(Cluster {
+            channels: Channels::new(token.clone(), down.clone()),
+            down,
+            workers: urls,
+            distribute_above: distribute_above.unwrap_or(DEFAULT_DISTRIBUTE_ABOVE_BYTES),
+            token,
+        })
+    }
+
+    /// The workers, as `HOST:PORT`.
+    pub fn workers(&self) -> Vec<String> {
+        self.workers.iter().map(worker_name).collect()
+    }
+
+    /// A session state builder that plans distributed queries for these
+    /// workers.
+    pub(crate) fn configure(&self, builder: SessionStateBuilder) -> SessionStateBuilder {
+        builder
+            .with_distributed_worker_resolver(Workers {
+                all: self.workers.clone(),
+                down: self.down.clone(),
+            })
+            .with_distributed_channel_resolver(self.channels.clone())
+            .with_distributed_user_codec(MeshCodec)
+            .with_distributed_task_estimator(EveryWorker(self.workers.len()))
+            .with_physical_optimizer_rule(Arc::new(Distribute {
+                above: self.distribute_above,
+            }))
+    }
+}
+
+/// The cluster secret's proof: an HMAC of the secret, sent as a bearer
+/// token on every call to a worker (so the secret itself is never on the
+/// wire) and compared in constant time.
+#[derive(Clone)]
+pub(crate) struct ClusterToken(String);
+
+impl ClusterToken {
+    pub(crate) fn from_secret(secret: &[u8]) -> ClusterToken {
+        ClusterToken(hex(&token_mac(secret)))
+    }
+
+    fn header(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+
+    /// Whether an `authorization` header value carries this token.
+    pub(crate) fn accepts(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(token) = presented.strip_prefix("Bearer ") else {
+            return false;
+        };
+        token.len() == self.0.len() && bool::from(token.as_bytes().ct_eq(self.0.as_bytes()))
+    }
+}
+
+fn token_mac(secret: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
+        .expect("HMAC takes keys of any length");
+    mac.update(b"meshql cluster token v1");
+    mac.finalize().into_bytes().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The workers a query's tasks are spread over: those not found down
+/// lately, or all of them when every one was.
+#[derive(Clone)]
+struct Workers {
+    all: Vec<Url>,
+    down: Down,
+}
+
+impl WorkerResolver for Workers {
+    fn get_urls(&self) -> DfResult<Vec<Url>> {
+        if self.all.is_empty() {
+            return Err(DataFusionError::Execution(
+                "the cluster has no workers".into(),
+            ));
+        }
+        let up: Vec<Url> = self
+            .all
+            .iter()
+            .filter(|u| !self.down.is_down(&worker_name(u)))
+            .cloned()
+            .collect();
+        Ok(if up.is_empty() { self.all.clone() } else { up })
+    }
+}
+
+fn worker_name(url: &Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port().unwrap_or_default()
+    )
+}
+
+/// Channels to workers, one per worker, reused across queries; each call
+/// carries the cluster token, and a worker that cannot be reached fails
+/// the call with `Unavailable` naming it.
+#[derive(Clone)]
+struct Channels {
+    token: Option<ClusterToken>,
+    down: Down,
+    cache: Arc<std::sync::Mutex<std::collections::HashMap<Url, tonic::transport::Channel>>>,
+}
+
+impl Channels {
+    fn new(token: Option<ClusterToken>, down: Down) -> Channels {
+        Channels {
+            token,
+            down,
+            cache: Arc::default(),
+        }
+    }
+
+    fn channel(&self, url: &Url) -> DfResult<tonic::transport::Channel> {
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| DataFusionError::Internal("worker channels poisoned".into()))?;
+        if let Some(c) = cache.get(url) {
+            return Ok(c.clone());
+        }
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| DataFusionError::Configuration(format!("worker {url}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        cache.insert(url.clone(), channel.clone());
+        Ok(channel)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelResolver for Channels {
+    async fn get_worker_client_for_url(
+        &self,
+        url: &Url,
+    ) -> DfResult<WorkerServiceClient<BoxCloneSyncChannel>> {
+        let named = Named {
+            inner: self.channel(url)?,
+            worker: worker_name(url),
+            down: self.down.clone(),
+            authorization: self
+                .token
+                .as_ref()
+                .and_then(|t| http::HeaderValue::from_str(&t.header()).ok()),
+        };
+        Ok(create_worker_client(BoxCloneSyncChannel::new(named)))
+    }
+}
+
+/// A channel to one worker that adds the cluster token to each call and
+/// turns a transport failure into an `Unavailable` status naming the
+/// worker.
+#[derive(Clone)]
+struct Named {
+    inner: tonic::transport::Channel,
+    worker: String,
+    down: Down,
+    authorization: Option<http::HeaderValue>,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Named {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = std::result::Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(value) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value.clone());
+        }
+        let worker = self.worker.clone();
+        let down = self.down.clone();
+        let call = tower::Service::call(&mut self.inner, request);
+        Box::pin(async move {
+            match call.await {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    down.mark(&worker);
+                    let cause = std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_else(|| e.to_string());
+                    Ok(tonic::Status::unavailable(format!(
+                        "{UNAVAILABLE}{worker} is unavailable: {cause}"
+                    ))
+                    .into_http())
+                }
+            }
+        })
+    }
+}
+
+/// The message of an error about a worker that could not be reached, if
+/// `e` is one.
+pub fn unavailable_worker(message: &str) -> Option<String> {
+    let at = message.find(UNAVAILABLE)?;
+    let text = &message[at..];
+    let end = text.find('\n').unwrap_or(text.len());
+    Some(text[..end].trim_end_matches(['"', '\'', ')']).to_string())
+}
+
+/// The last physical optimizer rule of a coordinator's sessions: cuts a
+/// plan that reads at least `above` bytes into stages for the workers
+/// (datafusion-distributed's rule), and leaves a smaller one in-process.
+/// An `EXPLAIN ANALYZE` distributes what it analyzes.
+#[derive(Debug)]
+struct Distribute {
+    above: u64,
+}
+
+impl PhysicalOptimizerRule for Distribute {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        use datafusion::physical_plan::analyze::AnalyzeExec;
+        if let Some(analyze) = plan.as_any().downcast_ref::<AnalyzeExec>() {
+            let input = self.optimize(Arc::clone(analyze.input()), config)?;
+            if !is_distributed(&input) {
+                return Ok(plan);
+            }
+            return Ok(Arc::new(worker::DistributedAnalyzeExec::new(
+                input,
+                analyze.verbose(),
+                analyze.schema(),
+            )));
+        }
+        if plan
+            .as_any()
+            .is::<crate::governance::explain::GovernedExplainExec>()
+        {
+            let Some(input) = plan.children().first().map(|c| Arc::clone(c)) else {
+                return Ok(plan);
+            };
+            let input = self.optimize(input, config)?;
+            return plan.with_new_children(vec![input]);
+        }
+        if scanned_bytes(&plan) < self.above || !distributable(&plan) {
+            return Ok(plan);
+        }
+        DistributedPhysicalOptimizerRule.optimize(plan, config)
+    }
+
+    fn name(&self) -> &str {
+        "MeshDistribute"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Spreads a Parquet scan of a distributed query over every worker: the
+/// query passed the size threshold, so its scans are worth the spread. The
+/// files (or byte ranges) are dealt out to the tasks.
+struct EveryWorker(usize);
+
+impl datafusion_distributed::TaskEstimator for EveryWorker {
+    fn task_estimation(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        _cfg: &ConfigOptions,
+    ) -> Option<datafusion_distributed::TaskEstimation> {
+        let scan: &DataSourceExec = plan.as_any().downcast_ref()?;
+        scan.data_source().as_any().downcast_ref::<FileScanConfig>()?;
+        Some(datafusion_distributed::TaskEstimation {
+            task_count: datafusion_distributed::TaskCountAnnotation::Desired(self.0.max(1)),
+        })
+    }
+
+    fn scale_up_leaf_node(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        task_count: usize,
+        _cfg: &ConfigOptions,
+    ) -> Option<Arc<dyn ExecutionPlan>> {
+        if task_count == 1 {
+            return Some(Arc::clone(plan));
+        }
+        let scan: &DataSourceExec = plan.as_any().downcast_ref()?;
+        let files: &FileScanConfig = scan.data_source().as_any().downcast_ref()?;
+        let mut spread = files.clone();
+        spread.file_groups = files
+            .file_groups
+            .iter()
+            .flat_map(|g| g.clone().split_files(task_count))
+            .collect();
+        let plan = DataSourceExec::from_data_source(spread);
+        Some(Arc::new(datafusion_distributed::PartitionIsolatorExec::new(
+            plan, task_count,
+        )))
+    }
+}
+
+fn is_distributed(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.as_any().is::<datafusion_distributed::DistributedExec>()
+}
+
+/// The bytes a plan's scans read: the sizes of the files (or byte ranges)
+/// of its Parquet scans and of its Iceberg scans' files.
+fn scanned_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let mut total = 0u64;
+    let _ = plan.apply(|node| {
+        if let Some(scan) = node.as_any().downcast_ref::<DataSourceExec>()
+            && let Some(files) = scan.data_source().as_any().downcast_ref::<FileScanConfig>()
+        {
+            for group in &files.file_groups {
+                for file in group.iter() {
+                    total += match &file.range {
+                        Some(r) => (r.end - r.start).max(0) as u64,
+                        None => file.object_meta.size,
+                    };
+                }
+            }
+        } else if let Some(bytes) = crate::storage::iceberg::scan_bytes(node.as_ref()) {
+            total += bytes;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    total
+}
+
+/// Whether every operator of a plan can travel to a worker: meshql's
+/// discovery tables, computed from the coordinator's catalog, and Iceberg
+/// scans stay on the coordinator (see the README's limits).
+fn distributable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut ok = true;
+    let _ = plan.apply(|node| {
+        if crate::storage::iceberg::scan_bytes(node.as_ref()).is_some()
+            || node.name() == "IcebergContractSchema"
+            || (node.children().is_empty()
+                && !node.as_any().is::<DataSourceExec>()
+                && node.name() != "PlaceholderRowExec"
+                && node.name() != "EmptyExec")
+        {
+            ok = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    ok
+}
+
+/// The cluster a mesh's coordinator uses, from `mesh.yaml` with
+/// `MESHQL_WORKERS` and `MESHQL_CLUSTER_SECRET` (or
+/// `MESHQL_CLUSTER_SECRET_FILE`) over it; `None` without workers.
+pub fn from_config(
+    config: &meshql_manifest::ClusterConfig,
+    workers: Option<&str>,
+    distribute_above: Option<u64>,
+) -> Result<Option<Cluster>> {
+    let env_workers = std::env::var("MESHQL_WORKERS")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let list: Vec<String> = match workers.map(str::to_string).or(env_workers) {
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => config.workers.clone(),
+    };
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let secret = cluster_secret()?;
+    Cluster::new(
+        &list,
+        distribute_above.or(config.distribute_above_bytes),
+        secret.as_deref(),
+    )
+    .map(Some)
+}
+
+/// The cluster secret from `MESHQL_CLUSTER_SECRET`, or the file
+/// `MESHQL_CLUSTER_SECRET_FILE` names.
+pub fn cluster_secret() -> Result<Option<Vec<u8>>> {
+    if let Some(s) = std::env::var("MESHQL_CLUSTER_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(Some(s.into_bytes()));
+    }
+    match std::env::var("MESHQL_CLUSTER_SECRET_FILE")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+                context: format!("cannot read the cluster secret file {path}"),
+                source,
+            })?;
+            let secret = text.trim();
+            if secret.is_empty() {
+                return Err(Error::PermissionDenied(format!(
+                    "the cluster secret file {path} is empty"
+                )));
+            }
+            Ok(Some(secret.as_bytes().to_vec()))
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_accepts_its_own_secret_only() {
+        let token = ClusterToken::from_secret(b"s3cret");
+        assert!(token.accepts(&token.header()));
+        assert!(!token.accepts(&ClusterToken::from_secret(b"other").header()));
+        assert!(!token.accepts("Bearer "));
+        assert!(!token.accepts(&token.0));
+        // The secret itself is not the token.
+        assert!(!token.accepts("Bearer s3cret"));
+    }
+
+    #[test]
+    fn worker_addresses_become_urls() {
+        let c = Cluster::new(
+            &["127.0.0.1:7001".into(), "w2:7002".into(), "127.0.0.1:7001".into()],
+            None,
+            None,
+        )
+        .expect("valid");
+        assert_eq!(c.workers(), vec!["127.0.0.1:7001", "w2:7002"]);
+        assert_eq!(c.distribute_above, DEFAULT_DISTRIBUTE_ABOVE_BYTES);
+        assert!(Cluster::new(&["nohost".into()], None, None).is_err());
+    }
+
+    #[test]
+    fn unavailable_workers_are_named() {
+        let m = "External error: status: Unavailable, message: \"meshql worker 127.0.0.1:9 is unavailable: connection refused\", details";
+        assert_eq!(
+            unavailable_worker(m).as_deref(),
+            Some("meshql worker 127.0.0.1:9 is unavailable: connection refused")
+        );
+        assert_eq!(unavailable_worker("other"), None);
+    }
+}

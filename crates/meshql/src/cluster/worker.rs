@@ -1,0 +1,249 @@
+//! `meshql worker`: a process that runs plan fragments for its
+//! coordinators, and the coordinator's `EXPLAIN ANALYZE` of a distributed
+//! plan.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::SchemaRef;
+use datafusion::common::internal_err;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, execute_stream,
+};
+use datafusion_distributed::{
+    DistributedExt, DistributedMetricsFormat, Worker, WorkerQueryContext, WorkerSessionBuilder,
+};
+use futures::StreamExt;
+
+use super::{Channels, ClusterToken, MeshCodec};
+use crate::error::{Error, Result};
+use crate::mesh::Mesh;
+
+/// How a worker serves.
+#[derive(Debug, Default)]
+pub struct WorkerOptions {
+    /// The cluster secret coordinators prove they hold; required on any
+    /// address but loopback.
+    pub secret: Option<Vec<u8>>,
+}
+
+/// What a worker has done, for its log and its operators.
+#[derive(Default)]
+struct Counters {
+    sessions: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// Serves plan fragments on `addr` until `shutdown` completes. The mesh
+/// gives the worker its storage (object stores, Iceberg catalogs); its
+/// users and policies are not used: the fragments carry the policy.
+pub async fn serve_worker(
+    mesh: Mesh,
+    addr: SocketAddr,
+    options: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if options.secret.is_none() && !addr.ip().is_loopback() {
+        return Err(Error::PermissionDenied(format!(
+            "a worker on {addr} would run any plan sent to it; set MESHQL_CLUSTER_SECRET (or MESHQL_CLUSTER_SECRET_FILE) on the workers and their coordinators, or listen on 127.0.0.1"
+        )));
+    }
+    let token = options.secret.as_deref().map(ClusterToken::from_secret);
+    let counters = Arc::new(Counters::default());
+    let sessions = WorkerSessions {
+        channels: Channels::new(token.clone(), super::Down::default()),
+        counters: Arc::clone(&counters),
+    };
+    let worker = Worker::from_session_builder(sessions)
+        .with_runtime_env(Arc::clone(&mesh.inner.runtime))
+        .with_version(env!("CARGO_PKG_VERSION"));
+    let check = {
+        let counters = Arc::clone(&counters);
+        move |request: tonic::Request<()>| -> std::result::Result<tonic::Request<()>, tonic::Status> {
+            let Some(token) = &token else {
+                return Ok(request);
+            };
+            let presented = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if token.accepts(presented) {
+                Ok(request)
+            } else {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("refused a call without the cluster token");
+                Err(tonic::Status::permission_denied(
+                    "this meshql worker runs plans from its coordinators only, and the call does not carry the cluster's token",
+                ))
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("cannot listen on {addr}"),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| Error::Io {
+        context: format!("cannot listen on {addr}"),
+        source,
+    })?;
+    tracing::info!(addr = %bound, secret = options.secret.is_some(), "meshql worker listening");
+    // Tests and scripts wait for this line.
+    println!("meshql worker listening on {bound}");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(tonic::service::InterceptorLayer::new(check))
+        .add_service(worker.into_worker_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    tracing::info!(
+        tasks = counters.sessions.load(Ordering::Relaxed),
+        refused = counters.refused.load(Ordering::Relaxed),
+        "meshql worker stopped"
+    );
+    served.map_err(|e| Error::Io {
+        context: format!("worker on {bound}"),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// The session each task runs in: meshql's codec, and channels to other
+/// workers (a stage reads its input from the workers that ran the stage
+/// below) that carry the cluster token.
+struct WorkerSessions {
+    channels: Channels,
+    counters: Arc<Counters>,
+}
+
+#[async_trait::async_trait]
+impl WorkerSessionBuilder for WorkerSessions {
+    async fn build_session_state(&self, ctx: WorkerQueryContext) -> DfResult<SessionState> {
+        let n = self.counters.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(task = n, "meshql worker runs a task");
+        Ok(ctx
+            .builder
+            .with_distributed_user_codec(MeshCodec)
+            .with_distributed_channel_resolver(self.channels.clone())
+            .build())
+    }
+}
+
+/// `EXPLAIN ANALYZE` of a distributed plan: runs it, then shows each
+/// stage with the rows and time of its operators, summed over the tasks
+/// that ran them.
+#[derive(Debug)]
+pub(crate) struct DistributedAnalyzeExec {
+    input: Arc<dyn ExecutionPlan>,
+    verbose: bool,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl DistributedAnalyzeExec {
+    pub(crate) fn new(input: Arc<dyn ExecutionPlan>, verbose: bool, schema: SchemaRef) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            datafusion::physical_expr::EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self {
+            input,
+            verbose,
+            schema,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for DistributedAnalyzeExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DistributedAnalyzeExec")
+    }
+}
+
+impl ExecutionPlan for DistributedAnalyzeExec {
+    fn name(&self) -> &str {
+        "DistributedAnalyzeExec"
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(input) = children.pop() else {
+            return internal_err!("DistributedAnalyzeExec has one input");
+        };
+        Ok(Arc::new(Self::new(
+            input,
+            self.verbose,
+            Arc::clone(&self.schema),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("DistributedAnalyzeExec has one partition, not {partition}");
+        }
+        let input = Arc::clone(&self.input);
+        let schema = Arc::clone(&self.schema);
+        let verbose = self.verbose;
+        let out = Arc::clone(&schema);
+        let once = futures::stream::once(async move {
+            let started = std::time::Instant::now();
+            let mut stream = execute_stream(Arc::clone(&input), context)?;
+            let mut rows = 0usize;
+            while let Some(batch) = stream.next().await {
+                rows += batch?.num_rows();
+            }
+            let format = if verbose {
+                DistributedMetricsFormat::PerTask
+            } else {
+                DistributedMetricsFormat::Aggregated
+            };
+            let text = datafusion_distributed::explain_analyze(input, format)?;
+            let mut kinds = vec!["Plan with Metrics".to_string()];
+            let mut texts = vec![text];
+            if verbose {
+                kinds.push("Output Rows".into());
+                texts.push(rows.to_string());
+                kinds.push("Duration".into());
+                texts.push(format!("{:?}", started.elapsed()));
+            }
+            RecordBatch::try_new(
+                out,
+                vec![
+                    Arc::new(StringArray::from(kinds)),
+                    Arc::new(StringArray::from(texts)),
+                ],
+            )
+            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, once)))
+    }
+}

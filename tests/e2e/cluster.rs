@@ -1,0 +1,280 @@
+//! Scale-out: a coordinator and `meshql worker` processes on 127.0.0.1,
+//! started here as real processes and killed here.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use meshql::cluster::Cluster;
+use meshql::{Mesh, QueryOptions};
+
+use crate::util::*;
+
+const SECRET: &str = "cluster-secret-of-the-tests";
+
+/// A `meshql worker` process on an ephemeral port of 127.0.0.1.
+struct Worker {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Worker {
+    fn start(secret: Option<&str>) -> Worker {
+        demo_data();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("worker.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_meshql"));
+        command
+            .current_dir(root())
+            .args(["--mesh", "catalog", "worker", "--addr", "127.0.0.1:0"])
+            .env_remove("MESHQL_MESH")
+            .env_remove("MESHQL_WORKERS")
+            .env_remove("MESHQL_CLUSTER_SECRET_FILE")
+            .env("MESHQL_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        match secret {
+            Some(s) => command.env("MESHQL_CLUSTER_SECRET", s),
+            None => command.env_remove("MESHQL_CLUSTER_SECRET"),
+        };
+        let mut child = command.spawn().expect("starts meshql worker");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("reads");
+        let addr = line
+            .trim()
+            .strip_prefix("meshql worker listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "worker did not start: {line:?}; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Worker {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The tasks this worker's log says it ran.
+    fn tasks(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("meshql worker runs a task")
+            .count()
+    }
+}
+
+/// The demo mesh as a coordinator of `workers`, distributing every query.
+fn coordinator(workers: &[&Worker], secret: Option<&str>) -> Mesh {
+    let mesh = demo_mesh();
+    let addrs: Vec<String> = workers.iter().map(|w| w.addr.clone()).collect();
+    let cluster = Cluster::new(&addrs, Some(0), secret.map(str::as_bytes)).expect("cluster");
+    mesh.set_cluster(Some(cluster));
+    mesh
+}
+
+async fn plan_name(mesh: &Mesh, user: &str, sql: &str) -> String {
+    let session = mesh.session(mesh.principal(user).expect("principal"));
+    let query = session
+        .plan(sql, &QueryOptions::default())
+        .await
+        .expect("plans");
+    query.physical_plan().name().to_string()
+}
+
+const QUERIES: &[&str] = &[
+    "SELECT customer_id, email, region FROM customers.customers ORDER BY customer_id LIMIT 20",
+    "SELECT region, count(*) AS n, count(DISTINCT segment) AS segments FROM customers.customers GROUP BY region ORDER BY region",
+    "SELECT transaction_id, amount, card_number FROM payments.transactions ORDER BY transaction_id LIMIT 10",
+    "SELECT t.currency, count(*) AS n, sum(i.quantity) AS q FROM payments.transactions t JOIN sales.order_items i ON t.order_id = i.order_id GROUP BY t.currency ORDER BY t.currency",
+    "SELECT product_id, sum(quantity * unit_price) AS revenue FROM sales.order_items GROUP BY product_id ORDER BY revenue DESC, product_id LIMIT 5",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governed_answers_are_the_same_on_workers_for_every_principal() {
+    let (w1, w2) = (Worker::start(Some(SECRET)), Worker::start(Some(SECRET)));
+    let local = demo_mesh();
+    let distributed = coordinator(&[&w1, &w2], Some(SECRET));
+    for user in ["admin", "analyst", "eu_analyst", "finance", "guest"] {
+        let here = local.session(local.principal(user).expect("principal"));
+        let there = distributed.session(distributed.principal(user).expect("principal"));
+        for sql in QUERIES {
+            match (here.collect(sql).await, there.collect(sql).await) {
+                (Ok(a), Ok(b)) => assert_eq!(rows(&a), rows(&b), "{user}: {sql}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{user}: {sql}"),
+                (a, b) => panic!("{user}: {sql}: in-process {a:?}, distributed {b:?}"),
+            }
+        }
+    }
+    // The queries really went to the workers, and both ran tasks.
+    for user in ["admin", "analyst"] {
+        assert_eq!(
+            plan_name(&distributed, user, QUERIES[1]).await,
+            "DistributedExec",
+            "{user}"
+        );
+    }
+    assert!(w1.tasks() > 0 && w2.tasks() > 0, "{} {}", w1.tasks(), w2.tasks());
+
+    // The governance is there on the workers, not just equal.
+    let analyst = distributed.session(distributed.principal("analyst").expect("p"));
+    let emails = rows(&analyst.collect(QUERIES[0]).await.expect("runs"));
+    assert!(
+        emails.iter().all(|r| r[1].contains("***@")),
+        "{emails:?}"
+    );
+    let admin = distributed.session(distributed.principal("admin").expect("p"));
+    let raw = rows(&admin.collect(QUERIES[0]).await.expect("runs"));
+    assert!(raw.iter().any(|r| !r[1].contains("***@")), "{raw:?}");
+    let eu = distributed.session(distributed.principal("eu_analyst").expect("p"));
+    let regions = rows(
+        &eu.collect("SELECT DISTINCT region FROM customers.customers")
+            .await
+            .expect("runs"),
+    );
+    let all = rows(
+        &admin
+            .collect("SELECT DISTINCT region FROM customers.customers")
+            .await
+            .expect("runs"),
+    );
+    assert!(all.len() > 1, "{all:?}");
+    assert!(regions.iter().all(|r| r[0] == "EU"), "{regions:?}");
+
+    // EXPLAIN shows the stages; a restricted principal's stops at the
+    // policy boundary, an unrestricted one's shows the files.
+    let explain = |rows: Vec<Vec<String>>| rows.concat().join("\n");
+    let sql = "EXPLAIN SELECT region, count(*) FROM customers.customers GROUP BY region";
+    let admin_plan = explain(rows(&admin.collect(sql).await.expect("explains")));
+    assert!(admin_plan.contains("[Stage 1]"), "{admin_plan}");
+    assert!(admin_plan.contains("customers.parquet"), "{admin_plan}");
+    let analyst_plan = explain(rows(&analyst.collect(sql).await.expect("explains")));
+    assert!(analyst_plan.contains("[Stage 1]"), "{analyst_plan}");
+    assert!(analyst_plan.contains("MeshPolicy"), "{analyst_plan}");
+    assert!(!analyst_plan.contains("customers.parquet"), "{analyst_plan}");
+    let analyzed = explain(rows(
+        &admin
+            .collect(&format!("EXPLAIN ANALYZE {}", &sql["EXPLAIN ".len()..]))
+            .await
+            .expect("analyzes"),
+    ));
+    assert!(analyzed.contains("output_rows"), "{analyzed}");
+    assert!(analyzed.contains("Stage"), "{analyzed}");
+
+    // With the default threshold a one-row lookup stays in-process.
+    let small = demo_mesh();
+    small.set_cluster(Some(
+        Cluster::new(&[w1.addr.clone()], None, Some(SECRET.as_bytes())).expect("cluster"),
+    ));
+    assert_ne!(
+        plan_name(
+            &small,
+            "admin",
+            "SELECT email FROM customers.customers WHERE customer_id = 7"
+        )
+        .await,
+        "DistributedExec"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_no_plan_without_the_cluster_token() {
+    let worker = Worker::start(Some(SECRET));
+    // The plan an admin session builds reads customers.customers raw: the
+    // plan an attacker who reached the worker would send. Sent without the
+    // token, or with one from another secret, it is refused and no row
+    // comes back.
+    let sql = "SELECT customer_id, email FROM customers.customers ORDER BY customer_id";
+    for secret in [None, Some("not-the-secret")] {
+        let mesh = coordinator(&[&worker], secret);
+        let admin = mesh.session(mesh.principal("admin").expect("principal"));
+        assert_eq!(plan_name(&mesh, "admin", sql).await, "DistributedExec");
+        let err = admin
+            .collect(sql)
+            .await
+            .expect_err("the worker refuses the plan");
+        let message = err.to_string();
+        assert!(
+            message.contains("does not carry the cluster's token"),
+            "{secret:?}: {message}"
+        );
+        assert!(!message.contains('@'), "{message}");
+    }
+    // The same plan with the token runs: the token is what stops it.
+    let mesh = coordinator(&[&worker], Some(SECRET));
+    let admin = mesh.session(mesh.principal("admin").expect("principal"));
+    let got = admin.collect(sql).await.expect("runs with the token");
+    assert!(rows(&got).iter().any(|r| r[1].contains('@')));
+
+    // A direct call is refused too.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", worker.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects");
+    let mut client = datafusion_distributed::WorkerServiceClient::new(channel);
+    let status = client
+        .get_worker_info(datafusion_distributed::GetWorkerInfoRequest {})
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_fails_its_query_by_name_and_the_next_query_runs_on_the_others() {
+    let mut w1 = Worker::start(Some(SECRET));
+    let w2 = Worker::start(Some(SECRET));
+    let mesh = coordinator(&[&w1, &w2], Some(SECRET));
+    let admin = mesh.session(mesh.principal("admin").expect("principal"));
+    let sql = QUERIES[1];
+    let expected = rows(&admin.collect(sql).await.expect("runs on both"));
+
+    w1.child.kill().expect("kills");
+    w1.child.wait().expect("waits");
+    let err = admin.collect(sql).await.expect_err("a worker is gone");
+    assert!(
+        matches!(&err, meshql::Error::Unavailable(m) if m.contains(&w1.addr)),
+        "{err:?}"
+    );
+    // The status a Flight SQL client gets.
+    let status = meshql_server::status::to_status(&err, "q");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    assert!(status.message().contains(&w1.addr), "{status}");
+
+    // The next query runs on the worker that is left, with the same answer.
+    let again = rows(&admin.collect(sql).await.expect("runs on the other"));
+    assert_eq!(again, expected);
+
+    // With no worker left, a distributed query fails: no silent local run.
+    drop(w2);
+    let err = admin.collect(sql).await.expect_err("no workers");
+    assert!(matches!(err, meshql::Error::Unavailable(_)), "{err:?}");
+}
+
+#[test]
+fn a_worker_refuses_a_public_address_without_a_cluster_secret() {
+    demo_data();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshql"))
+        .current_dir(root())
+        .args(["--mesh", "catalog", "worker", "--addr", "0.0.0.0:0"])
+        .env_remove("MESHQL_CLUSTER_SECRET")
+        .env_remove("MESHQL_CLUSTER_SECRET_FILE")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MESHQL_CLUSTER_SECRET"), "{err}");
+}
