@@ -127,15 +127,17 @@ async fn governed_answers_are_the_same_on_workers_for_every_principal() {
             "{user}"
         );
     }
-    assert!(w1.tasks() > 0 && w2.tasks() > 0, "{} {}", w1.tasks(), w2.tasks());
+    assert!(
+        w1.tasks() > 0 && w2.tasks() > 0,
+        "{} {}",
+        w1.tasks(),
+        w2.tasks()
+    );
 
     // The governance is there on the workers, not just equal.
     let analyst = distributed.session(distributed.principal("analyst").expect("p"));
     let emails = rows(&analyst.collect(QUERIES[0]).await.expect("runs"));
-    assert!(
-        emails.iter().all(|r| r[1].contains("***@")),
-        "{emails:?}"
-    );
+    assert!(emails.iter().all(|r| r[1].contains("***@")), "{emails:?}");
     let admin = distributed.session(distributed.principal("admin").expect("p"));
     let raw = rows(&admin.collect(QUERIES[0]).await.expect("runs"));
     assert!(raw.iter().any(|r| !r[1].contains("***@")), "{raw:?}");
@@ -164,7 +166,10 @@ async fn governed_answers_are_the_same_on_workers_for_every_principal() {
     let analyst_plan = explain(rows(&analyst.collect(sql).await.expect("explains")));
     assert!(analyst_plan.contains("[Stage 1]"), "{analyst_plan}");
     assert!(analyst_plan.contains("MeshPolicy"), "{analyst_plan}");
-    assert!(!analyst_plan.contains("customers.parquet"), "{analyst_plan}");
+    assert!(
+        !analyst_plan.contains("customers.parquet"),
+        "{analyst_plan}"
+    );
     let analyzed = explain(rows(
         &admin
             .collect(&format!("EXPLAIN ANALYZE {}", &sql["EXPLAIN ".len()..]))
@@ -190,14 +195,166 @@ async fn governed_answers_are_the_same_on_workers_for_every_principal() {
     );
 }
 
+/// The worker protocol's messages (datafusion-distributed's
+/// `worker.proto`), as a client that is not meshql writes them.
+mod wire {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TaskKey {
+        #[prost(bytes = "vec", tag = "1")]
+        pub query_id: Vec<u8>,
+        #[prost(uint64, tag = "2")]
+        pub stage_id: u64,
+        #[prost(uint64, tag = "3")]
+        pub task_number: u64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SetPlanRequest {
+        #[prost(message, optional, tag = "1")]
+        pub task_key: Option<TaskKey>,
+        #[prost(uint64, tag = "2")]
+        pub task_count: u64,
+        #[prost(bytes = "vec", tag = "3")]
+        pub plan_proto: Vec<u8>,
+    }
+    /// A `oneof` of one message is, on the wire, that message's field.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct CoordinatorToWorkerMsg {
+        #[prost(message, optional, tag = "1")]
+        pub set_plan_request: Option<SetPlanRequest>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WorkerToCoordinatorMsg {}
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExecuteTaskRequest {
+        #[prost(message, optional, tag = "1")]
+        pub task_key: Option<TaskKey>,
+        #[prost(uint64, tag = "2")]
+        pub target_partition_start: u64,
+        #[prost(uint64, tag = "3")]
+        pub target_partition_end: u64,
+    }
+}
+
+/// Sends a worker a plan built by hand with plain DataFusion (a raw scan
+/// of customers.customers' file, no policy in it) the way a coordinator
+/// sends a task, with `authorization` when given, and returns what comes
+/// back.
+async fn send_raw_plan(
+    addr: &str,
+    authorization: Option<&str>,
+) -> Result<Vec<arrow::record_batch::RecordBatch>, tonic::Status> {
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    use datafusion_proto::physical_plan::{AsExecutionPlan, DefaultPhysicalExtensionCodec};
+    use futures::TryStreamExt;
+    use prost::Message;
+
+    let file = demo_data().join("customers/customers/customers.parquet");
+    let ctx = SessionContext::new();
+    let plan = ctx
+        .read_parquet(file.to_str().expect("path"), ParquetReadOptions::default())
+        .await
+        .expect("reads")
+        .select_columns(&["customer_id", "email"])
+        .expect("columns")
+        .create_physical_plan()
+        .await
+        .expect("plans");
+    let node = datafusion_proto::protobuf::PhysicalPlanNode::try_from_physical_plan(
+        plan,
+        &DefaultPhysicalExtensionCodec {},
+    )
+    .expect("encodes");
+    let key = wire::TaskKey {
+        query_id: vec![7; 16],
+        stage_id: 1,
+        task_number: 0,
+    };
+    let with_auth = |metadata: &mut tonic::metadata::MetadataMap| {
+        if let Some(a) = authorization {
+            metadata.insert("authorization", a.parse().expect("header"));
+        }
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+
+    let message = wire::CoordinatorToWorkerMsg {
+        set_plan_request: Some(wire::SetPlanRequest {
+            task_key: Some(key.clone()),
+            task_count: 1,
+            plan_proto: node.encode_to_vec(),
+        }),
+    };
+    let mut request = tonic::Request::new(futures::stream::iter(vec![message]));
+    with_auth(request.metadata_mut());
+    grpc.ready().await.expect("ready");
+    let _coordinator: tonic::Response<tonic::Streaming<wire::WorkerToCoordinatorMsg>> = grpc
+        .streaming(
+            request,
+            http::uri::PathAndQuery::from_static("/worker.WorkerService/CoordinatorChannel"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await?;
+
+    let mut request = tonic::Request::new(wire::ExecuteTaskRequest {
+        task_key: Some(key),
+        target_partition_start: 0,
+        target_partition_end: 1,
+    });
+    with_auth(request.metadata_mut());
+    grpc.ready().await.expect("ready");
+    let response: tonic::Response<tonic::Streaming<arrow_flight::FlightData>> = grpc
+        .server_streaming(
+            request,
+            http::uri::PathAndQuery::from_static("/worker.WorkerService/ExecuteTask"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await?;
+    let flight = response
+        .into_inner()
+        .map_err(arrow_flight::error::FlightError::from);
+    arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(flight)
+        .try_collect()
+        .await
+        .map_err(|e| tonic::Status::unknown(e.to_string()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_runs_no_plan_without_the_cluster_token() {
     let worker = Worker::start(Some(SECRET));
-    // The plan an admin session builds reads customers.customers raw: the
-    // plan an attacker who reached the worker would send. Sent without the
-    // token, or with one from another secret, it is refused and no row
-    // comes back.
-    let sql = "SELECT customer_id, email FROM customers.customers ORDER BY customer_id";
+    // A client that reached the worker sends a plan it built by hand: a
+    // raw scan of customers.customers. Without the token, or with the
+    // token of another secret, it is refused and no row comes back.
+    let wrong = meshql::cluster::authorization(b"not-the-secret");
+    for authorization in [None, Some(wrong.as_str())] {
+        let status = send_raw_plan(&worker.addr, authorization)
+            .await
+            .expect_err("the worker refuses the plan");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+        assert!(
+            status
+                .message()
+                .contains("does not carry the cluster's token"),
+            "{status}"
+        );
+        assert!(!status.message().contains('@'), "{status}");
+    }
+    // With the token the call gets past the door (the worker then wants
+    // the task's principal, which only a coordinator sends): the token is
+    // what stops the calls above.
+    let right = meshql::cluster::authorization(SECRET.as_bytes());
+    match send_raw_plan(&worker.addr, Some(&right)).await {
+        Err(status) => assert_ne!(status.code(), tonic::Code::PermissionDenied, "{status}"),
+        Ok(batches) => assert!(rows(&batches).iter().any(|r| r[1].contains('@'))),
+    }
+
+    // A coordinator without the token, or of another secret, gets the
+    // worker's refusal as its query's error; with the token its plan of
+    // the raw product runs.
+    let sql = "SELECT region, count(DISTINCT email) AS n FROM customers.customers GROUP BY region";
     for secret in [None, Some("not-the-secret")] {
         let mesh = coordinator(&[&worker], secret);
         let admin = mesh.session(mesh.principal("admin").expect("principal"));
@@ -206,20 +363,19 @@ async fn a_worker_runs_no_plan_without_the_cluster_token() {
             .collect(sql)
             .await
             .expect_err("the worker refuses the plan");
-        let message = err.to_string();
         assert!(
-            message.contains("does not carry the cluster's token"),
-            "{secret:?}: {message}"
+            err.to_string()
+                .contains("does not carry the cluster's token"),
+            "{secret:?}: {err}"
         );
-        assert!(!message.contains('@'), "{message}");
     }
-    // The same plan with the token runs: the token is what stops it.
     let mesh = coordinator(&[&worker], Some(SECRET));
     let admin = mesh.session(mesh.principal("admin").expect("principal"));
     let got = admin.collect(sql).await.expect("runs with the token");
-    assert!(rows(&got).iter().any(|r| r[1].contains('@')));
+    assert_eq!(rows(&got).len(), 3, "{got:?}");
+    assert!(worker.tasks() > 0);
 
-    // A direct call is refused too.
+    // A direct call of any kind is refused too.
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", worker.addr))
         .expect("uri")
         .connect()

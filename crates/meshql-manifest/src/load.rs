@@ -672,10 +672,7 @@ fn decode_cluster(ctx: &mut Ctx<'_>, node: &Node) -> Option<ClusterConfig> {
             let list = ctx.string_list(n, "`cluster.workers`");
             for w in &list {
                 if crate::split_host_port(w).is_none() {
-                    ctx.err(
-                        n.pos,
-                        format!("`cluster.workers`: `{w}` is not HOST:PORT"),
-                    );
+                    ctx.err(n.pos, format!("`cluster.workers`: `{w}` is not HOST:PORT"));
                 }
             }
             list

@@ -20,7 +20,9 @@ pub fn to_status(e: &Error, query_id: &str) -> Status {
         Error::Product { .. } => Status::unavailable(e.to_string()),
         Error::Unavailable(m) => Status::unavailable(m.clone()),
         Error::Execution(df) if meshql::cluster::unavailable_worker(&df.to_string()).is_some() => {
-            Status::unavailable(meshql::cluster::unavailable_worker(&df.to_string()).unwrap_or_default())
+            Status::unavailable(
+                meshql::cluster::unavailable_worker(&df.to_string()).unwrap_or_default(),
+            )
         }
         Error::Execution(df) => match df.find_root() {
             datafusion::error::DataFusionError::Internal(_)

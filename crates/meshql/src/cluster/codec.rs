@@ -1,16 +1,15 @@
 //! How meshql's own operators and functions travel in plan fragments.
 //! DataFusion's operators (Parquet scans, filters, projections, joins,
 //! aggregates) travel as DataFusion protobuf; this codec adds the policy
-//! boundary and meshql's functions (masks, `hash_pseudonym` with its key,
-//! the principal functions with the principal's values). Plan fragments
-//! therefore carry a secret: they go to workers over the cluster's
-//! channels and are never logged.
+//! boundary. meshql's functions travel by name and a worker resolves them
+//! in a registry of its own (`governance::functions::worker_functions`):
+//! the masks, `hash_pseudonym` under the worker's key and the principal
+//! functions for the principal the task's headers name.
 
 use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
@@ -67,16 +66,5 @@ impl PhysicalExtensionCodec for MeshCodec {
         };
         serde_json::to_writer(buf, &node)
             .map_err(|e| DataFusionError::Internal(format!("a meshql plan node: {e}")))
-    }
-
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        crate::governance::functions::decode_udf(name, buf)
-            .map(Arc::new)
-            .ok_or_else(|| DataFusionError::Plan(format!("unknown meshql function `{name}`")))
-    }
-
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        crate::governance::functions::encode_udf(node, buf);
-        Ok(())
     }
 }

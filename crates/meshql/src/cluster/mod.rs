@@ -36,6 +36,7 @@ use datafusion_distributed::{
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::principal::Principal;
 
 pub use codec::MeshCodec;
 pub use worker::{WorkerOptions, serve_worker};
@@ -137,20 +138,128 @@ impl Cluster {
     }
 
     /// A session state builder that plans distributed queries for these
-    /// workers.
-    pub(crate) fn configure(&self, builder: SessionStateBuilder) -> SessionStateBuilder {
-        builder
+    /// workers, for `principal`; `pseudonym_secret` is the coordinator's
+    /// key of `hash_pseudonym`, which the workers must share.
+    pub(crate) fn configure(
+        &self,
+        builder: SessionStateBuilder,
+        principal: &Principal,
+        pseudonym_secret: Option<&[u8]>,
+    ) -> SessionStateBuilder {
+        let task = TaskPrincipal::new(principal, pseudonym_secret, self.token.as_ref());
+        // A stage runs in as many tasks as there are workers, and in two
+        // at least: datafusion-distributed keeps a plan of one-task stages
+        // in-process, and a query planned for a cluster of one worker (or
+        // of one worker left) must run on it, never silently on the
+        // coordinator. Tasks are dealt over the workers that are up.
+        let tasks = self.workers.len().max(2);
+        let mut builder = builder
+            .with_distributed_option_extension(task)
             .with_distributed_worker_resolver(Workers {
                 all: self.workers.clone(),
                 down: self.down.clone(),
             })
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_user_codec(MeshCodec)
-            .with_distributed_task_estimator(EveryWorker(self.workers.len()))
+            .with_distributed_task_estimator(EveryWorker(tasks))
             .with_physical_optimizer_rule(Arc::new(Distribute {
                 above: self.distribute_above,
-            }))
+            }));
+        // The worker resolver above put datafusion-distributed's options
+        // in the session; only now can they be set.
+        if let Err(e) = builder.set_distributed_max_tasks_per_stage(tasks) {
+            tracing::warn!(error = %e, "cannot set the tasks per stage");
+        }
+        builder
     }
+}
+
+datafusion::common::extensions_options! {
+    /// What a task's worker knows of the principal it runs for, sent with
+    /// every task in its headers. A plan fragment names meshql's functions
+    /// only; the worker answers `current_user()`, `is_member()` and
+    /// `current_attribute()` from `principal` (the coordinator binds them
+    /// in row filters before planning, so these are the calls in a user's
+    /// own SQL) and computes `hash_pseudonym` under its own key, which
+    /// `pseudonym_check` proves to be the coordinator's. The check is an
+    /// HMAC under the pseudonym key of a message that includes the cluster
+    /// token, so it tells nothing of the key to someone who reads it
+    /// without the cluster secret.
+    pub struct TaskPrincipal {
+        /// The principal's user, roles and attributes, as hex of JSON
+        /// (a header value is ASCII).
+        pub principal: String, default = String::new()
+        /// See the struct.
+        pub pseudonym_check: String, default = String::new()
+    }
+}
+
+impl datafusion::config::ConfigExtension for TaskPrincipal {
+    const PREFIX: &'static str = "meshql_task";
+}
+
+impl TaskPrincipal {
+    fn new(
+        principal: &Principal,
+        pseudonym_secret: Option<&[u8]>,
+        token: Option<&ClusterToken>,
+    ) -> TaskPrincipal {
+        let value = (&principal.user, &principal.roles, &principal.attributes);
+        TaskPrincipal {
+            principal: hex(&serde_json::to_vec(&value).unwrap_or_default()),
+            pseudonym_check: pseudonym_check(pseudonym_secret, token),
+        }
+    }
+
+    /// The principal, on a worker.
+    fn principal(&self) -> DfResult<Principal> {
+        let bytes = unhex(&self.principal)
+            .ok_or_else(|| DataFusionError::Plan("a task's principal is not hex".into()))?;
+        let (user, roles, attributes): (
+            String,
+            Vec<String>,
+            std::collections::BTreeMap<String, String>,
+        ) = serde_json::from_slice(&bytes)
+            .map_err(|e| DataFusionError::Plan(format!("a task's principal: {e}")))?;
+        Ok(Principal {
+            user,
+            roles,
+            groups: Vec::new(),
+            attributes,
+        })
+    }
+}
+
+/// The `authorization` header value a coordinator of the cluster secret
+/// `secret` sends with every call to a worker: an HMAC of the secret, so
+/// the secret itself never travels.
+pub fn authorization(secret: &[u8]) -> String {
+    ClusterToken::from_secret(secret).header()
+}
+
+/// The proof that a worker's pseudonym key is its coordinator's.
+fn pseudonym_check(key: Option<&[u8]>, token: Option<&ClusterToken>) -> String {
+    use hmac::{Hmac, Mac};
+    let Some(key) = key else {
+        return "none".to_string();
+    };
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(b"meshql pseudonym check v1:");
+    if let Some(t) = token {
+        mac.update(t.0.as_bytes());
+    }
+    hex(&mac.finalize().into_bytes())
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The cluster secret's proof: an HMAC of the secret, sent as a bearer
@@ -180,8 +289,8 @@ impl ClusterToken {
 
 fn token_mac(secret: &[u8]) -> [u8; 32] {
     use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
-        .expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(b"meshql cluster token v1");
     mac.finalize().into_bytes().into()
 }
@@ -355,18 +464,6 @@ impl PhysicalOptimizerRule for Distribute {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        use datafusion::physical_plan::analyze::AnalyzeExec;
-        if let Some(analyze) = plan.as_any().downcast_ref::<AnalyzeExec>() {
-            let input = self.optimize(Arc::clone(analyze.input()), config)?;
-            if !is_distributed(&input) {
-                return Ok(plan);
-            }
-            return Ok(Arc::new(worker::DistributedAnalyzeExec::new(
-                input,
-                analyze.verbose(),
-                analyze.schema(),
-            )));
-        }
         if plan
             .as_any()
             .is::<crate::governance::explain::GovernedExplainExec>()
@@ -404,7 +501,9 @@ impl datafusion_distributed::TaskEstimator for EveryWorker {
         _cfg: &ConfigOptions,
     ) -> Option<datafusion_distributed::TaskEstimation> {
         let scan: &DataSourceExec = plan.as_any().downcast_ref()?;
-        scan.data_source().as_any().downcast_ref::<FileScanConfig>()?;
+        scan.data_source()
+            .as_any()
+            .downcast_ref::<FileScanConfig>()?;
         Some(datafusion_distributed::TaskEstimation {
             task_count: datafusion_distributed::TaskCountAnnotation::Desired(self.0.max(1)),
         })
@@ -428,14 +527,35 @@ impl datafusion_distributed::TaskEstimator for EveryWorker {
             .flat_map(|g| g.clone().split_files(task_count))
             .collect();
         let plan = DataSourceExec::from_data_source(spread);
-        Some(Arc::new(datafusion_distributed::PartitionIsolatorExec::new(
-            plan, task_count,
-        )))
+        Some(Arc::new(
+            datafusion_distributed::PartitionIsolatorExec::new(plan, task_count),
+        ))
+    }
+}
+
+/// `EXPLAIN ANALYZE` of a distributed query, planned: DataFusion's
+/// `AnalyzeExec` would show the metrics of the plan as planned, and a
+/// distributed plan runs a copy of itself prepared for its workers, whose
+/// metrics [`worker::DistributedAnalyzeExec`] collects. DataFusion plans
+/// `AnalyzeExec` over an input it has already optimized, so this runs
+/// after planning, not as an optimizer rule.
+pub(crate) fn analyze_distributed(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    use datafusion::physical_plan::analyze::AnalyzeExec;
+    match plan.as_any().downcast_ref::<AnalyzeExec>() {
+        Some(analyze) if is_distributed(analyze.input()) => {
+            Arc::new(worker::DistributedAnalyzeExec::new(
+                Arc::clone(analyze.input()),
+                analyze.verbose(),
+                analyze.schema(),
+            ))
+        }
+        _ => plan,
     }
 }
 
 fn is_distributed(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.as_any().is::<datafusion_distributed::DistributedExec>()
+    plan.as_any()
+        .is::<datafusion_distributed::DistributedExec>()
 }
 
 /// The bytes a plan's scans read: the sizes of the files (or byte ranges)
@@ -562,7 +682,11 @@ mod tests {
     #[test]
     fn worker_addresses_become_urls() {
         let c = Cluster::new(
-            &["127.0.0.1:7001".into(), "w2:7002".into(), "127.0.0.1:7001".into()],
+            &[
+                "127.0.0.1:7001".into(),
+                "w2:7002".into(),
+                "127.0.0.1:7001".into(),
+            ],
             None,
             None,
         )

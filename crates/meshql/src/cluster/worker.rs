@@ -21,7 +21,7 @@ use datafusion_distributed::{
 };
 use futures::StreamExt;
 
-use super::{Channels, ClusterToken, MeshCodec};
+use super::{Channels, ClusterToken, MeshCodec, TaskPrincipal, pseudonym_check};
 use crate::error::{Error, Result};
 use crate::mesh::Mesh;
 
@@ -59,6 +59,8 @@ pub async fn serve_worker(
     let sessions = WorkerSessions {
         channels: Channels::new(token.clone(), super::Down::default()),
         counters: Arc::clone(&counters),
+        token: token.clone(),
+        pseudonym_secret: mesh.inner.secret.clone(),
     };
     let worker = Worker::from_session_builder(sessions)
         .with_runtime_env(Arc::clone(&mesh.inner.runtime))
@@ -122,6 +124,8 @@ pub async fn serve_worker(
 struct WorkerSessions {
     channels: Channels,
     counters: Arc<Counters>,
+    token: Option<ClusterToken>,
+    pseudonym_secret: Option<Vec<u8>>,
 }
 
 #[async_trait::async_trait]
@@ -129,8 +133,28 @@ impl WorkerSessionBuilder for WorkerSessions {
     async fn build_session_state(&self, ctx: WorkerQueryContext) -> DfResult<SessionState> {
         let n = self.counters.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(task = n, "meshql worker runs a task");
-        Ok(ctx
-            .builder
+        let mut builder = ctx.builder;
+        builder.set_distributed_option_extension_from_headers::<TaskPrincipal>(&ctx.headers)?;
+        let task = builder
+            .config()
+            .as_ref()
+            .and_then(|c| c.options().extensions.get::<TaskPrincipal>().cloned())
+            .unwrap_or_default();
+        if task.pseudonym_check
+            != pseudonym_check(self.pseudonym_secret.as_deref(), self.token.as_ref())
+        {
+            return Err(DataFusionError::Plan(
+                "this meshql worker's pseudonym secret is not its coordinator's, so its pseudonyms would differ; give the workers the coordinator's governance.pseudonymSecret (or MESHQL_PSEUDONYM_SECRET)".into(),
+            ));
+        }
+        let principal = task.principal()?;
+        builder.scalar_functions().get_or_insert_default().extend(
+            crate::governance::functions::worker_functions(
+                &principal,
+                self.pseudonym_secret.as_deref(),
+            ),
+        );
+        Ok(builder
             .with_distributed_user_codec(MeshCodec)
             .with_distributed_channel_resolver(self.channels.clone())
             .build())

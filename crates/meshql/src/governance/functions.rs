@@ -612,56 +612,28 @@ fn masks() -> Vec<ScalarUDF> {
     ]
 }
 
-/// How a meshql function travels in a plan fragment sent to a worker:
-/// a mask by its name, `hash_pseudonym` with its key and a principal
-/// function with the principal's values it answers from. The bytes go to
-/// workers only, never to a log. `false` for any other function (the
-/// worker has DataFusion's own).
-pub(crate) fn encode_udf(udf: &ScalarUDF, buf: &mut Vec<u8>) -> bool {
-    let inner = udf.inner().as_any();
-    if let Some(f) = inner.downcast_ref::<HashPseudonym>() {
-        buf.push(b'k');
-        if let Some(key) = &f.key {
-            buf.extend_from_slice(key);
-        }
-        return true;
-    }
-    if let Some(f) = inner.downcast_ref::<PrincipalFunction>() {
-        buf.push(b'p');
-        let value = (&f.user, &f.roles, &f.attributes);
-        return serde_json::to_writer(buf, &value).is_ok();
-    }
-    if masks().iter().any(|m| m.name() == udf.name()) {
-        buf.push(b'm');
-        return true;
-    }
-    false
-}
-
-/// The function [`encode_udf`] encoded, on a worker.
-pub(crate) fn decode_udf(name: &str, buf: &[u8]) -> Option<ScalarUDF> {
-    match buf.split_first()? {
-        (b'k', key) => Some(ScalarUDF::from(HashPseudonym {
-            signature: Signature::any(1, Volatility::Immutable),
-            key: (!key.is_empty()).then(|| key.to_vec()),
-        })),
-        (b'p', json) => {
-            let (user, roles, attributes): (String, Vec<String>, BTreeMap<String, String>) =
-                serde_json::from_slice(json).ok()?;
-            let principal = Principal {
-                user,
-                roles,
-                groups: Vec::new(),
-                attributes,
-            };
-            principal_functions(&principal)
-                .into_iter()
-                .find(|f| f.name == name)
-                .map(ScalarUDF::from)
-        }
-        (b'm', _) => masks().into_iter().find(|m| m.name() == name),
-        _ => None,
-    }
+/// The meshql functions a worker registers for one task. A plan fragment
+/// names its functions only (datafusion-distributed's codec answers for
+/// every function before a user codec is asked), so the worker resolves
+/// each name in its own registry: the masks, `hash_pseudonym` under the
+/// worker's own key (the coordinator checks that it is the same key, see
+/// `cluster::TaskPrincipal`) and the principal functions answering for the
+/// principal the task runs for.
+pub(crate) fn worker_functions(
+    principal: &Principal,
+    secret: Option<&[u8]>,
+) -> Vec<Arc<ScalarUDF>> {
+    let mut fns: Vec<Arc<ScalarUDF>> = masks().into_iter().map(Arc::new).collect();
+    fns.push(Arc::new(ScalarUDF::from(HashPseudonym {
+        signature: Signature::any(1, Volatility::Immutable),
+        key: secret.map(<[u8]>::to_vec),
+    })));
+    fns.extend(
+        principal_functions(principal)
+            .into_iter()
+            .map(|f| Arc::new(ScalarUDF::from(f))),
+    );
+    fns
 }
 
 /// Registers the functions whose results depend on a secret of the mesh,

@@ -428,7 +428,11 @@ pub(crate) struct PolicyBoundaryExec {
 }
 
 impl PolicyBoundaryExec {
-    pub(crate) fn new(input: Arc<dyn ExecutionPlan>, product: String, filter: Option<String>) -> Self {
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        product: String,
+        filter: Option<String>,
+    ) -> Self {
         let properties = Arc::clone(input.properties());
         Self {
             input,
@@ -561,5 +565,6 @@ impl QueryPlanner for MeshQueryPlanner {
         ])
         .create_physical_plan(logical_plan, session_state)
         .await
+        .map(crate::cluster::analyze_distributed)
     }
 }

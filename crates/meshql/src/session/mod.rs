@@ -172,7 +172,7 @@ impl Mesh {
             .with_query_planner(Arc::new(MeshQueryPlanner))
             .with_analyzer_rules(rules);
         if let Some(cluster) = self.cluster() {
-            builder = cluster.configure(builder);
+            builder = cluster.configure(builder, &principal, secret);
         }
         let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
