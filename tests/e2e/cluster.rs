@@ -30,12 +30,19 @@ impl Drop for Worker {
 impl Worker {
     fn start(secret: Option<&str>) -> Worker {
         demo_data();
+        Worker::start_on(&root().join("catalog"), secret)
+    }
+
+    /// A worker of the mesh in `mesh`.
+    fn start_on(mesh: &std::path::Path, secret: Option<&str>) -> Worker {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("worker.log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_meshql"));
         command
             .current_dir(root())
-            .args(["--mesh", "catalog", "worker", "--addr", "127.0.0.1:0"])
+            .arg("--mesh")
+            .arg(mesh)
+            .args(["worker", "--addr", "127.0.0.1:0"])
             .env_remove("MESHQL_MESH")
             .env_remove("MESHQL_WORKERS")
             .env_remove("MESHQL_CLUSTER_SECRET_FILE")
@@ -433,4 +440,67 @@ fn a_worker_refuses_a_public_address_without_a_cluster_secret() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("MESHQL_CLUSTER_SECRET"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_22_tpch_queries_answer_the_same_on_workers_as_in_process() {
+    use meshql_bench::{compare, tpch_data};
+    let data = tpch_data::ensure_parquet(0.01);
+    let dir = tempfile::tempdir().expect("tempdir");
+    tpch_data::write_mesh(dir.path(), &data, false);
+    let w1 = Worker::start_on(dir.path(), Some(SECRET));
+    let w2 = Worker::start_on(dir.path(), Some(SECRET));
+    let local = Mesh::open_strict(dir.path()).expect("the TPC-H mesh");
+    let distributed = Mesh::open_strict(dir.path()).expect("the TPC-H mesh");
+    distributed.set_cluster(Some(
+        Cluster::new(
+            &[w1.addr.clone(), w2.addr.clone()],
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
+    ));
+    // admin reads raw; analyst has masked customer columns and a row
+    // filter on nation (the TPC-H mesh's policies).
+    let mut on_workers = 0;
+    let mut local_only = Vec::new();
+    let mut q10 = Vec::new();
+    for user in ["admin", "analyst"] {
+        let here = local.session(local.principal(user).expect("principal"));
+        let there = distributed.session(distributed.principal(user).expect("principal"));
+        for n in 1..=22 {
+            let sql = tpch_data::query(n, "tpch");
+            let expected = here.collect(&sql).await.expect("runs in-process");
+            let got = there
+                .collect(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{user} Q{n} on workers: {e}"));
+            compare::same_results(&expected, &got, compare::is_ordered(&sql))
+                .unwrap_or_else(|e| panic!("{user} Q{n}: {e}"));
+            if n == 10 {
+                q10.push(rows(&got));
+            }
+            if plan_name(&distributed, user, &sql).await == "DistributedExec" {
+                on_workers += 1;
+            } else {
+                local_only.push(format!("{user} Q{n}"));
+            }
+        }
+    }
+    // With the threshold at 0 every query goes to the workers.
+    assert_eq!(on_workers, 44, "in-process: {local_only:?}");
+    // Q10 shows customers' phone numbers: raw to admin, masked to the
+    // analyst, on the workers as in-process.
+    let phone = |r: &Vec<String>| r[6].clone();
+    assert!(
+        q10[0].iter().all(|r| !phone(r).contains('*')),
+        "{:?}",
+        q10[0]
+    );
+    assert!(
+        q10[1].iter().all(|r| phone(r).contains('*')),
+        "{:?}",
+        q10[1]
+    );
+    assert!(w1.tasks() > 0 && w2.tasks() > 0);
 }

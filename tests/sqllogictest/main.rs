@@ -3,9 +3,15 @@
 //! `EXPLAIN` keeps only the logical plan, which does not depend on paths or
 //! the number of cores.
 //!
+//! Every file runs twice: in-process, then with the mesh as the
+//! coordinator of two `meshql worker` processes on 127.0.0.1 that every
+//! query is distributed to, so each principal's answers are the same on
+//! workers as in-process (both are checked against the same expected
+//! output).
+//!
 //! `cargo test --test sqllogictest` checks; `cargo test --test sqllogictest
 //! -- --complete [FILTER]` rewrites the expected output from what meshql
-//! returns now. Any other argument filters files by name.
+//! returns now (in-process). Any other argument filters files by name.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -210,7 +216,106 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let mut failures = Vec::new();
-    for file in &files {
+    run_files(&mesh, &files, complete, "", &mut failures).await?;
+    if !complete {
+        // The same files on workers: every query is distributed.
+        let workers = [Worker::start()?, Worker::start()?];
+        let addrs: Vec<String> = workers.iter().map(|w| w.addr.clone()).collect();
+        mesh.set_cluster(Some(meshql::cluster::Cluster::new(
+            &addrs,
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )?));
+        run_files(&mesh, &files, false, " (on workers)", &mut failures).await?;
+        mesh.set_cluster(None);
+        for w in &workers {
+            if w.tasks() == 0 {
+                failures.push(format!("worker {} ran no task", w.addr));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} slt file(s) failed: {}",
+            failures.len(),
+            failures.join(", ")
+        )
+        .into())
+    }
+}
+
+const SECRET: &str = "cluster-secret-of-the-slt-run";
+
+/// A `meshql worker` process on an ephemeral port of 127.0.0.1.
+struct Worker {
+    child: std::process::Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Worker {
+    fn start() -> Result<Worker, Box<dyn std::error::Error>> {
+        use std::io::BufRead;
+        let log = std::env::temp_dir().join(format!(
+            "meshql-slt-worker-{}-{}.log",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+        ));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshql"))
+            .current_dir(root())
+            .args(["--mesh", "catalog", "worker", "--addr", "127.0.0.1:0"])
+            .env_remove("MESHQL_MESH")
+            .env_remove("MESHQL_WORKERS")
+            .env_remove("MESHQL_CLUSTER_SECRET_FILE")
+            .env("MESHQL_CLUSTER_SECRET", SECRET)
+            .env("MESHQL_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix("meshql worker listening on ") else {
+            return Err(format!(
+                "meshql worker did not start: {line:?}; {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+            .into());
+        };
+        Ok(Worker {
+            addr: addr.to_string(),
+            child,
+            log,
+        })
+    }
+
+    fn tasks(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("meshql worker runs a task")
+            .count()
+    }
+}
+
+async fn run_files(
+    mesh: &Mesh,
+    files: &[PathBuf],
+    complete: bool,
+    how: &str,
+    failures: &mut Vec<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for file in files {
         let principal = mesh.principal(&principal_of(file)?)?;
         let mesh = mesh.clone();
         let mut runner = sqllogictest::Runner::new(move || {
@@ -241,22 +346,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("completed {name}");
         } else {
             match runner.run_file_async(file).await {
-                Ok(()) => println!("ok      {name}"),
+                Ok(()) => println!("ok      {name}{how}"),
                 Err(e) => {
-                    println!("FAILED  {name}\n{e}");
-                    failures.push(name);
+                    println!("FAILED  {name}{how}\n{e}");
+                    failures.push(format!("{name}{how}"));
                 }
             }
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} slt file(s) failed: {}",
-            failures.len(),
-            failures.join(", ")
-        )
-        .into())
-    }
+    Ok(())
 }

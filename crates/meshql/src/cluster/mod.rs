@@ -170,6 +170,21 @@ impl Cluster {
         if let Err(e) = builder.set_distributed_max_tasks_per_stage(tasks) {
             tracing::warn!(error = %e, "cannot set the tasks per stage");
         }
+        // Stages are cut at exchanges. A query big enough to distribute
+        // has files big enough to split into byte ranges, and join sides
+        // big enough to partition by key rather than collect into one
+        // hash table (a collected build side keeps its whole join in one
+        // task, and datafusion-distributed then runs it in-process).
+        let above = usize::try_from(self.distribute_above).unwrap_or(usize::MAX);
+        if let Some(config) = builder.config().as_mut() {
+            let options = &mut config.options_mut().optimizer;
+            options.repartition_file_min_size = options.repartition_file_min_size.min(above);
+            options.hash_join_single_partition_threshold =
+                options.hash_join_single_partition_threshold.min(above);
+            if above == 0 {
+                options.hash_join_single_partition_threshold_rows = 0;
+            }
+        }
         builder
     }
 }
