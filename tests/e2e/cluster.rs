@@ -504,3 +504,155 @@ async fn the_22_tpch_queries_answer_the_same_on_workers_as_in_process() {
     );
     assert!(w1.tasks() > 0 && w2.tasks() > 0);
 }
+
+/// The TPC-H mesh (SF 0.01) in a directory of its own, for queries that
+/// keep workers busy.
+fn tpch_mesh() -> tempfile::TempDir {
+    use meshql_bench::tpch_data;
+    let data = tpch_data::ensure_parquet(0.01);
+    let dir = tempfile::tempdir().expect("tempdir");
+    tpch_data::write_mesh(dir.path(), &data, false);
+    dir
+}
+
+/// Lineitem joined with itself on the supplier, then on the part: about
+/// a billion joined rows, a long time of work on the workers (the tests
+/// stop it).
+const BUSY: &str = "SELECT count(*) FROM tpch.lineitem a \
+     JOIN tpch.lineitem b ON a.l_suppkey = b.l_suppkey \
+     JOIN tpch.lineitem c ON b.l_partkey = c.l_partkey";
+
+/// The CPU time a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Waits until each worker has started a task after `before` of them.
+async fn until_running(workers: &[&Worker], before: &[usize]) {
+    for _ in 0..200 {
+        if workers.iter().zip(before).all(|(w, b)| w.tasks() > *b) {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the workers did not start the query's tasks");
+}
+
+impl Worker {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_query_fails_that_query_by_name_and_the_next_runs_on_the_other() {
+    let mesh_dir = tpch_mesh();
+    let mut w1 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let w2 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
+    mesh.set_cluster(Some(
+        Cluster::new(
+            &[w1.addr.clone(), w2.addr.clone()],
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
+    ));
+    let admin = mesh.session(mesh.principal("admin").expect("principal"));
+    let small = "SELECT l_returnflag, count(*) FROM tpch.lineitem GROUP BY l_returnflag ORDER BY 1";
+    let expected = rows(&admin.collect(small).await.expect("runs"));
+
+    let before = [w1.tasks(), w2.tasks()];
+    let running = {
+        let mesh = mesh.clone();
+        tokio::spawn(async move {
+            let admin = mesh.session(mesh.principal("admin").expect("principal"));
+            admin.collect(BUSY).await
+        })
+    };
+    until_running(&[&w1, &w2], &before).await;
+    if running.is_finished() {
+        panic!("the query ended before the kill: {:?}", running.await);
+    }
+    w1.child.kill().expect("kills");
+    w1.child.wait().expect("waits");
+    let err = tokio::time::timeout(std::time::Duration::from_secs(60), running)
+        .await
+        .expect("the query ends soon after the kill")
+        .expect("joins")
+        .expect_err("the query lost a worker");
+    assert!(
+        matches!(&err, meshql::Error::Unavailable(m) if m.contains(&w1.addr)),
+        "{err:?}"
+    );
+
+    // The coordinator keeps serving: the next query runs on the worker
+    // that is left.
+    let before = w2.tasks();
+    assert_eq!(plan_name(&mesh, "admin", small).await, "DistributedExec");
+    let again = rows(&admin.collect(small).await.expect("runs on the other"));
+    assert_eq!(again, expected);
+    assert!(w2.tasks() > before, "{before}: {}", w2.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_query_stops_its_tasks_on_the_workers() {
+    let mesh_dir = tpch_mesh();
+    let w1 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let w2 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
+    mesh.set_cluster(Some(
+        Cluster::new(
+            &[w1.addr.clone(), w2.addr.clone()],
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
+    ));
+    let admin = mesh.session(mesh.principal("admin").expect("principal"));
+    let stopped = "meshql worker stopped a task its coordinator dropped";
+
+    let running = {
+        let mesh = mesh.clone();
+        tokio::spawn(async move {
+            let admin = mesh.session(mesh.principal("admin").expect("principal"));
+            admin.collect(BUSY).await
+        })
+    };
+    until_running(&[&w1, &w2], &[0, 0]).await;
+    assert!(!running.is_finished(), "the query ended before the cancel");
+    // The workers are busy with it...
+    let busy = cpu_ticks(w1.child.id()) + cpu_ticks(w2.child.id());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let busy = cpu_ticks(w1.child.id()) + cpu_ticks(w2.child.id()) - busy;
+    assert!(busy > 10, "the workers used {busy} ticks in 0.5 s");
+    // ...until the query is cancelled (what Ctrl-C in the shell, a Flight
+    // SQL CancelFlightInfo and a client disconnect do).
+    running.abort();
+    let _ = running.await;
+    for _ in 0..100 {
+        if w1.log_text().contains(stopped) && w2.log_text().contains(stopped) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(w1.log_text().contains(stopped), "{}", w1.log_text());
+    assert!(w2.log_text().contains(stopped), "{}", w2.log_text());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let idle = cpu_ticks(w1.child.id()) + cpu_ticks(w2.child.id());
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let idle = cpu_ticks(w1.child.id()) + cpu_ticks(w2.child.id()) - idle;
+    assert!(idle < 20, "the workers used {idle} ticks in 1 s after the cancel");
+
+    // And they serve the next query.
+    let got = admin
+        .collect("SELECT count(*) FROM tpch.nation")
+        .await
+        .expect("runs");
+    assert_eq!(rows(&got), vec![vec!["25".to_string()]]);
+}

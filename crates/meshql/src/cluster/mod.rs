@@ -439,7 +439,14 @@ impl tower::Service<http::Request<tonic::body::Body>> for Named {
         let call = tower::Service::call(&mut self.inner, request);
         Box::pin(async move {
             match call.await {
-                Ok(response) => Ok(response),
+                // A worker that dies mid-stream breaks the body, not the call.
+                Ok(response) => Ok(response.map(|inner| {
+                    tonic::body::Body::new(WorkerBody {
+                        inner,
+                        worker,
+                        down,
+                    })
+                })),
                 Err(e) => {
                     down.mark(&worker);
                     let cause = std::error::Error::source(&e)
@@ -452,6 +459,46 @@ impl tower::Service<http::Request<tonic::body::Body>> for Named {
                 }
             }
         })
+    }
+}
+
+/// A worker's response body, whose transport failures (the worker died or
+/// its connection broke while it streamed) become `Unavailable` statuses
+/// naming the worker. A worker's own errors come in trailers, not here.
+struct WorkerBody {
+    inner: tonic::body::Body,
+    worker: String,
+    down: Down,
+}
+
+impl http_body::Body for WorkerBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Self::Data>, Self::Error>>>
+    {
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            std::task::Poll::Ready(Some(Err(e))) => {
+                self.down.mark(&self.worker);
+                std::task::Poll::Ready(Some(Err(tonic::Status::unavailable(format!(
+                    "{UNAVAILABLE}{} is unavailable: {}",
+                    self.worker,
+                    e.message()
+                )))))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -104,6 +104,7 @@ pub async fn serve_worker(
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(tonic::service::InterceptorLayer::new(check))
+        .layer(WatchTasks)
         .add_service(worker.into_worker_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
@@ -158,6 +159,102 @@ impl WorkerSessionBuilder for WorkerSessions {
             .with_distributed_user_codec(MeshCodec)
             .with_distributed_channel_resolver(self.channels.clone())
             .build())
+    }
+}
+
+/// Logs how each task's result stream ends: read to its end, or dropped
+/// by the coordinator before (a cancelled or failed query), which drops
+/// the task's DataFusion streams and so stops its work.
+#[derive(Clone, Copy)]
+struct WatchTasks;
+
+impl<S> tower::Layer<S> for WatchTasks {
+    type Service = Watched<S>;
+    fn layer(&self, inner: S) -> Watched<S> {
+        Watched { inner }
+    }
+}
+
+#[derive(Clone)]
+struct Watched<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Watched<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<TaskBody<RB>>;
+    type Error = S::Error;
+    type Future = BoxFuture<std::result::Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let task = request.uri().path().ends_with("/ExecuteTask");
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|inner| TaskBody {
+                inner,
+                task,
+                ended: false,
+            }))
+        })
+    }
+}
+
+/// A response body that logs, for a task's stream, whether it was read to
+/// its end.
+struct TaskBody<B> {
+    inner: B,
+    task: bool,
+    ended: bool,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for TaskBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Self::Data>, Self::Error>>>
+    {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = &polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for TaskBody<B> {
+    fn drop(&mut self) {
+        if !self.task {
+            return;
+        }
+        if self.ended {
+            tracing::info!("meshql worker finished a task");
+        } else {
+            tracing::info!("meshql worker stopped a task its coordinator dropped");
+        }
     }
 }
 
