@@ -656,3 +656,44 @@ async fn a_cancelled_query_stops_its_tasks_on_the_workers() {
         .expect("runs");
     assert_eq!(rows(&got), vec![vec!["25".to_string()]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_memory_limit_holds_on_its_workers() {
+    use futures::TryStreamExt;
+    let mesh_dir = tpch_mesh();
+    let w1 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let w2 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
+    mesh.set_cluster(Some(
+        Cluster::new(
+            &[w1.addr.clone(), w2.addr.clone()],
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
+    ));
+    let admin = mesh.session(mesh.principal("admin").expect("principal"));
+    // The join's hash tables (lineitem's comments, about a megabyte per
+    // task) are built on the workers; the coordinator only adds up counts.
+    let sql = "SELECT count(*) FROM tpch.lineitem a JOIN tpch.lineitem b \
+               ON a.l_orderkey = b.l_orderkey AND a.l_comment = b.l_comment";
+    let run = |limit: Option<usize>| {
+        let admin = &admin;
+        async move {
+            let options = QueryOptions {
+                memory_limit: limit,
+                ..QueryOptions::default()
+            };
+            let query = admin.plan(sql, &options).await.expect("plans");
+            assert_eq!(query.physical_plan().name(), "DistributedExec");
+            let stream = query.execute().expect("starts");
+            stream.try_collect::<Vec<_>>().await
+        }
+    };
+    let unlimited = run(None).await.expect("runs without a limit");
+    assert_eq!(rows(&unlimited).len(), 1);
+    let err = run(Some(256 * 1024))
+        .await
+        .expect_err("the workers' hash tables are over the limit");
+    assert!(err.to_string().contains("Resources exhausted"), "{err}");
+}

@@ -206,6 +206,9 @@ datafusion::common::extensions_options! {
         pub principal: String, default = String::new()
         /// See the struct.
         pub pseudonym_check: String, default = String::new()
+        /// The query's memory limit in bytes (0: none), which each of its
+        /// tasks gets on its worker.
+        pub memory_limit: usize, default = 0
     }
 }
 
@@ -223,6 +226,7 @@ impl TaskPrincipal {
         TaskPrincipal {
             principal: hex(&serde_json::to_vec(&value).unwrap_or_default()),
             pseudonym_check: pseudonym_check(pseudonym_secret, token),
+            memory_limit: 0,
         }
     }
 
@@ -265,6 +269,14 @@ fn pseudonym_check(key: Option<&[u8]>, token: Option<&ClusterToken>) -> String {
         mac.update(t.0.as_bytes());
     }
     hex(&mac.finalize().into_bytes())
+}
+
+/// Gives the tasks of queries planned with `config` the memory limit
+/// `limit`, on their workers.
+pub(crate) fn limit_task_memory(config: &mut datafusion::prelude::SessionConfig, limit: usize) {
+    if let Some(task) = config.options_mut().extensions.get_mut::<TaskPrincipal>() {
+        task.memory_limit = limit;
+    }
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

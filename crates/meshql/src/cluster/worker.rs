@@ -19,6 +19,7 @@ use datafusion::physical_plan::{
 use datafusion_distributed::{
     DistributedExt, DistributedMetricsFormat, Worker, WorkerQueryContext, WorkerSessionBuilder,
 };
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use futures::StreamExt;
 
 use super::{Channels, ClusterToken, MeshCodec, TaskPrincipal, pseudonym_check};
@@ -61,6 +62,7 @@ pub async fn serve_worker(
         counters: Arc::clone(&counters),
         token: token.clone(),
         pseudonym_secret: mesh.inner.secret.clone(),
+        runtime: Arc::clone(&mesh.inner.runtime),
     };
     let worker = Worker::from_session_builder(sessions)
         .with_runtime_env(Arc::clone(&mesh.inner.runtime))
@@ -127,6 +129,7 @@ struct WorkerSessions {
     counters: Arc<Counters>,
     token: Option<ClusterToken>,
     pseudonym_secret: Option<Vec<u8>>,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 }
 
 #[async_trait::async_trait]
@@ -149,6 +152,15 @@ impl WorkerSessionBuilder for WorkerSessions {
             ));
         }
         let principal = task.principal()?;
+        if task.memory_limit > 0 {
+            // The query's memory limit, for this task.
+            let mut runtime = self.runtime.as_ref().clone();
+            runtime.memory_pool = Arc::new(TrackConsumersPool::new(
+                GreedyMemoryPool::new(task.memory_limit),
+                std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
+            ));
+            builder = builder.with_runtime_env(Arc::new(runtime));
+        }
         builder.scalar_functions().get_or_insert_default().extend(
             crate::governance::functions::worker_functions(
                 &principal,

@@ -499,6 +499,7 @@ impl Session {
             {
                 limits.max_value_bytes = limit as u64;
             }
+            crate::cluster::limit_task_memory(&mut config, limit);
             state = SessionStateBuilder::new_from_existing(state)
                 .with_config(config)
                 .with_runtime_env(Arc::new(runtime))
