@@ -35,6 +35,11 @@ impl Worker {
 
     /// A worker of the mesh in `mesh`.
     fn start_on(mesh: &std::path::Path, secret: Option<&str>) -> Worker {
+        Worker::start_logging(mesh, secret, "info")
+    }
+
+    /// A worker of the mesh in `mesh` whose log has `level` (`MESHQL_LOG`).
+    fn start_logging(mesh: &std::path::Path, secret: Option<&str>, level: &str) -> Worker {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("worker.log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_meshql"));
@@ -46,7 +51,7 @@ impl Worker {
             .env_remove("MESHQL_MESH")
             .env_remove("MESHQL_WORKERS")
             .env_remove("MESHQL_CLUSTER_SECRET_FILE")
-            .env("MESHQL_LOG", "info")
+            .env("MESHQL_LOG", level)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
         match secret {
@@ -112,7 +117,12 @@ const QUERIES: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn governed_answers_are_the_same_on_workers_for_every_principal() {
-    let (w1, w2) = (Worker::start(Some(SECRET)), Worker::start(Some(SECRET)));
+    demo_data();
+    let catalog = root().join("catalog");
+    // Logging everything, of every library, so the check below covers
+    // what the gRPC and HTTP/2 layers would print.
+    let w1 = Worker::start_logging(&catalog, Some(SECRET), "trace");
+    let w2 = Worker::start_logging(&catalog, Some(SECRET), "trace");
     let local = demo_mesh();
     let distributed = coordinator(&[&w1, &w2], Some(SECRET));
     for user in ["admin", "analyst", "eu_analyst", "finance", "guest"] {
@@ -148,6 +158,25 @@ async fn governed_answers_are_the_same_on_workers_for_every_principal() {
     let admin = distributed.session(distributed.principal("admin").expect("p"));
     let raw = rows(&admin.collect(QUERIES[0]).await.expect("runs"));
     assert!(raw.iter().any(|r| !r[1].contains("***@")), "{raw:?}");
+
+    // The workers' logs, at their most verbose, hold neither secret nor
+    // the principals' attributes that tasks carry (in the headers
+    // `meshql_task.*`, as hex of JSON).
+    let attribute = r#""region":"EU""#;
+    let attribute_hex: String = attribute.bytes().map(|b| format!("{b:02x}")).collect();
+    for w in [&w1, &w2] {
+        let log = w.log_text();
+        assert!(log.contains("TRACE"), "the log is not at trace level");
+        for secret in [
+            "demo-pseudonym-secret-change-me",
+            SECRET,
+            "meshql_task",
+            attribute,
+            attribute_hex.as_str(),
+        ] {
+            assert!(!log.contains(secret), "{} logs {secret}", w.addr);
+        }
+    }
     let eu = distributed.session(distributed.principal("eu_analyst").expect("p"));
     let regions = rows(
         &eu.collect("SELECT DISTINCT region FROM customers.customers")
@@ -647,7 +676,10 @@ async fn a_cancelled_query_stops_its_tasks_on_the_workers() {
     let idle = cpu_ticks(w1.child.id()) + cpu_ticks(w2.child.id());
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     let idle = cpu_ticks(w1.child.id()) + cpu_ticks(w2.child.id()) - idle;
-    assert!(idle < 20, "the workers used {idle} ticks in 1 s after the cancel");
+    assert!(
+        idle < 20,
+        "the workers used {idle} ticks in 1 s after the cancel"
+    );
 
     // And they serve the next query.
     let got = admin

@@ -10,6 +10,7 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::internal_err;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -19,7 +20,6 @@ use datafusion::physical_plan::{
 use datafusion_distributed::{
     DistributedExt, DistributedMetricsFormat, Worker, WorkerQueryContext, WorkerSessionBuilder,
 };
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use futures::StreamExt;
 
 use super::{Channels, ClusterToken, MeshCodec, TaskPrincipal, pseudonym_check};
