@@ -729,3 +729,91 @@ async fn a_query_memory_limit_holds_on_its_workers() {
         .expect_err("the workers' hash tables are over the limit");
     assert!(err.to_string().contains("Resources exhausted"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iceberg_products_split_across_workers_with_the_same_answers() {
+    use meshql_bench::{compare, tpch_data};
+    let data = tokio::task::spawn_blocking(|| tpch_data::ensure(0.01))
+        .await
+        .expect("the TPC-H Iceberg tables");
+    let dir = tempfile::tempdir().expect("tempdir");
+    tpch_data::write_mesh(dir.path(), &data, true);
+    // The analyst's policies of the Parquet domain, for the Iceberg one.
+    let analyst_rules = tpch_data::POLICIES
+        .split_once("  - name: analysts")
+        .map(|(_, rest)| format!("  - name: analysts{rest}"))
+        .expect("analyst rules")
+        .replace("domain: tpch\n", "domain: tpch_iceberg\n")
+        .replace("name: analysts", "name: Iceberg analysts");
+    let policies = dir.path().join("policies.yaml");
+    let text = std::fs::read_to_string(&policies).expect("policies") + &analyst_rules;
+    std::fs::write(&policies, text).expect("policies");
+    let w1 = Worker::start_on(dir.path(), Some(SECRET));
+    let w2 = Worker::start_on(dir.path(), Some(SECRET));
+    let open = |dir: PathBuf| async move {
+        tokio::task::spawn_blocking(move || Mesh::open_strict(&dir))
+            .await
+            .expect("opens")
+            .expect("the TPC-H mesh")
+    };
+    let local = open(dir.path().to_path_buf()).await;
+    let distributed = open(dir.path().to_path_buf()).await;
+    assert!(
+        local
+            .session(local.principal("admin").expect("admin"))
+            .collect("SELECT count(*) FROM tpch_iceberg.nation")
+            .await
+            .is_ok(),
+        "the Iceberg products are there"
+    );
+    distributed.set_cluster(Some(
+        Cluster::new(
+            &[w1.addr.clone(), w2.addr.clone()],
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
+    ));
+    for user in ["admin", "analyst"] {
+        let here = local.session(local.principal(user).expect("principal"));
+        let there = distributed.session(distributed.principal(user).expect("principal"));
+        for n in 1..=22 {
+            let sql = tpch_data::query(n, "tpch_iceberg");
+            let expected = here.collect(&sql).await.expect("runs in-process");
+            let got = there
+                .collect(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{user} Q{n} on workers: {e}"));
+            compare::same_results(&expected, &got, compare::is_ordered(&sql))
+                .unwrap_or_else(|e| panic!("{user} Q{n}: {e}"));
+            if n == 10 {
+                // Phone numbers: raw to admin, masked to the analyst.
+                let masked = rows(&got).iter().all(|r| r[6].contains('*'));
+                assert_eq!(masked, user == "analyst", "{user}: {:?}", rows(&got));
+            }
+            assert_eq!(
+                plan_name(&distributed, user, &sql).await,
+                "DistributedExec",
+                "{user} Q{n}"
+            );
+        }
+    }
+    // The scan of one Iceberg table is dealt out to both workers' tasks.
+    let admin = distributed.session(distributed.principal("admin").expect("principal"));
+    let plan = rows(
+        &admin
+            .collect("EXPLAIN SELECT l_returnflag, count(*) FROM tpch_iceberg.lineitem GROUP BY 1")
+            .await
+            .expect("explains"),
+    )
+    .concat()
+    .join("\n");
+    assert!(plan.contains("[Stage 1]"), "{plan}");
+    let isolated = plan
+        .lines()
+        .skip_while(|l| !l.contains("PartitionIsolatorExec: tasks=2"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(isolated.contains("IcebergScan"), "{plan}");
+    assert!(w1.tasks() > 0 && w2.tasks() > 0);
+}

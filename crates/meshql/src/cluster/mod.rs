@@ -563,7 +563,7 @@ impl PhysicalOptimizerRule for Distribute {
     }
 }
 
-/// Spreads a Parquet scan of a distributed query over every worker: the
+/// Spreads a Parquet or Iceberg scan of a distributed query over every worker: the
 /// query passed the size threshold, so its scans are worth the spread. The
 /// files (or byte ranges) are dealt out to the tasks.
 struct EveryWorker(usize);
@@ -574,10 +574,12 @@ impl datafusion_distributed::TaskEstimator for EveryWorker {
         plan: &Arc<dyn ExecutionPlan>,
         _cfg: &ConfigOptions,
     ) -> Option<datafusion_distributed::TaskEstimation> {
-        let scan: &DataSourceExec = plan.as_any().downcast_ref()?;
-        scan.data_source()
-            .as_any()
-            .downcast_ref::<FileScanConfig>()?;
+        if crate::storage::iceberg::scan_distributable(plan.as_ref()) != Some(true) {
+            let scan: &DataSourceExec = plan.as_any().downcast_ref()?;
+            scan.data_source()
+                .as_any()
+                .downcast_ref::<FileScanConfig>()?;
+        }
         Some(datafusion_distributed::TaskEstimation {
             task_count: datafusion_distributed::TaskCountAnnotation::Desired(self.0.max(1)),
         })
@@ -587,10 +589,20 @@ impl datafusion_distributed::TaskEstimator for EveryWorker {
         &self,
         plan: &Arc<dyn ExecutionPlan>,
         task_count: usize,
-        _cfg: &ConfigOptions,
+        cfg: &ConfigOptions,
     ) -> Option<Arc<dyn ExecutionPlan>> {
         if task_count == 1 {
             return Some(Arc::clone(plan));
+        }
+        let min_split = cfg.optimizer.repartition_file_min_size;
+        if let Some(spread) =
+            crate::storage::iceberg::spread_scan(plan.as_ref(), task_count, min_split)
+        {
+            // An error leaves the scan as planned, in one task.
+            let spread = spread.ok()?;
+            return Some(Arc::new(
+                datafusion_distributed::PartitionIsolatorExec::new(spread, task_count),
+            ));
         }
         let scan: &DataSourceExec = plan.as_any().downcast_ref()?;
         let files: &FileScanConfig = scan.data_source().as_any().downcast_ref()?;
@@ -658,13 +670,15 @@ fn scanned_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
 
 /// Whether every operator of a plan can travel to a worker: meshql's
 /// discovery tables, computed from the coordinator's catalog, and Iceberg
-/// scans stay on the coordinator (see the README's limits).
+/// scans that read delete files stay on the coordinator (see the README's
+/// limits).
 fn distributable(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let mut ok = true;
     let _ = plan.apply(|node| {
-        if crate::storage::iceberg::scan_bytes(node.as_ref()).is_some()
-            || node.name() == "IcebergContractSchema"
+        let iceberg = crate::storage::iceberg::scan_distributable(node.as_ref());
+        if iceberg == Some(false)
             || (node.children().is_empty()
+                && iceberg.is_none()
                 && !node.as_any().is::<DataSourceExec>()
                 && node.name() != "PlaceholderRowExec"
                 && node.name() != "EmptyExec")

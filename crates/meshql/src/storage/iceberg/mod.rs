@@ -17,6 +17,65 @@ pub(crate) fn scan_bytes(plan: &dyn ExecutionPlan) -> Option<u64> {
         .downcast_ref::<IcebergScanExec>()
         .map(IcebergScanExec::bytes)
 }
+
+/// Whether an Iceberg scan can run on workers (`None`: not an Iceberg scan).
+pub(crate) fn scan_distributable(plan: &dyn ExecutionPlan) -> Option<bool> {
+    plan.as_any()
+        .downcast_ref::<IcebergScanExec>()
+        .map(IcebergScanExec::distributable)
+}
+
+/// An Iceberg scan spread over `tasks` times its partitions (`None`: not an
+/// Iceberg scan).
+pub(crate) fn spread_scan(
+    plan: &dyn ExecutionPlan,
+    tasks: usize,
+    min_split: usize,
+) -> Option<DfResult<Arc<dyn ExecutionPlan>>> {
+    let scan = plan.as_any().downcast_ref::<IcebergScanExec>()?;
+    Some(
+        scan.spread(tasks, min_split)
+            .map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>),
+    )
+}
+
+/// How meshql's Iceberg operators travel to workers: a scan, or the
+/// contract's schema over one, with the byte that tells them apart.
+pub(crate) fn encode_node(plan: &dyn ExecutionPlan) -> Option<DfResult<Vec<u8>>> {
+    if let Some(scan) = plan.as_any().downcast_ref::<IcebergScanExec>() {
+        return Some(scan.encode().map(|b| [&[b'I'][..], &b].concat()));
+    }
+    let reschema = plan.as_any().downcast_ref::<Reschema>()?;
+    Some(
+        datafusion_proto::protobuf::Schema::try_from(reschema.schema.as_ref())
+            .map_err(DataFusionError::from)
+            .map(|p| [&[b'C'][..], &prost::Message::encode_to_vec(&p)].concat()),
+    )
+}
+
+/// A node [`encode_node`] encoded, on a worker; `None` if `buf` is not one.
+pub(crate) fn decode_node(
+    buf: &[u8],
+    inputs: &[Arc<dyn ExecutionPlan>],
+    ctx: &TaskContext,
+) -> Option<DfResult<Arc<dyn ExecutionPlan>>> {
+    let (tag, body) = buf.split_first()?;
+    match tag {
+        b'I' => Some(IcebergScanExec::decode(body, ctx).map(|s| Arc::new(s) as _)),
+        b'C' => Some((|| {
+            let proto: datafusion_proto::protobuf::Schema = prost::Message::decode(body)
+                .map_err(|e| DataFusionError::Internal(format!("a contract schema: {e}")))?;
+            let schema = Arc::new(Schema::try_from(&proto)?);
+            let [input] = inputs else {
+                return Err(DataFusionError::Internal(
+                    "IcebergContractSchema takes one input".into(),
+                ));
+            };
+            Ok(Arc::new(Reschema::new(Arc::clone(input), schema)) as Arc<dyn ExecutionPlan>)
+        })()),
+        _ => None,
+    }
+}
 pub(crate) use time_travel::{TimeTravel, rewrite_time_travel};
 
 use std::collections::HashMap;

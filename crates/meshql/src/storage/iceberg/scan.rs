@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::Session;
+use datafusion::common::config::TableParquetOptions;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
@@ -22,6 +23,7 @@ use datafusion::datasource::physical_plan::{
 };
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 use datafusion::physical_expr::expressions::Column;
@@ -78,11 +80,20 @@ struct Share {
 /// The scan of an Iceberg snapshot, planned to its files.
 pub(crate) struct IcebergScanExec {
     product: String,
-    table: Table,
+    /// The table, on the coordinator; a worker's copy has none (it reads
+    /// only scans without delete files, through DataFusion's scan).
+    table: Option<Table>,
+    table_name: String,
     snapshot: Option<i64>,
     /// The columns produced (the projected `file_schema`).
     schema: SchemaRef,
-    predicate: Option<Predicate>,
+    file_schema: SchemaRef,
+    projection: Vec<usize>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The Iceberg predicate that pruned manifests, for display.
+    predicate: Option<String>,
+    parquet_options: TableParquetOptions,
+    runtime: Arc<RuntimeEnv>,
     /// DataFusion's Parquet scan of the files without deletes.
     parquet: FileScanConfig,
     shares: Vec<Share>,
@@ -96,7 +107,7 @@ pub(crate) struct IcebergScanExec {
 impl std::fmt::Debug for IcebergScanExec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IcebergScanExec")
-            .field("table", &self.table.identifier().to_string())
+            .field("table", &self.table_name)
             .field("snapshot", &self.snapshot)
             .finish_non_exhaustive()
     }
@@ -116,8 +127,10 @@ impl IcebergScanExec {
             filter,
             limit,
         } = request;
-        let schema = Arc::new(file_schema.project(&projection)?);
-        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let columns: Vec<String> = projection
+            .iter()
+            .map(|&i| file_schema.field(i).name().clone())
+            .collect();
         let mut builder = table.scan().select(columns);
         if let Some(id) = snapshot {
             builder = builder.snapshot_id(id);
@@ -173,15 +186,6 @@ impl IcebergScanExec {
         }
 
         let options = state.config_options();
-        let mut source = ParquetSource::new(Arc::clone(&file_schema))
-            .with_table_parquet_options(state.table_options().parquet.clone())
-            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-                exact_ranges(runtime.object_store(&store_url)?, &store_url),
-                runtime.cache_manager.get_file_metadata_cache(),
-            )));
-        if let Some(filter) = filter {
-            source = source.with_predicate(filter);
-        }
         let mut file_groups: Vec<FileGroup> = groups.into_iter().map(FileGroup::new).collect();
         // Large files are split into byte ranges, as for Parquet products.
         if options.optimizer.repartition_file_scans
@@ -195,9 +199,59 @@ impl IcebergScanExec {
         let partitions = file_groups.len().max(shares.len());
         file_groups.resize_with(partitions, || FileGroup::new(Vec::new()));
         shares.resize_with(partitions, Share::default);
+        let table_name = table.identifier().to_string();
+        Self::assemble(
+            Parts {
+                product,
+                table: Some(table),
+                table_name,
+                snapshot,
+                file_schema,
+                projection,
+                filter,
+                limit,
+                predicate: predicate.map(|p| p.to_string()),
+                store_url,
+                parquet_options: state.table_options().parquet.clone(),
+                runtime: Arc::clone(runtime),
+            },
+            file_groups,
+            shares,
+        )
+    }
+
+    /// The scan of `parts` reading `file_groups` (one per partition, the
+    /// files DataFusion's scan reads) and `shares` (the same partitions'
+    /// sizes and files read through iceberg-rust).
+    fn assemble(parts: Parts, file_groups: Vec<FileGroup>, shares: Vec<Share>) -> DfResult<Self> {
+        let Parts {
+            product,
+            table,
+            table_name,
+            snapshot,
+            file_schema,
+            projection,
+            filter,
+            limit,
+            predicate,
+            store_url,
+            parquet_options,
+            runtime,
+        } = parts;
+        let schema = Arc::new(file_schema.project(&projection)?);
+        let mut source = ParquetSource::new(Arc::clone(&file_schema))
+            .with_table_parquet_options(parquet_options.clone())
+            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                exact_ranges(runtime.object_store(&store_url)?, &store_url),
+                runtime.cache_manager.get_file_metadata_cache(),
+            )));
+        if let Some(filter) = &filter {
+            source = source.with_predicate(Arc::clone(filter));
+        }
+        let partitions = file_groups.len();
         let parquet = FileScanConfigBuilder::new(store_url, Arc::new(source))
             .with_file_groups(file_groups)
-            .with_projection_indices(Some(projection))?
+            .with_projection_indices(Some(projection.clone()))?
             .with_limit(limit)
             .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory)))
             .build();
@@ -211,15 +265,210 @@ impl IcebergScanExec {
         Ok(Self {
             product,
             table,
+            table_name,
             snapshot,
             schema,
+            file_schema,
+            projection,
+            filter,
             predicate,
+            parquet_options,
+            runtime,
             parquet,
             shares,
             metrics: ExecutionPlanMetricsSet::new(),
             parquet_metrics,
             properties: Arc::new(properties),
         })
+    }
+
+    fn parts(&self) -> Parts {
+        Parts {
+            product: self.product.clone(),
+            table: self.table.clone(),
+            table_name: self.table_name.clone(),
+            snapshot: self.snapshot,
+            file_schema: Arc::clone(&self.file_schema),
+            projection: self.projection.clone(),
+            filter: self.filter.clone(),
+            limit: self.parquet.limit,
+            predicate: self.predicate.clone(),
+            store_url: self.parquet.object_store_url.clone(),
+            parquet_options: self.parquet_options.clone(),
+            runtime: Arc::clone(&self.runtime),
+        }
+    }
+
+    /// Whether the scan can run on workers: every file it reads goes
+    /// through DataFusion's Parquet scan. Files with delete files are read
+    /// through iceberg-rust with the table, which only the coordinator has.
+    pub(crate) fn distributable(&self) -> bool {
+        self.shares.iter().all(|s| s.with_deletes.is_empty())
+    }
+
+    /// The same scan in `tasks` times as many partitions, for
+    /// datafusion-distributed to deal out to `tasks` tasks: the files are
+    /// spread over the partitions by size, large ones split into byte
+    /// ranges.
+    pub(crate) fn spread(&self, tasks: usize, min_split: usize) -> DfResult<Self> {
+        let partitions = (self.shares.len() * tasks).max(1);
+        let mut files: Vec<PartitionedFile> = self
+            .parquet
+            .file_groups
+            .iter()
+            .flat_map(|g| g.iter().cloned())
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse(file_bytes(f)));
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
+        let mut sizes = vec![0u64; partitions];
+        for file in files {
+            let Some(i) = (0..partitions).min_by_key(|&i| sizes[i]) else {
+                break;
+            };
+            sizes[i] += file_bytes(&file);
+            groups[i].push(file);
+        }
+        let mut file_groups: Vec<FileGroup> = groups.into_iter().map(FileGroup::new).collect();
+        if let Some(split) = FileGroupPartitioner::new()
+            .with_target_partitions(partitions)
+            .with_repartition_file_min_size(min_split)
+            .repartition_file_groups(&file_groups)
+        {
+            file_groups = split;
+        }
+        file_groups.resize_with(partitions.max(file_groups.len()), || {
+            FileGroup::new(Vec::new())
+        });
+        let total_rows: u64 = self.shares.iter().map(|s| s.rows).sum();
+        let total_bytes = self.bytes().max(1);
+        let shares = file_groups
+            .iter()
+            .map(|g| {
+                let bytes: u64 = g.iter().map(file_bytes).sum();
+                Share {
+                    rows: (u128::from(total_rows) * u128::from(bytes) / u128::from(total_bytes))
+                        as u64,
+                    bytes,
+                    files: g.len(),
+                    with_deletes: Vec::new(),
+                }
+            })
+            .collect();
+        Self::assemble(self.parts(), file_groups, shares)
+    }
+
+    /// The scan as it travels to a worker.
+    pub(crate) fn encode(&self) -> DfResult<Vec<u8>> {
+        use datafusion_proto::protobuf;
+        use prost::Message;
+        if !self.distributable() {
+            return Err(DataFusionError::NotImplemented(format!(
+                "the scan of {} reads delete files and runs on the coordinator",
+                self.product
+            )));
+        }
+        let codec = datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec {};
+        let filter = match &self.filter {
+            Some(f) => {
+                Some(datafusion_proto::physical_plan::to_proto::serialize_physical_expr(f, &codec)?)
+            }
+            None => None,
+        };
+        let partitions = self
+            .parquet
+            .file_groups
+            .iter()
+            .zip(&self.shares)
+            .map(|(group, share)| {
+                Ok(PartitionProto {
+                    rows: share.rows,
+                    bytes: share.bytes,
+                    files: share.files as u64,
+                    parquet_files: group
+                        .iter()
+                        .map(protobuf::PartitionedFile::try_from)
+                        .collect::<DfResult<Vec<_>>>()?,
+                })
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let proto = IcebergScanProto {
+            product: self.product.clone(),
+            table_name: self.table_name.clone(),
+            snapshot: self.snapshot,
+            file_schema: Some(protobuf::Schema::try_from(self.file_schema.as_ref())?),
+            projection: self.projection.iter().map(|&i| i as u64).collect(),
+            predicate: self.predicate.clone(),
+            filter,
+            limit: self.parquet.limit.map(|l| l as u64),
+            store_url: self.parquet.object_store_url.as_str().to_string(),
+            parquet_options: Some(
+                datafusion_proto::generated::datafusion_common::TableParquetOptions::try_from(
+                    &self.parquet_options,
+                )?,
+            ),
+            partitions,
+        };
+        Ok(proto.encode_to_vec())
+    }
+
+    /// A scan [`IcebergScanExec::encode`] encoded, on a worker.
+    pub(crate) fn decode(buf: &[u8], ctx: &TaskContext) -> DfResult<Self> {
+        use prost::Message;
+        let bad = |what: &str| DataFusionError::Internal(format!("an Iceberg scan's {what}"));
+        let proto = IcebergScanProto::decode(buf).map_err(|e| bad(&e.to_string()))?;
+        let file_schema: SchemaRef = Arc::new(Schema::try_from(
+            proto.file_schema.as_ref().ok_or_else(|| bad("schema"))?,
+        )?);
+        let codec = datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec {};
+        // The filter only prunes (the plan evaluates it again above the
+        // scan), so a filter a worker cannot read is dropped.
+        let filter = proto.filter.as_ref().and_then(|f| {
+            datafusion_proto::physical_plan::from_proto::parse_physical_expr(
+                f,
+                ctx,
+                &file_schema,
+                &codec,
+            )
+            .ok()
+        });
+        let parquet_options = match &proto.parquet_options {
+            Some(o) => TableParquetOptions::try_from(o)?,
+            None => TableParquetOptions::default(),
+        };
+        let mut file_groups = Vec::with_capacity(proto.partitions.len());
+        let mut shares = Vec::with_capacity(proto.partitions.len());
+        for p in &proto.partitions {
+            let files = p
+                .parquet_files
+                .iter()
+                .map(PartitionedFile::try_from)
+                .collect::<DfResult<Vec<_>>>()?;
+            file_groups.push(FileGroup::new(files));
+            shares.push(Share {
+                rows: p.rows,
+                bytes: p.bytes,
+                files: p.files as usize,
+                with_deletes: Vec::new(),
+            });
+        }
+        Self::assemble(
+            Parts {
+                product: proto.product,
+                table: None,
+                table_name: proto.table_name,
+                snapshot: proto.snapshot,
+                file_schema,
+                projection: proto.projection.iter().map(|&i| i as usize).collect(),
+                filter,
+                limit: proto.limit.map(|l| l as usize),
+                predicate: proto.predicate,
+                store_url: ObjectStoreUrl::parse(&proto.store_url)?,
+                parquet_options,
+                runtime: Arc::clone(&ctx.runtime_env()),
+            },
+            file_groups,
+            shares,
+        )
     }
 
     /// The bytes of the files planned, across all partitions.
@@ -231,6 +480,70 @@ impl IcebergScanExec {
     fn file_count(&self) -> usize {
         self.shares.iter().map(|s| s.files).sum()
     }
+}
+
+/// What an [`IcebergScanExec`] is made of, besides its partitions.
+struct Parts {
+    product: String,
+    table: Option<Table>,
+    table_name: String,
+    snapshot: Option<i64>,
+    file_schema: SchemaRef,
+    projection: Vec<usize>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    limit: Option<usize>,
+    predicate: Option<String>,
+    store_url: ObjectStoreUrl,
+    parquet_options: TableParquetOptions,
+    runtime: Arc<RuntimeEnv>,
+}
+
+/// The bytes of a file (or its range) a scan reads.
+fn file_bytes(file: &PartitionedFile) -> u64 {
+    match &file.range {
+        Some(r) => (r.end - r.start).max(0) as u64,
+        None => file.object_meta.size,
+    }
+}
+
+/// An Iceberg scan as it travels to a worker: the files DataFusion's scan
+/// reads, partition by partition, and what reads them.
+#[derive(Clone, PartialEq, prost::Message)]
+struct IcebergScanProto {
+    #[prost(string, tag = "1")]
+    product: String,
+    #[prost(string, tag = "2")]
+    table_name: String,
+    #[prost(int64, optional, tag = "3")]
+    snapshot: Option<i64>,
+    #[prost(message, optional, tag = "4")]
+    file_schema: Option<datafusion_proto::protobuf::Schema>,
+    #[prost(uint64, repeated, tag = "5")]
+    projection: Vec<u64>,
+    #[prost(string, optional, tag = "6")]
+    predicate: Option<String>,
+    #[prost(message, optional, tag = "7")]
+    filter: Option<datafusion_proto::protobuf::PhysicalExprNode>,
+    #[prost(uint64, optional, tag = "8")]
+    limit: Option<u64>,
+    #[prost(string, tag = "9")]
+    store_url: String,
+    #[prost(message, optional, tag = "10")]
+    parquet_options: Option<datafusion_proto::generated::datafusion_common::TableParquetOptions>,
+    #[prost(message, repeated, tag = "11")]
+    partitions: Vec<PartitionProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PartitionProto {
+    #[prost(uint64, tag = "1")]
+    rows: u64,
+    #[prost(uint64, tag = "2")]
+    bytes: u64,
+    #[prost(uint64, tag = "3")]
+    files: u64,
+    #[prost(message, repeated, tag = "4")]
+    parquet_files: Vec<datafusion_proto::protobuf::PartitionedFile>,
 }
 
 /// Where a data file lives, as the runtime's object store and the path in
@@ -565,7 +878,7 @@ impl FileOpener for NamingOpener {
 
 impl DisplayAs for IcebergScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IcebergScan: {}", self.table.identifier())?;
+        write!(f, "IcebergScan: {}", self.table_name)?;
         if let Some(id) = self.snapshot {
             write!(f, " snapshot={id}")?;
         }
@@ -697,6 +1010,11 @@ impl ExecutionPlan for IcebergScanExec {
         // that an error names its file.
         let bytes: Count = MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition);
         let (table, product) = (self.table.clone(), self.product.clone());
+        if table.is_none() && !share.with_deletes.is_empty() {
+            return Err(DataFusionError::Internal(format!(
+                "the scan of {product} reads delete files, which only its coordinator can"
+            )));
+        }
         let batch_size = context.session_config().batch_size();
         let merged = futures::stream::iter(share.with_deletes)
             .then(move |task| {
@@ -710,6 +1028,11 @@ impl ExecutionPlan for IcebergScanExec {
                         )
                     };
                     let one = futures::stream::iter([Ok(task)]).boxed();
+                    let Some(table) = table else {
+                        return Err(DataFusionError::Internal(
+                            "no table to read delete files with".into(),
+                        ));
+                    };
                     let result = table
                         .reader_builder()
                         .with_batch_size(batch_size)
