@@ -218,7 +218,12 @@ async fn governed_answers_are_the_same_on_workers_for_every_principal() {
     // With the default threshold a one-row lookup stays in-process.
     let small = demo_mesh();
     small.set_cluster(Some(
-        Cluster::new(&[w1.addr.clone()], None, Some(SECRET.as_bytes())).expect("cluster"),
+        Cluster::new(
+            std::slice::from_ref(&w1.addr),
+            None,
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
     ));
     assert_ne!(
         plan_name(

@@ -280,7 +280,7 @@ pub(crate) fn limit_task_memory(config: &mut datafusion::prelude::SessionConfig,
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
