@@ -40,6 +40,17 @@ impl Worker {
 
     /// A worker of the mesh in `mesh` whose log has `level` (`MESHQL_LOG`).
     fn start_logging(mesh: &std::path::Path, secret: Option<&str>, level: &str) -> Worker {
+        Worker::start_with(mesh, secret, level, false)
+    }
+
+    /// A worker serving over TLS with the tests' certificate, which is
+    /// also the certificate authority it checks the other workers with.
+    fn start_tls(secret: Option<&str>) -> Worker {
+        demo_data();
+        Worker::start_with(&root().join("catalog"), secret, "info", true)
+    }
+
+    fn start_with(mesh: &std::path::Path, secret: Option<&str>, level: &str, tls: bool) -> Worker {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("worker.log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_meshql"));
@@ -52,12 +63,22 @@ impl Worker {
             .env_remove("MESHQL_WORKERS")
             .env_remove("MESHQL_CLUSTER_SECRET_FILE")
             .env("MESHQL_LOG", level)
+            .env_remove("MESHQL_WORKER_TLS_CERT")
+            .env_remove("MESHQL_WORKER_TLS_KEY")
+            .env_remove("MESHQL_CLUSTER_TLS_CA")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
         match secret {
             Some(s) => command.env("MESHQL_CLUSTER_SECRET", s),
             None => command.env_remove("MESHQL_CLUSTER_SECRET"),
         };
+        if tls {
+            command
+                .arg("--tls-cert")
+                .arg(root().join("testdata/tls/server.crt"))
+                .arg("--tls-key")
+                .arg(root().join("testdata/tls/server.key"));
+        }
         let mut child = command.spawn().expect("starts meshql worker");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
@@ -821,4 +842,44 @@ async fn iceberg_products_split_across_workers_with_the_same_answers() {
         .unwrap_or_default();
     assert!(isolated.contains("IcebergScan"), "{plan}");
     assert!(w1.tasks() > 0 && w2.tasks() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_serve_over_tls_and_refuse_plaintext() {
+    let (w1, w2) = (
+        Worker::start_tls(Some(SECRET)),
+        Worker::start_tls(Some(SECRET)),
+    );
+    let addrs = [w1.addr.clone(), w2.addr.clone()];
+    let ca = std::fs::read(root().join("testdata/tls/server.crt")).expect("ca");
+    let local = demo_mesh();
+    let mesh = demo_mesh();
+    let cluster = Cluster::new(&addrs, Some(0), Some(SECRET.as_bytes()))
+        .expect("cluster")
+        .with_tls(&ca);
+    assert!(cluster.tls());
+    mesh.set_cluster(Some(cluster));
+    // A query with a shuffle: its second stage reads the first from the
+    // other workers, worker to worker, over TLS too.
+    let sql = QUERIES[1];
+    for user in ["admin", "eu_analyst"] {
+        let here = local.session(local.principal(user).expect("principal"));
+        let there = mesh.session(mesh.principal(user).expect("principal"));
+        assert_eq!(plan_name(&mesh, user, sql).await, "DistributedExec");
+        assert_eq!(
+            rows(&there.collect(sql).await.expect("runs over TLS")),
+            rows(&here.collect(sql).await.expect("runs in-process")),
+            "{user}"
+        );
+    }
+    assert!(w1.tasks() > 0 && w2.tasks() > 0);
+
+    // A coordinator that speaks plaintext to them gets nowhere.
+    let plain = demo_mesh();
+    plain.set_cluster(Some(
+        Cluster::new(&addrs, Some(0), Some(SECRET.as_bytes())).expect("cluster"),
+    ));
+    let admin = plain.session(plain.principal("admin").expect("principal"));
+    let err = admin.collect(sql).await.expect_err("plaintext is refused");
+    assert!(matches!(err, meshql::Error::Unavailable(_)), "{err:?}");
 }

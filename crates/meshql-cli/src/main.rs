@@ -160,6 +160,14 @@ enum Sub {
         /// HOST:PORT to listen on.
         #[arg(long, default_value = "127.0.0.1:32020", env = "MESHQL_WORKER_ADDR")]
         addr: String,
+        /// Serve over TLS with this certificate (PEM); coordinators and the
+        /// other workers then need MESHQL_CLUSTER_TLS_CA, the certificate
+        /// authority it is checked against.
+        #[arg(long, env = "MESHQL_WORKER_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS certificate's private key (PEM).
+        #[arg(long, env = "MESHQL_WORKER_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Local principals.
     User {
@@ -332,7 +340,14 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             cmd: PolicyCmd::Explain { product },
         }) => return policy::explain(&mesh_dir, cli.user.as_deref(), product),
         Some(Sub::Serve(args)) => return serve::serve(&mesh_dir, args, &cli.cluster, runtime),
-        Some(Sub::Worker { addr }) => return serve::worker(&mesh_dir, addr, runtime),
+        Some(Sub::Worker {
+            addr,
+            tls_cert,
+            tls_key,
+        }) => {
+            let tls = tls_cert.as_deref().zip(tls_key.as_deref());
+            return serve::worker(&mesh_dir, addr, tls, runtime);
+        }
         Some(Sub::Products { .. }) | None => {}
     }
 

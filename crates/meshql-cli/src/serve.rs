@@ -113,13 +113,26 @@ pub(crate) async fn shutdown_signal() {
 pub(crate) fn worker(
     mesh_dir: &Path,
     addr: &str,
+    tls: Option<(&Path, &Path)>,
     runtime: tokio::runtime::Runtime,
 ) -> anyhow::Result<ExitCode> {
     init_log();
     let mesh = open_mesh(mesh_dir)?;
     let addr = meshql_server::parse_addr(addr, "--addr").map_err(anyhow::Error::msg)?;
+    let read = |p: &Path, what: &str| {
+        std::fs::read(p).with_context(|| format!("cannot read the TLS {what} {}", p.display()))
+    };
+    let tls = match tls {
+        Some((cert, key)) => Some(meshql::cluster::WorkerTls {
+            cert: read(cert, "certificate")?,
+            key: read(key, "key")?,
+            ca: meshql::cluster::cluster_tls_ca()?,
+        }),
+        None => None,
+    };
     let options = meshql::cluster::WorkerOptions {
         secret: meshql::cluster::cluster_secret()?,
+        tls,
     };
     runtime.block_on(async {
         mesh.connect_catalogs().await;

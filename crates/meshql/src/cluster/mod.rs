@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::principal::Principal;
 
 pub use codec::MeshCodec;
-pub use worker::{WorkerOptions, serve_worker};
+pub use worker::{WorkerOptions, WorkerTls, serve_worker};
 
 /// Queries whose scans read fewer bytes than this run in-process unless a
 /// mesh says otherwise: below it, a 2-core machine answers in well under a
@@ -124,12 +124,31 @@ impl Cluster {
         let token = secret.map(ClusterToken::from_secret);
         let down = Down::default();
         Ok(Cluster {
-            channels: Channels::new(token.clone(), down.clone()),
+            channels: Channels::new(token.clone(), down.clone(), None),
             down,
             workers: urls,
             distribute_above: distribute_above.unwrap_or(DEFAULT_DISTRIBUTE_ABOVE_BYTES),
             token,
         })
+    }
+
+    /// The same cluster with its workers reached over TLS, their
+    /// certificates checked against the certificate authority `ca_pem`.
+    pub fn with_tls(mut self, ca_pem: &[u8]) -> Cluster {
+        for url in &mut self.workers {
+            let _ = url.set_scheme("https");
+        }
+        self.channels = Channels::new(
+            self.token.clone(),
+            self.down.clone(),
+            Some(client_tls(ca_pem)),
+        );
+        self
+    }
+
+    /// Whether its workers are reached over TLS.
+    pub fn tls(&self) -> bool {
+        self.workers.iter().any(|u| u.scheme() == "https")
     }
 
     /// The workers, as `HOST:PORT`.
@@ -366,14 +385,22 @@ fn worker_name(url: &Url) -> String {
 struct Channels {
     token: Option<ClusterToken>,
     down: Down,
+    /// How `https` workers are reached: the certificate authority their
+    /// certificates are checked against.
+    tls: Option<tonic::transport::ClientTlsConfig>,
     cache: Arc<std::sync::Mutex<std::collections::HashMap<Url, tonic::transport::Channel>>>,
 }
 
 impl Channels {
-    fn new(token: Option<ClusterToken>, down: Down) -> Channels {
+    fn new(
+        token: Option<ClusterToken>,
+        down: Down,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Channels {
         Channels {
             token,
             down,
+            tls,
             cache: Arc::default(),
         }
     }
@@ -386,8 +413,19 @@ impl Channels {
         if let Some(c) = cache.get(url) {
             return Ok(c.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .map_err(|e| DataFusionError::Configuration(format!("worker {url}: {e}")))?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| DataFusionError::Configuration(format!("worker {url}: {e}")))?;
+        if url.scheme() == "https" {
+            let Some(tls) = &self.tls else {
+                return Err(DataFusionError::Configuration(format!(
+                    "worker {url} is reached over TLS, and no certificate authority is set (MESHQL_CLUSTER_TLS_CA)"
+                )));
+            };
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| DataFusionError::Configuration(format!("worker {url}: {e}")))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect_lazy();
@@ -519,7 +557,8 @@ impl http_body::Body for WorkerBody {
 pub fn unavailable_worker(message: &str) -> Option<String> {
     let at = message.find(UNAVAILABLE)?;
     let text = &message[at..];
-    let end = text.find('\n').unwrap_or(text.len());
+    // It ends at the end of its line, or of the quoted message it is in.
+    let end = text.find(['\n', '"']).unwrap_or(text.len());
     Some(text[..end].trim_end_matches(['"', '\'', ')']).to_string())
 }
 
@@ -714,12 +753,36 @@ pub fn from_config(
         return Ok(None);
     }
     let secret = cluster_secret()?;
-    Cluster::new(
+    let cluster = Cluster::new(
         &list,
         distribute_above.or(config.distribute_above_bytes),
         secret.as_deref(),
-    )
-    .map(Some)
+    )?;
+    Ok(Some(match cluster_tls_ca()? {
+        Some(ca) => cluster.with_tls(&ca),
+        None => cluster,
+    }))
+}
+
+/// The certificate authority of the workers' TLS certificates, from the
+/// file `MESHQL_CLUSTER_TLS_CA` names: with it, coordinators and workers
+/// reach workers over TLS (`grpc+tls`).
+pub fn cluster_tls_ca() -> Result<Option<Vec<u8>>> {
+    match std::env::var("MESHQL_CLUSTER_TLS_CA")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        Some(path) => std::fs::read(&path).map(Some).map_err(|source| Error::Io {
+            context: format!("cannot read the cluster's certificate authority {path}"),
+            source,
+        }),
+        None => Ok(None),
+    }
+}
+
+fn client_tls(ca_pem: &[u8]) -> tonic::transport::ClientTlsConfig {
+    tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
 }
 
 /// The cluster secret from `MESHQL_CLUSTER_SECRET`, or the file

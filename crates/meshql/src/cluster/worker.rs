@@ -32,6 +32,18 @@ pub struct WorkerOptions {
     /// The cluster secret coordinators prove they hold; required on any
     /// address but loopback.
     pub secret: Option<Vec<u8>>,
+    /// Serves over TLS with this certificate and key.
+    pub tls: Option<WorkerTls>,
+}
+
+/// A worker's TLS identity, as PEM, and the certificate authority it
+/// checks the other workers' certificates against (it reads a stage's
+/// input from them); without one, its own certificate.
+#[derive(Debug, Default)]
+pub struct WorkerTls {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub ca: Option<Vec<u8>>,
 }
 
 /// What a worker has done, for its log and its operators.
@@ -58,7 +70,14 @@ pub async fn serve_worker(
     let token = options.secret.as_deref().map(ClusterToken::from_secret);
     let counters = Arc::new(Counters::default());
     let sessions = WorkerSessions {
-        channels: Channels::new(token.clone(), super::Down::default()),
+        channels: Channels::new(
+            token.clone(),
+            super::Down::default(),
+            options
+                .tls
+                .as_ref()
+                .map(|t| super::client_tls(t.ca.as_deref().unwrap_or(&t.cert))),
+        ),
         counters: Arc::clone(&counters),
         token: token.clone(),
         pseudonym_secret: mesh.inner.secret.clone(),
@@ -99,11 +118,26 @@ pub async fn serve_worker(
         context: format!("cannot listen on {addr}"),
         source,
     })?;
-    tracing::info!(addr = %bound, secret = options.secret.is_some(), "meshql worker listening");
+    tracing::info!(
+        addr = %bound,
+        secret = options.secret.is_some(),
+        tls = options.tls.is_some(),
+        "meshql worker listening"
+    );
     // Tests and scripts wait for this line.
     println!("meshql worker listening on {bound}");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &options.tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert, &tls.key);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::Io {
+                context: "the worker's TLS certificate or key".into(),
+                source: std::io::Error::other(e),
+            })?;
+    }
+    let served = server
         .tcp_nodelay(true)
         .layer(tonic::service::InterceptorLayer::new(check))
         .layer(WatchTasks)
