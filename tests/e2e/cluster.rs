@@ -883,3 +883,13 @@ async fn workers_serve_over_tls_and_refuse_plaintext() {
     let err = admin.collect(sql).await.expect_err("plaintext is refused");
     assert!(matches!(err, meshql::Error::Unavailable(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_governance_holds_on_a_coordinator_with_workers() {
+    let (w1, w2) = (Worker::start(Some(SECRET)), Worker::start(Some(SECRET)));
+    let mesh = coordinator(&[&w1, &w2], Some(SECRET));
+    let server = crate::flight::start(mesh, meshql_server::ServerOptions::default()).await;
+    crate::flight::governed_results_over_the_wire(&server).await;
+    crate::flight::hidden_and_missing_products_fail_alike(&server).await;
+    assert!(w1.tasks() > 0 && w2.tasks() > 0);
+}

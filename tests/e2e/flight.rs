@@ -261,7 +261,13 @@ pub(crate) fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn governed_results_over_the_wire_equal_the_embedded_library_for_every_demo_principal() {
-    let server = demo_server().await;
+    governed_results_over_the_wire(&demo_server().await).await;
+}
+
+/// What each demo principal gets from `server` equals what the embedded
+/// library gives it, and the masks and row filters are there. (Also run
+/// against a coordinator with workers, in `cluster`.)
+pub(crate) async fn governed_results_over_the_wire(server: &TestServer) {
     let mesh = demo_mesh();
     let queries = [
         "SELECT customer_id, email, region FROM customers.customers ORDER BY customer_id LIMIT 20",
@@ -326,7 +332,12 @@ async fn governed_results_over_the_wire_equal_the_embedded_library_for_every_dem
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hidden_and_missing_products_fail_alike_with_not_found() {
-    let server = demo_server().await;
+    hidden_and_missing_products_fail_alike(&demo_server().await).await;
+}
+
+/// A product hidden from guest and one that does not exist give `server`'s
+/// guest the same error. (Also run against a coordinator with workers.)
+pub(crate) async fn hidden_and_missing_products_fail_alike(server: &TestServer) {
     let mut guest = demo_login(server.addr, "guest").await;
     let hidden = guest
         .sql("SELECT * FROM payments.transactions")
