@@ -7,6 +7,7 @@
 //!   rounding and of row order where the query has none;
 //! - [`measure`]: medians, geometric means, peak memory of a process.
 
+pub mod cluster;
 pub mod common;
 pub mod compare;
 pub mod duckdb;

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --profile bench -p meshql-bench -- tpch --scale 1
 //! cargo run --profile bench -p meshql-bench -- mesh --sizes 100,1000,10000
+//! cargo run --profile bench -p meshql-bench -- cluster --scale 1 --workers 2
 //! ```
 //!
 //! Results go to `benches/results/` unless `--out` says otherwise. The
@@ -79,6 +80,22 @@ enum Command {
         #[arg(long)]
         no_memory: bool,
     },
+    /// The 22 TPC-H queries in-process and on local `meshql worker`
+    /// processes (the `meshql` binary of the same build).
+    Cluster {
+        /// TPC-H scale factor.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Timed runs per query and way, after one warm-up.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Worker processes to start.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Where the results go.
+        #[arg(long, default_value_os_t = default_out())]
+        out: PathBuf,
+    },
     /// Generated meshes of growing size: open, session, plan, memory.
     Mesh {
         /// Numbers of contracts, across 100 domains.
@@ -129,6 +146,17 @@ fn main() -> Result<()> {
                 memory: !no_memory,
             })
         }
+        Command::Cluster {
+            scale,
+            runs,
+            workers,
+            out,
+        } => meshql_bench::cluster::run(&meshql_bench::cluster::Options {
+            scale,
+            runs,
+            workers,
+            out,
+        }),
         Command::Mesh { sizes, out } => mesh_scale::run(&sizes, &out).map(|_| ()),
         Command::TpchMemory {
             scale,
