@@ -893,3 +893,84 @@ async fn flight_sql_governance_holds_on_a_coordinator_with_workers() {
     crate::flight::hidden_and_missing_products_fail_alike(&server).await;
     assert!(w1.tasks() > 0 && w2.tasks() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_cancel_and_disconnect_stop_the_tasks_on_the_workers() {
+    use arrow_flight::sql::CommandStatementQuery;
+    use futures::StreamExt;
+    use prost::Message;
+    let mesh_dir = tpch_mesh();
+    let w1 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let w2 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
+    mesh.set_cluster(Some(
+        Cluster::new(
+            &[w1.addr.clone(), w2.addr.clone()],
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
+    ));
+    let server = crate::flight::start(mesh, meshql_server::ServerOptions::default()).await;
+    let stopped = |w: &Worker| {
+        w.log_text()
+            .matches("stopped a task its coordinator dropped")
+            .count()
+    };
+    let workers = [&w1, &w2];
+
+    // CancelFlightInfo, then a client that goes away mid-query.
+    for how in ["CancelFlightInfo", "disconnect"] {
+        let before: Vec<usize> = workers.iter().map(|w| w.tasks()).collect();
+        let stopped_before: Vec<usize> = workers.iter().map(|w| stopped(w)).collect();
+        let mut analyst = crate::flight::demo_login(server.addr, "analyst").await;
+        let info = analyst
+            .info(CommandStatementQuery {
+                query: BUSY.into(),
+                transaction_id: None,
+            })
+            .await
+            .expect("plans");
+        let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+        let mut stream = analyst.stream(ticket).await.expect("starts");
+        let reading = tokio::spawn(async move { stream.next().await.map(|r| r.is_ok()) });
+        until_running(&workers, &before).await;
+        assert!(!reading.is_finished(), "{how}: the query ended early");
+        match how {
+            "CancelFlightInfo" => {
+                let cancel = arrow_flight::CancelFlightInfoRequest { info: Some(info) };
+                analyst
+                    .action("CancelFlightInfo", cancel.encode_to_vec())
+                    .await
+                    .expect("cancels");
+                let ended = tokio::time::timeout(std::time::Duration::from_secs(20), reading)
+                    .await
+                    .expect("the stream ends promptly")
+                    .expect("joins");
+                assert_ne!(ended, Some(true), "{how}: a result after the cancel");
+            }
+            _ => {
+                reading.abort();
+                drop(analyst);
+            }
+        }
+        for _ in 0..200 {
+            if workers
+                .iter()
+                .zip(&stopped_before)
+                .all(|(w, b)| stopped(w) > *b)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        for (w, b) in workers.iter().zip(&stopped_before) {
+            assert!(
+                stopped(w) > *b,
+                "{how}: {} kept its tasks: {}",
+                w.addr,
+                w.log_text()
+            );
+        }
+    }
+}

@@ -183,7 +183,11 @@ impl Wire {
         self.fetch(&info).await
     }
 
-    async fn action(&mut self, kind: &str, body: Vec<u8>) -> Result<Vec<Vec<u8>>, Status> {
+    pub(crate) async fn action(
+        &mut self,
+        kind: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<Vec<u8>>, Status> {
         let req = self.req(Action {
             r#type: kind.into(),
             body: body.into(),
