@@ -235,6 +235,29 @@ async fn governed_answers_are_the_same_on_workers_for_every_principal() {
     ));
     assert!(analyzed.contains("output_rows"), "{analyzed}");
     assert!(analyzed.contains("Stage"), "{analyzed}");
+    // It says which worker ran each task: both did.
+    for w in [&w1, &w2] {
+        assert!(
+            analyzed.contains(&format!("task 0: {}", w.addr))
+                || analyzed.contains(&format!("task 1: {}", w.addr)),
+            "{analyzed}"
+        );
+    }
+    // So does a restricted principal's, which stops at the policy.
+    let analyst_analyzed = explain(rows(
+        &analyst
+            .collect(&format!("EXPLAIN ANALYZE {}", &sql["EXPLAIN ".len()..]))
+            .await
+            .expect("analyzes"),
+    ));
+    assert!(
+        analyst_analyzed.contains("Stage 1 task"),
+        "{analyst_analyzed}"
+    );
+    assert!(
+        !analyst_analyzed.contains("customers.parquet"),
+        "{analyst_analyzed}"
+    );
 
     // With the default threshold a one-row lookup stays in-process.
     let small = demo_mesh();

@@ -172,6 +172,10 @@ impl Cluster {
         // of one worker left) must run on it, never silently on the
         // coordinator. Tasks are dealt over the workers that are up.
         let tasks = self.workers.len().max(2);
+        let mut builder = builder;
+        if let Some(config) = builder.config().as_mut() {
+            config.set_extension(Arc::new(self.channels.assignments.clone()));
+        }
         let mut builder = builder
             .with_distributed_option_extension(task)
             .with_distributed_worker_resolver(Workers {
@@ -388,6 +392,7 @@ struct Channels {
     /// How `https` workers are reached: the certificate authority their
     /// certificates are checked against.
     tls: Option<tonic::transport::ClientTlsConfig>,
+    assignments: Assignments,
     cache: Arc<std::sync::Mutex<std::collections::HashMap<Url, tonic::transport::Channel>>>,
 }
 
@@ -401,6 +406,7 @@ impl Channels {
             token,
             down,
             tls,
+            assignments: Assignments::default(),
             cache: Arc::default(),
         }
     }
@@ -444,6 +450,7 @@ impl ChannelResolver for Channels {
             inner: self.channel(url)?,
             worker: worker_name(url),
             down: self.down.clone(),
+            assignments: self.assignments.clone(),
             authorization: self
                 .token
                 .as_ref()
@@ -461,6 +468,7 @@ struct Named {
     inner: tonic::transport::Channel,
     worker: String,
     down: Down,
+    assignments: Assignments,
     authorization: Option<http::HeaderValue>,
 }
 
@@ -483,6 +491,28 @@ impl tower::Service<http::Request<tonic::body::Body>> for Named {
             request
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, value.clone());
+        }
+        // The coordinator sends every task's plan (`CoordinatorChannel`,
+        // one per task) and executes the top stage's tasks itself.
+        let path = request.uri().path();
+        let kind = if path.ends_with("/CoordinatorChannel") {
+            Some(TaskCall::SetPlan)
+        } else if path.ends_with("/ExecuteTask") {
+            Some(TaskCall::Execute)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            let (worker, assignments) = (self.worker.clone(), self.assignments.clone());
+            request = request.map(|inner| {
+                tonic::body::Body::new(ObservedTask {
+                    inner,
+                    kind,
+                    worker,
+                    assignments,
+                    seen: false,
+                })
+            });
         }
         let worker = self.worker.clone();
         let down = self.down.clone();
@@ -510,6 +540,165 @@ impl tower::Service<http::Request<tonic::body::Body>> for Named {
             }
         })
     }
+}
+
+/// Which worker each task of the latest distributed queries went to, for
+/// `EXPLAIN ANALYZE`: query id, stage, task, worker.
+#[derive(Clone, Default)]
+pub(crate) struct Assignments(Arc<std::sync::Mutex<std::collections::VecDeque<Assignment>>>);
+
+/// A task of a query: query id, stage, task number, worker.
+type Assignment = ([u8; 16], u64, u64, String);
+
+/// How many task assignments are kept.
+const ASSIGNMENTS_KEPT: usize = 4096;
+
+impl Assignments {
+    fn record(&self, query: [u8; 16], stage: u64, task: u64, worker: &str) {
+        if let Ok(mut a) = self.0.lock() {
+            if a.len() >= ASSIGNMENTS_KEPT {
+                a.pop_front();
+            }
+            a.push_back((query, stage, task, worker.to_string()));
+        }
+    }
+
+    /// The workers the tasks of `query` went to, by stage and task.
+    pub(crate) fn of(&self, query: [u8; 16]) -> Vec<(u64, u64, String)> {
+        let mut out: Vec<(u64, u64, String)> = self
+            .0
+            .lock()
+            .map(|a| {
+                a.iter()
+                    .filter(|(q, ..)| *q == query)
+                    .map(|(_, s, t, w)| (*s, *t, w.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// datafusion-distributed's `TaskKey`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TaskKeyProto {
+    #[prost(bytes = "vec", tag = "1")]
+    query_id: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    stage_id: u64,
+    #[prost(uint64, tag = "3")]
+    task_number: u64,
+}
+
+#[derive(Clone, Copy)]
+enum TaskCall {
+    SetPlan,
+    Execute,
+}
+
+/// The task key at the start of a gRPC message of `kind`: an
+/// `ExecuteTaskRequest` (field 1) or a `CoordinatorToWorkerMsg` whose
+/// `SetPlanRequest` (field 1) starts with it (field 1). Only the key is
+/// read: the plan after it may go on in later frames.
+fn task_key(kind: TaskCall, data: &[u8]) -> Option<TaskKeyProto> {
+    use prost::encoding::decode_varint;
+    // A flag byte and four bytes of length, then the message.
+    let mut b = data.get(5..)?;
+    let field = |b: &mut &[u8]| -> Option<usize> {
+        // Field 1, length-delimited.
+        if decode_varint(b).ok()? != 0x0a {
+            return None;
+        }
+        usize::try_from(decode_varint(b).ok()?).ok()
+    };
+    if let TaskCall::SetPlan = kind {
+        field(&mut b)?;
+    }
+    let len = field(&mut b)?;
+    <TaskKeyProto as prost::Message>::decode(b.get(..len)?).ok()
+}
+
+/// A task call's request body, read as it is sent: its task key is
+/// recorded with the worker it goes to.
+struct ObservedTask {
+    inner: tonic::body::Body,
+    kind: TaskCall,
+    worker: String,
+    assignments: Assignments,
+    seen: bool,
+}
+
+impl http_body::Body for ObservedTask {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Self::Data>, Self::Error>>>
+    {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if !self.seen
+            && let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && data.len() > 5
+        {
+            self.seen = true;
+            if let Some(key) = task_key(self.kind, data)
+                && let Ok(query) = <[u8; 16]>::try_from(key.query_id.as_slice())
+            {
+                self.assignments
+                    .record(query, key.stage_id, key.task_number, &self.worker);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Which worker ran each task of the distributed plan `plan`, once it has
+/// run, a line per task; `None` for a plan that did not run on workers.
+pub(crate) fn workers_text(
+    assignments: Option<&Assignments>,
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Option<String> {
+    let tasks = assignments?.of(query_id(plan)?);
+    (!tasks.is_empty()).then(|| {
+        tasks
+            .iter()
+            .map(|(stage, task, worker)| format!("Stage {stage} task {task}: {worker}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// The query id of a distributed plan, from the first stage below it
+/// (datafusion-distributed shows it only in the stage's debug text).
+pub(crate) fn query_id(plan: &Arc<dyn ExecutionPlan>) -> Option<[u8; 16]> {
+    use datafusion_distributed::NetworkBoundaryExt;
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        if let Some(boundary) = node.as_network_boundary() {
+            let text = format!("{:?}", boundary.input_stage());
+            found = text
+                .split_once("query_id: ")
+                .and_then(|(_, rest)| rest.get(..36))
+                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                .map(|id| *id.as_bytes());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// A worker's response body, whose transport failures (the worker died or

@@ -383,6 +383,9 @@ impl ExecutionPlan for DistributedAnalyzeExec {
         let out = Arc::clone(&schema);
         let once = futures::stream::once(async move {
             let started = std::time::Instant::now();
+            let recorded = context
+                .session_config()
+                .get_extension::<super::Assignments>();
             let mut stream = execute_stream(Arc::clone(&input), context)?;
             let mut rows = 0usize;
             while let Some(batch) = stream.next().await {
@@ -393,9 +396,14 @@ impl ExecutionPlan for DistributedAnalyzeExec {
             } else {
                 DistributedMetricsFormat::Aggregated
             };
+            let workers = super::workers_text(recorded.as_deref(), &input);
             let text = datafusion_distributed::explain_analyze(input, format)?;
             let mut kinds = vec!["Plan with Metrics".to_string()];
             let mut texts = vec![text];
+            if let Some(workers) = workers {
+                kinds.push("Workers".into());
+                texts.push(workers);
+            }
             if verbose {
                 kinds.push("Output Rows".into());
                 texts.push(rows.to_string());

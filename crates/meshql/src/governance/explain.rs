@@ -424,6 +424,9 @@ impl ExecutionPlan for GovernedExplainExec {
                 Some(rows) => rows,
                 None => {
                     let started = std::time::Instant::now();
+                    let recorded = context
+                        .session_config()
+                        .get_extension::<crate::cluster::Assignments>();
                     let mut stream = execute_stream(Arc::clone(&input), context)?;
                     let mut count = 0usize;
                     while let Some(batch) = stream.next().await {
@@ -437,6 +440,10 @@ impl ExecutionPlan for GovernedExplainExec {
                     let mut text = String::new();
                     metrics_text(input.as_ref(), false, 0, &mut text);
                     let mut rows = vec![("Plan with Metrics".to_string(), text)];
+                    if let Some(workers) = crate::cluster::workers_text(recorded.as_deref(), &input)
+                    {
+                        rows.push(("Workers".to_string(), workers));
+                    }
                     if verbose {
                         let mut full = String::new();
                         metrics_text(input.as_ref(), true, 0, &mut full);
