@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --profile bench -p meshql-bench -- tpch --scale 1
 //! cargo run --profile bench -p meshql-bench -- mesh --sizes 100,1000,10000
-//! cargo run --profile bench -p meshql-bench -- cluster --scale 1 --workers 2
+//! cargo run --profile bench -p meshql-bench -- tpch --scale 1 --workers 1,2,4
 //! ```
 //!
 //! Results go to `benches/results/` unless `--out` says otherwise. The
@@ -79,22 +79,11 @@ enum Command {
         /// Skip the per-system peak memory runs.
         #[arg(long)]
         no_memory: bool,
-    },
-    /// The 22 TPC-H queries in-process and on local `meshql worker`
-    /// processes (the `meshql` binary of the same build).
-    Cluster {
-        /// TPC-H scale factor.
-        #[arg(long, default_value_t = 1.0)]
-        scale: f64,
-        /// Timed runs per query and way, after one warm-up.
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Worker processes to start.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Where the results go.
-        #[arg(long, default_value_os_t = default_out())]
-        out: PathBuf,
+        /// Instead of the engine comparison: meshql in-process against
+        /// clusters of this many local `meshql worker` processes (the
+        /// `meshql` binary of the same build), e.g. `1,2,4`.
+        #[arg(long, value_parser = parse_list)]
+        workers: Option<List>,
     },
     /// Generated meshes of growing size: open, session, plan, memory.
     Mesh {
@@ -131,9 +120,19 @@ fn main() -> Result<()> {
             settings,
             sweep,
             no_memory,
+            workers,
         } => {
             if let Some(q) = queries.iter().find(|q| !(1..=22).contains(*q)) {
                 anyhow::bail!("there is no TPC-H query {q}: queries are 1 to 22");
+            }
+            if let Some(workers) = workers {
+                return meshql_bench::cluster::run(&meshql_bench::cluster::Options {
+                    scale,
+                    runs,
+                    workers,
+                    queries,
+                    out,
+                });
             }
             tpch::run(&tpch::Options {
                 scale,
@@ -146,17 +145,6 @@ fn main() -> Result<()> {
                 memory: !no_memory,
             })
         }
-        Command::Cluster {
-            scale,
-            runs,
-            workers,
-            out,
-        } => meshql_bench::cluster::run(&meshql_bench::cluster::Options {
-            scale,
-            runs,
-            workers,
-            out,
-        }),
         Command::Mesh { sizes, out } => mesh_scale::run(&sizes, &out).map(|_| ()),
         Command::TpchMemory {
             scale,
