@@ -779,7 +779,29 @@ impl PhysicalOptimizerRule for Distribute {
         if scanned_bytes(&plan) < self.above || !distributable(&plan) {
             return Ok(plan);
         }
-        DistributedPhysicalOptimizerRule.optimize(plan, config)
+        let distributed = DistributedPhysicalOptimizerRule.optimize(Arc::clone(&plan), config)?;
+        if is_distributed(&distributed) || !scans(&plan) {
+            return Ok(distributed);
+        }
+        // datafusion-distributed keeps a plan without an exchange (one
+        // partition end to end, or a bare scan) in-process. It passed the
+        // threshold, so it runs whole, as one task, on a worker: correct by
+        // construction, since nothing of it is split. The stage sits under
+        // a coalesce, as datafusion-distributed's own stages do, which is
+        // where its displays look for stages.
+        let stage = datafusion_distributed::NetworkCoalesceExec::try_new(
+            plan,
+            uuid::Uuid::new_v4(),
+            1,
+            1,
+            1,
+        )?;
+        let root = datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(
+            Arc::new(stage),
+        );
+        Ok(Arc::new(datafusion_distributed::DistributedExec::new(
+            Arc::new(root),
+        )))
     }
 
     fn name(&self) -> &str {
@@ -870,6 +892,24 @@ pub(crate) fn analyze_distributed(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn Execu
 fn is_distributed(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.as_any()
         .is::<datafusion_distributed::DistributedExec>()
+}
+
+/// Whether a plan reads a Parquet or Iceberg product (a plan of constants
+/// has nothing for a worker to do).
+fn scans(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        let file_scan = node
+            .as_any()
+            .downcast_ref::<DataSourceExec>()
+            .is_some_and(|s| s.data_source().as_any().is::<FileScanConfig>());
+        if file_scan || crate::storage::iceberg::scan_distributable(node.as_ref()).is_some() {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// The bytes a plan's scans read: the sizes of the files (or byte ranges)
