@@ -10,12 +10,12 @@ use meshql::{Mesh, QueryOptions};
 
 use crate::util::*;
 
-const SECRET: &str = "cluster-secret-of-the-tests";
+pub(crate) const SECRET: &str = "cluster-secret-of-the-tests";
 
 /// A `meshql worker` process on an ephemeral port of 127.0.0.1.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -34,7 +34,7 @@ impl Worker {
     }
 
     /// A worker of the mesh in `mesh`.
-    fn start_on(mesh: &std::path::Path, secret: Option<&str>) -> Worker {
+    pub(crate) fn start_on(mesh: &std::path::Path, secret: Option<&str>) -> Worker {
         Worker::start_logging(mesh, secret, "info")
     }
 
@@ -102,7 +102,7 @@ impl Worker {
     }
 
     /// The tasks this worker's log says it ran.
-    fn tasks(&self) -> usize {
+    pub(crate) fn tasks(&self) -> usize {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .matches("meshql worker runs a task")

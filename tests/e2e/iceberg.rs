@@ -1045,6 +1045,49 @@ async fn position_deletes_written_by_duckdb_read_as_pyiceberg_reads_them() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(text.contains("files_with_deletes="), "{text}");
+
+    // On workers: a file with deletes travels as its scan task and a
+    // worker reads it through iceberg-rust, deletes applied, with the same
+    // answers for every state.
+    use crate::cluster::{SECRET, Worker};
+    let w1 = Worker::start_on(&mesh_dir, Some(SECRET));
+    let w2 = Worker::start_on(&mesh_dir, Some(SECRET));
+    let distributed = Mesh::open_strict(&mesh_dir).expect("mesh opens");
+    distributed.set_cluster(Some(
+        meshql::cluster::Cluster::new(
+            &[w1.addr.clone(), w2.addr.clone()],
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
+    ));
+    for state in &states {
+        let sql = format!(
+            "SELECT * FROM hr.scores FOR VERSION AS OF {} ORDER BY id",
+            state.snapshot
+        );
+        assert_eq!(
+            read(&distributed, &sql).await,
+            state.rows,
+            "{sql} on workers"
+        );
+    }
+    let aggregate = "SELECT count(*), count(name), min(id), max(id) FROM hr.scores WHERE id > 240";
+    assert_eq!(read(&distributed, aggregate).await, got);
+    let plan = read(&distributed, &format!("EXPLAIN {aggregate}"))
+        .await
+        .iter()
+        .map(|r| r.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let staged = plan
+        .lines()
+        .skip_while(|l| !l.contains("[Stage 1]"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("DistributedExec"), "{plan}");
+    assert!(staged.contains("files_with_deletes="), "{plan}");
+    assert!(w1.tasks() + w2.tasks() > 0, "no worker ran a task");
 }
 
 /// A PostgreSQL server of the test's own on 127.0.0.1, in `dir/pg`.

@@ -937,9 +937,9 @@ fn scanned_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
 }
 
 /// Whether every operator of a plan can travel to a worker: meshql's
-/// discovery tables, computed from the coordinator's catalog, and Iceberg
-/// scans that read delete files stay on the coordinator (see the README's
-/// limits).
+/// discovery tables, computed from the coordinator's catalog, stay on the
+/// coordinator, and so does the rare Iceberg scan whose files with deletes
+/// do not travel intact (see the README's limits).
 fn distributable(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let mut ok = true;
     let _ = plan.apply(|node| {

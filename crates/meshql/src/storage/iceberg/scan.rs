@@ -81,7 +81,8 @@ struct Share {
 pub(crate) struct IcebergScanExec {
     product: String,
     /// The table, on the coordinator; a worker's copy has none (it reads
-    /// only scans without delete files, through DataFusion's scan).
+    /// the files with deletes through a file IO over its own object
+    /// stores).
     table: Option<Table>,
     table_name: String,
     snapshot: Option<i64>,
@@ -299,11 +300,14 @@ impl IcebergScanExec {
         }
     }
 
-    /// Whether the scan can run on workers: every file it reads goes
-    /// through DataFusion's Parquet scan. Files with delete files are read
-    /// through iceberg-rust with the table, which only the coordinator has.
+    /// Whether the scan can run on workers: every file iceberg-rust reads
+    /// (those with delete files) travels as its scan task and comes back
+    /// from the encoding unchanged (see [`encode_task`]).
     pub(crate) fn distributable(&self) -> bool {
-        self.shares.iter().all(|s| s.with_deletes.is_empty())
+        self.shares
+            .iter()
+            .flat_map(|s| &s.with_deletes)
+            .all(|t| encode_task(t).is_ok())
     }
 
     /// The same scan in `tasks` times as many partitions, for
@@ -340,13 +344,28 @@ impl IcebergScanExec {
             FileGroup::new(Vec::new())
         });
         let total_rows: u64 = self.shares.iter().map(|s| s.rows).sum();
-        let total_bytes = self.bytes().max(1);
-        let shares = file_groups
+        let mut through_iceberg: Vec<FileScanTask> = self
+            .shares
+            .iter()
+            .flat_map(|s| s.with_deletes.iter().cloned())
+            .collect();
+        let iceberg_rows: u64 = through_iceberg
+            .iter()
+            .map(|t| t.record_count.unwrap_or(0))
+            .sum();
+        let parquet_rows = total_rows.saturating_sub(iceberg_rows);
+        let parquet_bytes: u64 = file_groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(file_bytes)
+            .sum::<u64>()
+            .max(1);
+        let mut shares: Vec<Share> = file_groups
             .iter()
             .map(|g| {
                 let bytes: u64 = g.iter().map(file_bytes).sum();
                 Share {
-                    rows: (u128::from(total_rows) * u128::from(bytes) / u128::from(total_bytes))
+                    rows: (u128::from(parquet_rows) * u128::from(bytes) / u128::from(parquet_bytes))
                         as u64,
                     bytes,
                     files: g.len(),
@@ -354,6 +373,18 @@ impl IcebergScanExec {
                 }
             })
             .collect();
+        // The files iceberg-rust reads, largest first, each to the
+        // partition with the fewest bytes so far.
+        through_iceberg.sort_by_key(|t| std::cmp::Reverse(t.length));
+        for task in through_iceberg {
+            let Some(share) = shares.iter_mut().min_by_key(|s| s.bytes) else {
+                break;
+            };
+            share.bytes += task.length;
+            share.rows += task.record_count.unwrap_or(0);
+            share.files += 1;
+            share.with_deletes.push(task);
+        }
         Self::assemble(self.parts(), file_groups, shares)
     }
 
@@ -361,12 +392,6 @@ impl IcebergScanExec {
     pub(crate) fn encode(&self) -> DfResult<Vec<u8>> {
         use datafusion_proto::protobuf;
         use prost::Message;
-        if !self.distributable() {
-            return Err(DataFusionError::NotImplemented(format!(
-                "the scan of {} reads delete files and runs on the coordinator",
-                self.product
-            )));
-        }
         let codec = datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec {};
         let filter = match &self.filter {
             Some(f) => {
@@ -387,6 +412,11 @@ impl IcebergScanExec {
                     parquet_files: group
                         .iter()
                         .map(protobuf::PartitionedFile::try_from)
+                        .collect::<DfResult<Vec<_>>>()?,
+                    with_deletes: share
+                        .with_deletes
+                        .iter()
+                        .map(encode_task)
                         .collect::<DfResult<Vec<_>>>()?,
                 })
             })
@@ -448,7 +478,11 @@ impl IcebergScanExec {
                 rows: p.rows,
                 bytes: p.bytes,
                 files: p.files as usize,
-                with_deletes: Vec::new(),
+                with_deletes: p
+                    .with_deletes
+                    .iter()
+                    .map(|t| decode_task(t))
+                    .collect::<DfResult<Vec<_>>>()?,
             });
         }
         Self::assemble(
@@ -544,6 +578,125 @@ struct PartitionProto {
     files: u64,
     #[prost(message, repeated, tag = "4")]
     parquet_files: Vec<datafusion_proto::protobuf::PartitionedFile>,
+    /// The files iceberg-rust reads, as [`encode_task`] encodes them.
+    #[prost(bytes = "vec", repeated, tag = "5")]
+    with_deletes: Vec<Vec<u8>>,
+}
+
+/// A file iceberg-rust reads (its delete files applied) as it travels to a
+/// worker. iceberg-rust serializes a scan task but for its partition
+/// values, partition spec and name mapping, which travel beside it: the
+/// partition as Iceberg's JSON of its partition type.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RemoteTask {
+    task: FileScanTask,
+    #[serde(default)]
+    spec: Option<iceberg::spec::PartitionSpec>,
+    #[serde(default)]
+    partition: Option<serde_json::Value>,
+    /// An unpartitioned table's files carry empty partition values and no
+    /// spec.
+    #[serde(default)]
+    unpartitioned: bool,
+    #[serde(default)]
+    name_mapping: Option<iceberg::spec::NameMapping>,
+}
+
+/// A scan task as bytes for a worker, refused unless it decodes to the
+/// same task (so a worker reads exactly what the coordinator would).
+fn encode_task(task: &FileScanTask) -> DfResult<Vec<u8>> {
+    let bad = |why: String| {
+        DataFusionError::NotImplemented(format!(
+            "{} cannot travel to a worker: {why}",
+            task.data_file_path
+        ))
+    };
+    let mut bare = task.clone();
+    let spec = bare.partition_spec.take();
+    let partition = bare.partition.take();
+    let name_mapping = bare.name_mapping.take();
+    let unpartitioned = spec.is_none() && partition.as_ref().is_some_and(|p| p.fields().is_empty());
+    let partition = match (partition, &spec) {
+        (Some(_), None) if unpartitioned => None,
+        (Some(values), Some(spec)) => {
+            let ty = spec
+                .partition_type(&task.schema)
+                .map_err(|e| bad(iceberg_message(&e)))?;
+            Some(
+                Literal::Struct(values)
+                    .try_into_json(&iceberg::spec::Type::Struct(ty))
+                    .map_err(|e| bad(iceberg_message(&e)))?,
+            )
+        }
+        (Some(_), None) => return Err(bad("its partition has no spec".into())),
+        (None, _) => None,
+    };
+    let remote = RemoteTask {
+        task: bare,
+        spec: spec.map(|s| (*s).clone()),
+        partition,
+        unpartitioned,
+        name_mapping: name_mapping.map(|m| (*m).clone()),
+    };
+    let bytes = serde_json::to_vec(&remote).map_err(|e| bad(e.to_string()))?;
+    match decode_task(&bytes) {
+        Ok(back) if back == *task => Ok(bytes),
+        Ok(_) => Err(bad("it does not decode to the same task".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// A scan task [`encode_task`] encoded.
+fn decode_task(buf: &[u8]) -> DfResult<FileScanTask> {
+    let bad = |why: String| DataFusionError::Internal(format!("an Iceberg scan task: {why}"));
+    let remote: RemoteTask = serde_json::from_slice(buf).map_err(|e| bad(e.to_string()))?;
+    let mut task = remote.task;
+    if let (Some(json), Some(spec)) = (remote.partition, &remote.spec) {
+        let ty = spec
+            .partition_type(&task.schema)
+            .map_err(|e| bad(iceberg_message(&e)))?;
+        match Literal::try_from_json(json, &iceberg::spec::Type::Struct(ty)) {
+            Ok(Some(Literal::Struct(values))) => task.partition = Some(values),
+            Ok(other) => return Err(bad(format!("partition values {other:?}"))),
+            Err(e) => return Err(bad(iceberg_message(&e))),
+        }
+    }
+    if remote.unpartitioned {
+        task.partition = Some(iceberg::spec::Struct::empty());
+    }
+    task.partition_spec = remote.spec.map(Arc::new);
+    task.name_mapping = remote.name_mapping.map(Arc::new);
+    Ok(task)
+}
+
+/// iceberg-rust's file IO on a worker, which has no table: over the
+/// object stores the worker's runtime registered from `mesh.yaml` for the
+/// buckets `tasks` read (data and delete files), and the local file system.
+fn worker_file_io(runtime: &RuntimeEnv, tasks: &[FileScanTask]) -> DfResult<iceberg::io::FileIO> {
+    let mut buckets: HashMap<String, Arc<dyn object_store::ObjectStore>> = HashMap::new();
+    let paths = tasks.iter().flat_map(|t| {
+        std::iter::once(t.data_file_path.as_str())
+            .chain(t.deletes.iter().map(|d| d.file_path.as_str()))
+    });
+    for path in paths {
+        let Some(rest) = path
+            .strip_prefix("s3://")
+            .or_else(|| path.strip_prefix("s3a://"))
+        else {
+            continue;
+        };
+        let bucket = rest.split('/').next().unwrap_or(rest);
+        if !buckets.contains_key(bucket) {
+            let url = ObjectStoreUrl::parse(format!("s3://{bucket}"))?;
+            buckets.insert(bucket.to_string(), runtime.object_store(&url)?);
+        }
+    }
+    Ok(
+        iceberg::io::FileIOBuilder::new(Arc::new(super::io::MeshStorageFactory::new(Arc::new(
+            buckets,
+        ))))
+        .build(),
+    )
 }
 
 /// Where a data file lives, as the runtime's object store and the path in
@@ -1010,15 +1163,18 @@ impl ExecutionPlan for IcebergScanExec {
         // that an error names its file.
         let bytes: Count = MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition);
         let (table, product) = (self.table.clone(), self.product.clone());
-        if table.is_none() && !share.with_deletes.is_empty() {
-            return Err(DataFusionError::Internal(format!(
-                "the scan of {product} reads delete files, which only its coordinator can"
-            )));
-        }
+        // A worker has no table: it reads through a file IO of its own.
+        let file_io = match &table {
+            None if !share.with_deletes.is_empty() => {
+                Some(worker_file_io(&context.runtime_env(), &share.with_deletes)?)
+            }
+            _ => None,
+        };
         let batch_size = context.session_config().batch_size();
         let merged = futures::stream::iter(share.with_deletes)
             .then(move |task| {
                 let (table, product, bytes) = (table.clone(), product.clone(), bytes.clone());
+                let file_io = file_io.clone();
                 async move {
                     let file = task.data_file_path.clone();
                     let fail = move |e: iceberg::Error| {
@@ -1028,13 +1184,19 @@ impl ExecutionPlan for IcebergScanExec {
                         )
                     };
                     let one = futures::stream::iter([Ok(task)]).boxed();
-                    let Some(table) = table else {
-                        return Err(DataFusionError::Internal(
-                            "no table to read delete files with".into(),
-                        ));
+                    let reader = match (table, file_io) {
+                        (Some(table), _) => table.reader_builder(),
+                        (None, Some(io)) => iceberg::arrow::ArrowReaderBuilder::new(
+                            io,
+                            iceberg::Runtime::try_current().map_err(fail.clone())?,
+                        ),
+                        (None, None) => {
+                            return Err(DataFusionError::Internal(
+                                "no file IO to read delete files with".into(),
+                            ));
+                        }
                     };
-                    let result = table
-                        .reader_builder()
+                    let result = reader
                         .with_batch_size(batch_size)
                         .build()
                         .read(one)
