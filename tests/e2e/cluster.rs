@@ -712,7 +712,6 @@ async fn a_cancelled_query_stops_its_tasks_on_the_workers() {
         .expect("cluster"),
     ));
     let admin = mesh.session(mesh.principal("admin").expect("principal"));
-    let stopped = "meshql worker stopped a task its coordinator dropped";
 
     let running = {
         let mesh = mesh.clone();
@@ -732,14 +731,7 @@ async fn a_cancelled_query_stops_its_tasks_on_the_workers() {
     // SQL CancelFlightInfo and a client disconnect do).
     running.abort();
     let _ = running.await;
-    for _ in 0..100 {
-        if w1.log_text().contains(stopped) && w2.log_text().contains(stopped) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(w1.log_text().contains(stopped), "{}", w1.log_text());
-    assert!(w2.log_text().contains(stopped), "{}", w2.log_text());
+    until_stopped(&[&w1, &w2], &[0, 0], "cancel").await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let idle = cpu_ticks(w1.child.id()) + cpu_ticks(w2.child.id());
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
@@ -954,17 +946,12 @@ async fn flight_sql_cancel_and_disconnect_stop_the_tasks_on_the_workers() {
         .expect("cluster"),
     ));
     let server = crate::flight::start(mesh, meshql_server::ServerOptions::default()).await;
-    let stopped = |w: &Worker| {
-        w.log_text()
-            .matches("stopped a task its coordinator dropped")
-            .count()
-    };
     let workers = [&w1, &w2];
 
     // CancelFlightInfo, then a client that goes away mid-query.
     for how in ["CancelFlightInfo", "disconnect"] {
         let before: Vec<usize> = workers.iter().map(|w| w.tasks()).collect();
-        let stopped_before: Vec<usize> = workers.iter().map(|w| stopped(w)).collect();
+        let stopped_before: Vec<usize> = workers.iter().map(|w| w.stopped()).collect();
         let mut analyst = crate::flight::demo_login(server.addr, "analyst").await;
         let info = analyst
             .info(CommandStatementQuery {
@@ -996,23 +983,102 @@ async fn flight_sql_cancel_and_disconnect_stop_the_tasks_on_the_workers() {
                 drop(analyst);
             }
         }
-        for _ in 0..200 {
-            if workers
-                .iter()
-                .zip(&stopped_before)
-                .all(|(w, b)| stopped(w) > *b)
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        for (w, b) in workers.iter().zip(&stopped_before) {
-            assert!(
-                stopped(w) > *b,
-                "{how}: {} kept its tasks: {}",
-                w.addr,
-                w.log_text()
-            );
-        }
+        until_stopped(&workers, &stopped_before, how).await;
     }
+}
+
+/// Waits until each worker has logged stopping a task more often than
+/// `before` says.
+async fn until_stopped(workers: &[&Worker], before: &[usize], how: &str) {
+    for _ in 0..200 {
+        if workers.iter().zip(before).all(|(w, b)| w.stopped() > *b) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for (w, b) in workers.iter().zip(before) {
+        assert!(
+            w.stopped() > *b,
+            "{how}: {} kept its tasks: {}",
+            w.addr,
+            w.log_text()
+        );
+    }
+}
+
+impl Worker {
+    /// The tasks this worker's log says it stopped because their
+    /// coordinator dropped them.
+    fn stopped(&self) -> usize {
+        self.log_text()
+            .matches("stopped a task its coordinator dropped")
+            .count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_the_shell_and_the_query_timeout_stop_the_tasks_on_the_workers() {
+    let mesh_dir = tpch_mesh();
+    let w1 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let w2 = Worker::start_on(mesh_dir.path(), Some(SECRET));
+    let workers = [&w1, &w2];
+    let addrs = format!("{},{}", w1.addr, w2.addr);
+
+    // Ctrl-C in a shell that coordinates the workers.
+    let before: Vec<usize> = workers.iter().map(|w| w.tasks()).collect();
+    let stopped_before: Vec<usize> = workers.iter().map(|w| w.stopped()).collect();
+    let shell = Command::new(env!("CARGO_BIN_EXE_meshql"))
+        .current_dir(root())
+        .arg("--mesh")
+        .arg(mesh_dir.path())
+        .args(["--workers", &addrs, "--distribute-above", "0"])
+        .args(["-u", "admin", "-c", BUSY])
+        .env("MESHQL_CLUSTER_SECRET", SECRET)
+        .env_remove("MESHQL_WORKERS")
+        .env_remove("MESHQL_MESH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts the shell");
+    until_running(&workers, &before).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(shell.id()).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT sent");
+    let out = tokio::task::spawn_blocking(move || shell.wait_with_output())
+        .await
+        .expect("joins")
+        .expect("waits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("query cancelled"), "{err}");
+    until_stopped(&workers, &stopped_before, "Ctrl-C").await;
+
+    // The server's query timeout, on a coordinator with the workers.
+    let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
+    mesh.set_cluster(Some(
+        Cluster::new(
+            &[w1.addr.clone(), w2.addr.clone()],
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
+    ));
+    let server = crate::flight::start(
+        mesh,
+        meshql_server::ServerOptions {
+            query_timeout: Some(std::time::Duration::from_secs(3)),
+            ..meshql_server::ServerOptions::default()
+        },
+    )
+    .await;
+    let before: Vec<usize> = workers.iter().map(|w| w.tasks()).collect();
+    let stopped_before: Vec<usize> = workers.iter().map(|w| w.stopped()).collect();
+    let mut analyst = crate::flight::demo_login(server.addr, "analyst").await;
+    let err = analyst.sql(BUSY).await.expect_err("stopped at the timeout");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("longer than its limit"), "{err}");
+    assert!(
+        workers.iter().zip(&before).all(|(w, b)| w.tasks() > *b),
+        "the query did not run on both workers"
+    );
+    until_stopped(&workers, &stopped_before, "timeout").await;
 }
