@@ -1082,3 +1082,67 @@ async fn ctrl_c_in_the_shell_and_the_query_timeout_stop_the_tasks_on_the_workers
     );
     until_stopped(&workers, &stopped_before, "timeout").await;
 }
+
+/// What `docker/compose.yaml` deploys, as processes: a coordinator and two
+/// workers over one S3-compatible store, each reading it with the
+/// credentials of its `mesh.yaml`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_and_workers_over_a_shared_s3_store_answer_as_in_process() {
+    use crate::s3::{ACCESS_KEY, QUESTIONS as S3_QUESTIONS, SECRET_KEY};
+    let server = crate::s3::start("shared").await;
+    crate::s3::upload(&server.endpoint, "shared", "mesh/v1", &demo_data()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    crate::s3::s3_mesh(
+        dir.path(),
+        &server.endpoint,
+        "shared",
+        ACCESS_KEY,
+        SECRET_KEY,
+    );
+    let w1 = Worker::start_on(dir.path(), Some(SECRET));
+    let w2 = Worker::start_on(dir.path(), Some(SECRET));
+    let local = Mesh::open_strict(dir.path()).expect("opens");
+    let distributed = Mesh::open_strict(dir.path()).expect("opens");
+    distributed.set_cluster(Some(
+        Cluster::new(
+            &[w1.addr.clone(), w2.addr.clone()],
+            Some(0),
+            Some(SECRET.as_bytes()),
+        )
+        .expect("cluster"),
+    ));
+    for user in ["admin", "eu_analyst"] {
+        let here = local.session(local.principal(user).expect("principal"));
+        let there = distributed.session(distributed.principal(user).expect("principal"));
+        for sql in S3_QUESTIONS {
+            let expected = rows(&here.collect(sql).await.expect("in-process"));
+            let got = rows(
+                &there
+                    .collect(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{user}: {sql}: {e}")),
+            );
+            assert_eq!(got, expected, "{user}: {sql}");
+            assert!(!got.is_empty(), "{user}: {sql}");
+            assert_eq!(
+                plan_name(&distributed, user, sql).await,
+                "DistributedExec",
+                "{user}: {sql}"
+            );
+        }
+    }
+    // The EU analyst's row filter holds on the workers: fewer orders.
+    let count = "SELECT count(*) FROM sales.orders";
+    let admin = distributed.session(distributed.principal("admin").expect("p"));
+    let eu = distributed.session(distributed.principal("eu_analyst").expect("p"));
+    let all = rows(&admin.collect(count).await.expect("runs"));
+    let eu_rows = rows(&eu.collect(count).await.expect("runs"));
+    assert!(
+        eu_rows[0][0].parse::<u64>().expect("n") < all[0][0].parse::<u64>().expect("n"),
+        "{eu_rows:?} {all:?}"
+    );
+    assert!(
+        w1.tasks() > 0 && w2.tasks() > 0,
+        "both workers read the store"
+    );
+}

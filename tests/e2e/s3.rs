@@ -119,7 +119,7 @@ pub fn s3_mesh(dir: &Path, endpoint: &str, bucket: &str, key: &str, secret: &str
     }
 }
 
-const QUESTIONS: &[&str] = &[
+pub(crate) const QUESTIONS: &[&str] = &[
     "SELECT count(*), sum(total_order_value) FROM sales.orders",
     "SELECT c.segment, count(*) AS orders FROM sales.orders o JOIN customers.customers c ON o.customer_id = c.customer_id \
      WHERE o.order_date BETWEEN DATE '2026-07-01' AND DATE '2026-09-30' GROUP BY c.segment ORDER BY c.segment",
