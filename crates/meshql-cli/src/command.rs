@@ -226,40 +226,6 @@ pub fn describe_lines(name: &str, product: &Row, checks: &[Row]) -> Vec<String> 
     lines
 }
 
-/// The search behind `\find` and `meshql products search`, over the
-/// `meshql` discovery tables: it runs as the user, locally or on a server,
-/// and finds only what they may see. Case-insensitive; each product once,
-/// with where the term was found.
-pub fn search_sql(term: &str) -> String {
-    let like = format!(
-        "'%{}%'",
-        term.to_lowercase()
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-            .replace('\'', "''")
-    );
-    let m = |e: &str| format!("lower(coalesce({e}, '')) LIKE {like} ESCAPE '\\'");
-    format!(
-        "SELECT domain || '.' || product AS product, owner, description, \
-         string_agg(DISTINCT hit, ', ' ORDER BY hit) AS matches FROM (\
-         SELECT domain, product, owner, description, 'name' AS hit FROM meshql.products WHERE {} \
-         UNION ALL SELECT domain, product, owner, description, 'description' FROM meshql.products WHERE {} \
-         UNION ALL SELECT domain, product, owner, description, 'tag' FROM meshql.products WHERE {} \
-         UNION ALL SELECT p.domain, p.product, p.owner, p.description, 'column ' || c.column_name \
-         FROM meshql.columns c JOIN meshql.products p ON c.domain = p.domain AND c.product = p.product \
-         WHERE {} OR {} OR {} OR {}) \
-         GROUP BY domain, product, owner, description ORDER BY 1",
-        m("domain || '.' || product"),
-        m("description"),
-        m("tags"),
-        m("c.column_name"),
-        m("c.description"),
-        m("c.tags"),
-        m("c.classification"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,6 +181,9 @@ struct ServeArgs {
     /// HOST:PORT to listen on [default: `server.addr` of mesh.yaml, else 127.0.0.1:32010]
     #[arg(long, env = "MESHQL_ADDR")]
     addr: Option<String>,
+    /// Also serve the web catalog at HOST:PORT (e.g. 127.0.0.1:8080) [default: `server.http` of mesh.yaml, else off]
+    #[arg(long, env = "MESHQL_HTTP")]
+    http: Option<String>,
     /// TLS certificate chain (PEM); with --tls-key, clients connect with grpc+tls://.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,

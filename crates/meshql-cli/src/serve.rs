@@ -31,6 +31,24 @@ pub(crate) fn serve(
         addr,
         args.allow_demo_secrets,
     )?;
+    let http = match (&args.http, &mesh.catalog().mesh.server.http) {
+        (Some(a), _) => Some(meshql_server::parse_addr(a, "--http").map_err(anyhow::Error::msg)?),
+        (None, Some(a)) => Some(
+            meshql_server::parse_addr(
+                a,
+                &format!("{}: server.http", mesh.catalog().mesh.file.display()),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(http) = http {
+        meshql::governance::check_serving_address(
+            &mesh.catalog().users,
+            http,
+            args.allow_demo_secrets,
+        )?;
+    }
     let mut options = meshql_server::ServerOptions::from_mesh(&mesh);
     if let Some(n) = args.max_concurrent_queries {
         options.max_concurrent_queries = n.max(1);
@@ -75,8 +93,18 @@ pub(crate) fn serve(
             mesh.catalog().mesh.name,
             mesh.product_names().len()
         );
+        let web = match http {
+            Some(http) => {
+                let web = tokio::net::TcpListener::bind(http)
+                    .await
+                    .with_context(|| format!("cannot listen on {http}"))?;
+                println!("meshql web catalog at http://{}", web.local_addr()?);
+                Some(web)
+            }
+            None => None,
+        };
         std::io::stdout().flush()?;
-        meshql_server::serve(listener, mesh, options, tls, shutdown_signal(), grace)
+        meshql_server::serve_with_web(listener, web, mesh, options, tls, shutdown_signal(), grace)
             .await
             .map_err(anyhow::Error::msg)
     });

@@ -204,7 +204,7 @@ impl Shell {
                 eprintln!("Output format is {f}.");
             }
             Command::Find(term) => {
-                let sql = command::search_sql(&term);
+                let sql = meshql::search_sql(&term);
                 return self.run_item(&Item::Sql(0, sql));
             }
         }

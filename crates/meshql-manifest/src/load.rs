@@ -368,6 +368,7 @@ const MESH_KEYS: &[&str] = &[
 ];
 const SERVE_KEYS: &[&str] = &[
     "addr",
+    "http",
     "tokenTtlSeconds",
     "maxConcurrentQueries",
     "maxQueriesPerUser",
@@ -714,6 +715,15 @@ fn decode_serve(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<ServerConf
             format!("`server.addr` must be HOST:PORT with an IP address, found `{a}`"),
         );
     }
+    let http = f.opt_string(ctx, "http");
+    if let (Some(a), Some(n)) = (&http, f.get("http"))
+        && a.parse::<std::net::SocketAddr>().is_err()
+    {
+        ctx.err(
+            n.pos,
+            format!("`server.http` must be HOST:PORT with an IP address, found `{a}`"),
+        );
+    }
     let jwt = f.get("jwt").and_then(|n| {
         let j = ctx.fields(
             n,
@@ -746,6 +756,7 @@ fn decode_serve(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<ServerConf
     });
     Some(ServerConfig {
         addr,
+        http,
         token_ttl_seconds: positive(ctx, "tokenTtlSeconds"),
         max_concurrent_queries: positive(ctx, "maxConcurrentQueries").map(|v| v as usize),
         max_queries_per_user: positive(ctx, "maxQueriesPerUser").map(|v| v as usize),

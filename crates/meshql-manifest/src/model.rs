@@ -46,6 +46,8 @@ pub struct ClusterConfig {
 pub struct ServerConfig {
     /// `HOST:PORT` to listen on.
     pub addr: Option<String>,
+    /// `HOST:PORT` of the web catalog; none unless set.
+    pub http: Option<String>,
     /// How long a bearer token from a password login lasts.
     pub token_ttl_seconds: Option<u64>,
     /// Queries that run at once; more wait in a queue.
@@ -69,6 +71,7 @@ impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerConfig")
             .field("addr", &self.addr)
+            .field("http", &self.http)
             .field("max_concurrent_queries", &self.max_concurrent_queries)
             .finish_non_exhaustive()
     }

@@ -13,6 +13,7 @@ mod jwt;
 mod metadata;
 mod service;
 pub mod status;
+pub mod web;
 
 pub use auth::Signer;
 pub use jwt::JwtVerifier;
@@ -134,9 +135,61 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), String> {
+    serve_with_web(listener, None, mesh, options, tls, shutdown, grace).await
+}
+
+/// [`serve`], and the web catalog on `http` when given: a second listener
+/// in the same process and runtime, sharing the mesh, the sessions, the
+/// query slots and limits and the audit log with Flight SQL.
+pub async fn serve_with_web(
+    listener: tokio::net::TcpListener,
+    http: Option<tokio::net::TcpListener>,
+    mesh: Mesh,
+    options: ServerOptions,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), String> {
     // Catalog connections live on this runtime, which always answers.
     mesh.connect_catalogs().await;
-    let service = flight_service(mesh, options).map_err(|e| e.to_string())?;
+    let flight_addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let inner = std::sync::Arc::new(MeshFlightSql::new(mesh, options).map_err(|e| e.to_string())?);
+    let (stop_web_tx, mut stop_web_rx) = tokio::sync::watch::channel(false);
+    let web = http.map(|http| {
+        let inner = std::sync::Arc::clone(&inner);
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stop_web_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = web::serve(http, inner, flight_addr, stop).await {
+                tracing::error!("{e}");
+            }
+        })
+    });
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_web_tx.send(true);
+    };
+    let service = FlightServiceServer::new(MeshFlightService::shared(inner))
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let served = serve_flight(listener, service, tls, shutdown, grace).await;
+    if let Some(web) = web {
+        web.abort();
+    }
+    served
+}
+
+async fn serve_flight(
+    listener: tokio::net::TcpListener,
+    service: FlightServiceServer<MeshFlightService>,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), String> {
     // Large results: flow-control windows well above HTTP/2's 64 KiB default.
     let mut builder = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(8 * 1024 * 1024))

@@ -126,7 +126,56 @@ impl MeshFlightSql {
         })
     }
 
-    fn session(&self, principal: &Principal) -> Arc<Session> {
+    pub(crate) fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    pub(crate) fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    pub(crate) fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// Runs `sql` as `principal` exactly as a Flight SQL `DoGet` does (the
+    /// guard, the slots, the limits, the audit log) and collects its
+    /// result; `client` is the caller's address for the audit log.
+    pub(crate) async fn collect(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        client: Option<String>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+        let session = self.session(principal);
+        let claims = HandleClaims {
+            u: principal.user.clone(),
+            q: sql.to_string(),
+            id: Self::new_id(),
+            p: None,
+        };
+        let stream = self
+            .run((principal.clone(), session), claims, client)
+            .await?
+            .into_inner();
+        let mut decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            stream.map_err(|s| FlightError::Tonic(Box::new(s))),
+        );
+        let mut batches = Vec::new();
+        while let Some(batch) = decoded.next().await {
+            batches.push(batch.map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => Status::internal(other.to_string()),
+            })?);
+        }
+        let schema = decoded
+            .schema()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        Ok((schema, batches))
+    }
+
+    pub(crate) fn session(&self, principal: &Principal) -> Arc<Session> {
         let key = format!("{principal:?}");
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if sessions.len() > 1024 {
@@ -152,32 +201,40 @@ impl MeshFlightSql {
             })?
             .to_str()
             .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
-        let principal = if let Some(token) = value
+        let principal = self.authorization(value)?;
+        tracing::Span::current().record("user", principal.user.as_str());
+        let session = self.session(&principal);
+        Ok((principal, session))
+    }
+
+    /// The principal of an `authorization` header value: a bearer token
+    /// this server issued, a JWT of the configured identity provider, or
+    /// Basic credentials.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn authorization(&self, value: &str) -> Result<Principal, Status> {
+        if let Some(token) = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
         {
             let token = token.trim();
             match &self.jwt {
                 // meshql's own tokens have a kind in front; a JWT's header does not.
-                Some(jwt) if !token.starts_with(crate::auth::TOKEN) => jwt.principal(token)?,
+                Some(jwt) if !token.starts_with(crate::auth::TOKEN) => jwt.principal(token),
                 _ => {
                     let user = self.signer.check_token(token)?;
                     self.mesh
                         .principal(&user)
-                        .map_err(|_| Status::unauthenticated("the token's user no longer exists"))?
+                        .map_err(|_| Status::unauthenticated("the token's user no longer exists"))
                 }
             }
         } else {
             let (user, password) = parse_basic(value)?;
-            self.login(&user, &password)?
-        };
-        tracing::Span::current().record("user", principal.user.as_str());
-        let session = self.session(&principal);
-        Ok((principal, session))
+            self.login(&user, &password)
+        }
     }
 
     #[allow(clippy::result_large_err)]
-    fn login(&self, user: &str, password: &str) -> Result<Principal, Status> {
+    pub(crate) fn login(&self, user: &str, password: &str) -> Result<Principal, Status> {
         self.mesh.authenticate(user, password).map_err(|_| {
             tracing::info!(user, "login refused");
             Status::unauthenticated("invalid user name or password")
@@ -908,9 +965,13 @@ pub struct MeshFlightService {
 
 impl MeshFlightService {
     pub fn new(inner: MeshFlightSql) -> Self {
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self::shared(Arc::new(inner))
+    }
+
+    /// The service over an implementation other listeners share (the web
+    /// catalog).
+    pub fn shared(inner: Arc<MeshFlightSql>) -> Self {
+        Self { inner }
     }
 }
 
