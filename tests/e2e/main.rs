@@ -11,3 +11,4 @@ mod iceberg;
 mod s3;
 mod shell;
 mod util;
+mod web;

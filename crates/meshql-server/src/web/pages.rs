@@ -354,6 +354,13 @@ impl Web {
     }
 }
 
+/// A facet: its label, its URL parameter and the values of a product.
+type Facet = (
+    &'static str,
+    &'static str,
+    Box<dyn Fn(&ProductRow) -> Vec<String>>,
+);
+
 fn facet_ok(p: &ProductRow, f: &SearchParams) -> bool {
     (f.domain.is_empty() || p.domain == f.domain)
         && (f.owner.is_empty() || p.get("owner") == f.owner)
@@ -422,7 +429,7 @@ pub(crate) async fn home(
     }
     body.push_str("</form><div class=\"results\"><aside class=\"facets\" aria-label=\"Filters\"><h2>Filters</h2>");
     // Facets over the results, each a link that adds or removes itself.
-    let facets: [(&str, &str, Box<dyn Fn(&ProductRow) -> Vec<String>>); 5] = [
+    let facets: [Facet; 5] = [
         ("Domain", "domain", Box::new(|p| vec![p.domain.clone()])),
         (
             "Owner",
@@ -843,16 +850,12 @@ impl Web {
 
     async fn schema(&self, viewer: &Viewer, row: &ProductRow) -> Result<String, String> {
         let (names, rows) = self.columns(viewer, row).await?;
-        let (_, rules) = self
-            .meta(
-                viewer,
-                &format!(
-                    "SELECT rule, location, columns FROM meshql.my_policies WHERE domain = {} AND product = {}",
-                    lit(&row.domain),
-                    lit(&row.product)
-                ),
-            )
-            .await?;
+        // The rule that decided this product for the viewer, and where
+        // each column's treatment comes from.
+        let policy = self
+            .sql
+            .mesh()
+            .explain_policy(&viewer.principal, &row.name());
         let at = |n: &str| names.iter().position(|x| x == n).unwrap_or(0);
         let get = |r: &Vec<Option<String>>, n: &str| r[at(n)].clone().unwrap_or_default();
         let mut out = String::from(
@@ -863,23 +866,20 @@ impl Web {
             let masked = get(r, "masked") == "true";
             let yes = |v: String| if v == "true" { "yes" } else { "no" };
             let mark = if masked {
-                // The first of the viewer's rules on this product that
-                // names the column.
-                let rule = rules.iter().find(|p| {
-                    p.get(2)
-                        .cloned()
-                        .flatten()
-                        .is_some_and(|cols| cols.split(',').any(|c| c.trim() == column))
-                });
-                let by = rule
-                    .map(|p| {
-                        format!(
-                            " by rule <strong>{}</strong> ({})",
-                            esc(p[0].as_deref().unwrap_or("")),
-                            esc(p[1].as_deref().unwrap_or(""))
-                        )
-                    })
-                    .unwrap_or_default();
+                let because = policy
+                    .as_ref()
+                    .and_then(|p| p.columns.iter().find(|c| c.name == column))
+                    .and_then(|c| c.because.clone());
+                let rule = policy.as_ref().and_then(|p| p.rule.clone());
+                let by = match (rule, because) {
+                    (Some(rule), Some(at)) => format!(
+                        " by rule <strong>{}</strong>, column rule at {}",
+                        esc(&rule),
+                        esc(&at)
+                    ),
+                    (Some(rule), None) => format!(" by rule <strong>{}</strong>", esc(&rule)),
+                    (None, _) => String::new(),
+                };
                 format!(
                     "<span class=\"masked\">Masked for you</span>: <code>{}</code>{by}",
                     esc(&get(r, "mask"))
@@ -1294,8 +1294,8 @@ pub(crate) async fn me(
     let mut body = format!(
         "<h1>My access</h1><dl class=\"facts\"><dt>User</dt><dd>{}</dd><dt>Roles</dt><dd>{}</dd><dt>Groups</dt><dd>{}</dd></dl>{}",
         esc(&p.user),
-        esc(&p.roles.iter().cloned().collect::<Vec<_>>().join(", ")),
-        esc(&p.groups.iter().cloned().collect::<Vec<_>>().join(", ")),
+        esc(&p.roles.join(", ")),
+        esc(&p.groups.join(", ")),
         table("The rules that apply to you", &policies.0, &policies.1)
     );
     // The audit log, for principals who may read it.
