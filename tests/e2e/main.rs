@@ -1,6 +1,7 @@
 //! meshql end to end: the real binary, a real S3-compatible server on
 //! 127.0.0.1, and meshes written to temporary directories.
 
+mod browser;
 mod catalog;
 mod check;
 mod cluster;

@@ -739,6 +739,26 @@ async fn render_product(
 }
 
 impl Web {
+    /// `text` with the mesh directory's path taken out of file locations.
+    fn relative(&self, text: &str) -> String {
+        let file = &self.sql.mesh().catalog().mesh.file;
+        let mut out = text.to_string();
+        if let Some(dir) = file.parent() {
+            let mut dirs = vec![dir.to_path_buf()];
+            if let Ok(c) = dir.canonicalize() {
+                dirs.push(c);
+            }
+            for d in dirs {
+                if d.as_os_str().is_empty() {
+                    continue;
+                }
+                let prefix = format!("{}/", d.display());
+                out = out.replace(&prefix, "");
+            }
+        }
+        out
+    }
+
     /// The contract of a product the viewer sees, if the viewer sees it.
     fn contract(&self, row: &ProductRow) -> Option<&meshql::manifest::Contract> {
         self.sql
@@ -871,6 +891,12 @@ impl Web {
                     .and_then(|p| p.columns.iter().find(|c| c.name == column))
                     .and_then(|c| c.because.clone());
                 let rule = policy.as_ref().and_then(|p| p.rule.clone());
+                // Locations relative to the mesh: the server's own paths
+                // are nobody's business.
+                let (rule, because) = (
+                    rule.map(|r| self.relative(&r)),
+                    because.map(|b| self.relative(&b)),
+                );
                 let by = match (rule, because) {
                     (Some(rule), Some(at)) => format!(
                         " by rule <strong>{}</strong>, column rule at {}",
@@ -996,6 +1022,11 @@ impl Web {
             .zip(&kinds)
             .map(|(p, k)| vec![Some(p.clone()), Some(k.clone())])
             .collect();
+        if rows.is_empty() {
+            return Ok(format!(
+                "{svg}<p>No related products that you can see: its contract declares no upstream products, and no product you can see declares it as theirs.</p>"
+            ));
+        }
         Ok(format!(
             "{svg}{}",
             table(
