@@ -46,7 +46,7 @@ async fn start_driver(bin: &std::path::Path) -> Driver {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let child = Command::new(bin)
+    let mut child = Command::new(bin)
         .arg(format!("--port={port}"))
         .arg("--allowed-ips=127.0.0.1")
         .stdout(Stdio::null())
@@ -63,6 +63,8 @@ async fn start_driver(bin: &std::path::Path) -> Driver {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("chromedriver did not start");
 }
 
