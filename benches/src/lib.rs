@@ -15,3 +15,4 @@ pub mod measure;
 pub mod mesh_scale;
 pub mod tpch;
 pub mod tpch_data;
+pub mod web;

@@ -4,6 +4,7 @@
 //! cargo run --profile bench -p meshql-bench -- tpch --scale 1
 //! cargo run --profile bench -p meshql-bench -- mesh --sizes 100,1000,10000
 //! cargo run --profile bench -p meshql-bench -- tpch --scale 1 --workers 1,2,4
+//! cargo run --profile bench -p meshql-bench -- web --contracts 10000
 //! ```
 //!
 //! Results go to `benches/results/` unless `--out` says otherwise. The
@@ -85,6 +86,19 @@ enum Command {
         #[arg(long, value_parser = parse_list)]
         workers: Option<List>,
     },
+    /// The web catalog's render time: a product page, its schema and a
+    /// search, on the demo mesh and a generated one.
+    Web {
+        /// Contracts of the generated mesh.
+        #[arg(long, default_value_t = 10000)]
+        contracts: usize,
+        /// Requests per page, after 3 warm-ups.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Where the results go.
+        #[arg(long, default_value_os_t = default_out())]
+        out: PathBuf,
+    },
     /// Generated meshes of growing size: open, session, plan, memory.
     Mesh {
         /// Numbers of contracts, across 100 domains.
@@ -145,6 +159,11 @@ fn main() -> Result<()> {
                 memory: !no_memory,
             })
         }
+        Command::Web {
+            contracts,
+            runs,
+            out,
+        } => meshql_bench::web::run(&out, contracts, runs),
         Command::Mesh { sizes, out } => mesh_scale::run(&sizes, &out).map(|_| ()),
         Command::TpchMemory {
             scale,

@@ -21,6 +21,10 @@ pub(crate) type Rows = (Vec<String>, Vec<Vec<Option<String>>>);
 const SHOWN_ROWS: usize = 1000;
 /// Rows of a product's sample.
 const SAMPLE_ROWS: usize = 20;
+/// Search results a page lists.
+const HITS_SHOWN: usize = 50;
+/// The most search results whose freshness is read for the facet.
+const FRESHNESS_FOR: usize = 500;
 
 impl Web {
     /// Metadata for the viewer: a query over the `meshql` discovery tables
@@ -32,13 +36,14 @@ impl Web {
         Ok(cells(&batches, usize::MAX))
     }
 
-    /// The viewer's products, as `meshql.products` shows them.
+    /// The viewer's products, as `meshql.products` shows them, without
+    /// the columns that read storage (last update, freshness) or that only
+    /// one product's page shows.
     pub(crate) async fn products(&self, viewer: &Viewer) -> Result<Vec<ProductRow>, String> {
         let (names, rows) = self
             .meta(
                 viewer,
-                "SELECT domain, product, version, status, owner, members, description, tags, storage, location, sla, \
-                 CAST(last_updated AS VARCHAR) AS last_updated, freshness_sla, freshness_met, row_filter \
+                "SELECT domain, product, version, status, owner, members, description, tags, storage, location, sla \
                  FROM meshql.products ORDER BY domain, product",
             )
             .await?;
@@ -48,18 +53,66 @@ impl Web {
             .collect())
     }
 
-    /// One product the viewer can see; `None` also when it does not exist.
+    /// Whether each of `products` meets its freshness SLA (`true`,
+    /// `false`; absent without one), read from storage for those only.
+    pub(crate) async fn freshness_of(
+        &self,
+        viewer: &Viewer,
+        products: &[&ProductRow],
+    ) -> Result<BTreeMap<String, String>, String> {
+        if products.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let list = |f: &dyn Fn(&ProductRow) -> &str| {
+            products
+                .iter()
+                .map(|p| lit(f(p)))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (_, rows) = self
+            .meta(
+                viewer,
+                &format!(
+                    "SELECT domain || '.' || product, CAST(freshness_met AS VARCHAR) FROM meshql.products \
+                     WHERE domain IN ({}) AND product IN ({})",
+                    list(&|p| p.domain.as_str()),
+                    list(&|p| p.product.as_str())
+                ),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r[0].clone()?, r[1].clone()?)))
+            .collect())
+    }
+
+    /// One product the viewer can see, every column of `meshql.products`;
+    /// `None` also when it does not exist.
     pub(crate) async fn product_row(
         &self,
         viewer: &Viewer,
         domain: &str,
         product: &str,
     ) -> Result<Option<ProductRow>, String> {
-        Ok(self
-            .products(viewer)
-            .await?
+        let (names, rows) = self
+            .meta(
+                viewer,
+                &format!(
+                    "SELECT domain, product, version, status, owner, members, description, tags, storage, location, sla, \
+                     CAST(last_updated AS VARCHAR) AS last_updated, freshness_sla, freshness_met, row_filter \
+                     FROM meshql.products WHERE domain = {} AND product = {}",
+                    lit(domain),
+                    lit(product)
+                ),
+            )
+            .await?;
+        Ok(rows
             .into_iter()
-            .find(|p| p.domain == domain && p.product == product))
+            .next()
+            .map(|r| ProductRow::from_cells(&names, r)))
     }
 }
 
@@ -317,6 +370,21 @@ impl Web {
                 matched.insert(name, matches);
             }
         }
+        let mut products = products;
+        if !term.is_empty() {
+            products.retain(|p| matched.contains_key(&p.name()));
+        }
+        // Freshness reads storage: for the matching products only, and not
+        // for more than a page of facets can use.
+        if products.len() <= FRESHNESS_FOR {
+            let refs: Vec<&ProductRow> = products.iter().collect();
+            let fresh = self.freshness_of(viewer, &refs).await?;
+            for p in &mut products {
+                if let Some(f) = fresh.get(&p.name()) {
+                    p.fields.insert("freshness_met".into(), f.clone());
+                }
+            }
+        }
         let mut hits: Vec<Hit> = products
             .into_iter()
             .filter(|p| facet_ok(p, params))
@@ -449,6 +517,9 @@ pub(crate) async fn home(
         ),
     ];
     for (label, key, values) in &facets {
+        if *key == "fresh" && hits.len() > FRESHNESS_FOR {
+            continue;
+        }
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for h in &hits {
             for v in values(&h.product) {
@@ -493,7 +564,7 @@ pub(crate) async fn home(
             format!(" for “{}”", esc(params.q.trim()))
         }
     ));
-    for h in &hits {
+    for h in hits.iter().take(HITS_SHOWN) {
         let p = &h.product;
         let matched = if h.matches.is_empty() {
             String::new()
@@ -513,7 +584,19 @@ pub(crate) async fn home(
             name = esc(&p.name()),
         ));
     }
-    body.push_str("</ol></section></div>");
+    body.push_str("</ol>");
+    if hits.len() > HITS_SHOWN {
+        body.push_str(&format!(
+            "<p role=\"status\">The first {HITS_SHOWN} of {} are listed: add a term or a filter to narrow them.</p>",
+            hits.len()
+        ));
+    }
+    if hits.len() > FRESHNESS_FOR {
+        body.push_str(&format!(
+            "<p class=\"meta\">Freshness is shown once at most {FRESHNESS_FOR} products match.</p>"
+        ));
+    }
+    body.push_str("</section></div>");
     let title = if params.q.trim().is_empty() {
         "Data products".to_string()
     } else {
@@ -769,49 +852,73 @@ impl Web {
             .find(|c| c.qualified_name() == row.name())
     }
 
+    /// Which of `names` (`domain.product`) the viewer sees, in order.
+    async fn visible_among(
+        &self,
+        viewer: &Viewer,
+        names: Vec<String>,
+    ) -> Result<Vec<String>, String> {
+        let pairs: Vec<(String, String)> = names.iter().filter_map(|n| product_name(n)).collect();
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = |f: &dyn Fn(&(String, String)) -> &str| {
+            pairs
+                .iter()
+                .map(|p| lit(f(p)))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (_, rows) = self
+            .meta(
+                viewer,
+                &format!(
+                    "SELECT domain || '.' || product FROM meshql.products WHERE domain IN ({}) AND product IN ({})",
+                    list(&|p| p.0.as_str()),
+                    list(&|p| p.1.as_str())
+                ),
+            )
+            .await?;
+        let seen: BTreeSet<String> = rows.into_iter().filter_map(|r| r[0].clone()).collect();
+        let mut out: Vec<String> = names.into_iter().filter(|n| seen.contains(n)).collect();
+        out.dedup();
+        Ok(out)
+    }
+
     /// The products a contract names as upstream that the viewer sees.
     async fn upstream(&self, viewer: &Viewer, row: &ProductRow) -> Result<Vec<String>, String> {
-        let visible: BTreeSet<String> = self
-            .products(viewer)
-            .await?
-            .iter()
-            .map(ProductRow::name)
-            .collect();
-        Ok(self
+        let declared: Vec<String> = self
             .contract(row)
             .and_then(|c| c.custom_properties.get("upstream"))
             .map(|u| {
                 u.split(',')
                     .map(|s| s.trim().to_string())
-                    .filter(|s| visible.contains(s))
+                    .filter(|s| !s.is_empty())
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.visible_among(viewer, declared).await
     }
 
     /// The products the viewer sees that name `row` as upstream.
     async fn downstream(&self, viewer: &Viewer, row: &ProductRow) -> Result<Vec<String>, String> {
-        let visible: BTreeSet<String> = self
-            .products(viewer)
-            .await?
-            .iter()
-            .map(ProductRow::name)
-            .collect();
         let me = row.name();
-        Ok(self
+        let declaring: Vec<String> = self
             .sql
             .mesh()
             .catalog()
             .contracts
             .iter()
-            .filter(|c| visible.contains(&c.qualified_name()))
             .filter(|c| {
                 c.custom_properties
                     .get("upstream")
                     .is_some_and(|u| u.split(',').any(|s| s.trim() == me))
             })
             .map(|c| c.qualified_name())
-            .collect())
+            .collect();
+        self.visible_among(viewer, declaring).await
     }
 
     async fn overview(&self, viewer: &Viewer, row: &ProductRow) -> Result<String, String> {
@@ -983,13 +1090,7 @@ impl Web {
         let upstream = self.upstream(viewer, row).await?;
         let mut downstream = self.downstream(viewer, row).await?;
         // Observed from the audit log, for auditors: products read together.
-        let visible: BTreeSet<String> = self
-            .products(viewer)
-            .await?
-            .iter()
-            .map(ProductRow::name)
-            .collect();
-        let mut observed: Vec<String> = Vec::new();
+        let mut related: Vec<String> = Vec::new();
         if let Ok((_, rows)) = self
             .meta(
                 viewer,
@@ -1002,13 +1103,13 @@ impl Web {
         {
             for r in rows {
                 if let Some(p) = r.into_iter().next().flatten()
-                    && visible.contains(&p)
                     && p != row.name()
                 {
-                    observed.push(p);
+                    related.push(p);
                 }
             }
         }
+        let observed = self.visible_among(viewer, related).await?;
         downstream.retain(|d| !upstream.contains(d));
         let svg = lineage_svg(&row.name(), &upstream, &downstream, &observed);
         let mut all = upstream.clone();

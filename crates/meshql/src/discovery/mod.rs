@@ -41,12 +41,90 @@ pub(crate) struct SystemContext {
 
 impl SystemContext {
     /// The contracts of the products the principal can see, with their
-    /// policy.
-    fn visible(&self) -> impl Iterator<Item = (&Contract, &ProductPolicy)> {
-        self.mesh.catalog().contracts.iter().filter_map(|c| {
-            let p = self.policies.get(&c.qualified_name())?;
-            p.visible.then_some((c, p.as_ref()))
-        })
+    /// policy, within `only`.
+    fn visible<'a>(
+        &'a self,
+        only: &'a Only,
+    ) -> impl Iterator<Item = (&'a Contract, &'a ProductPolicy)> + 'a {
+        self.mesh
+            .catalog()
+            .contracts
+            .iter()
+            .filter(move |c| only.admits(c))
+            .filter_map(|c| {
+                let p = self.policies.get(&c.qualified_name())?;
+                p.visible.then_some((c, p.as_ref()))
+            })
+    }
+}
+
+/// The products a scan's filters name (`domain = '...'`, `product =
+/// '...'`), so that a lookup of one product does not build, or read the
+/// storage of, every other. The filters still run over what is built.
+#[derive(Debug, Default)]
+pub(crate) struct Only {
+    domain: Option<Vec<String>>,
+    product: Option<Vec<String>>,
+}
+
+impl Only {
+    fn from_filters(filters: &[Expr]) -> Only {
+        use datafusion::logical_expr::expr::InList;
+        use datafusion::logical_expr::{BinaryExpr, Operator};
+        use datafusion::scalar::ScalarValue;
+        fn text(e: &Expr) -> Option<String> {
+            match e {
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(v))
+                    | ScalarValue::Utf8View(Some(v))
+                    | ScalarValue::LargeUtf8(Some(v)),
+                    _,
+                ) => Some(v.clone()),
+                _ => None,
+            }
+        }
+        let mut only = Only::default();
+        for f in filters {
+            let (column, values) = match f {
+                Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::Eq,
+                    right,
+                }) => match (left.as_ref(), right.as_ref()) {
+                    (Expr::Column(c), v) | (v, Expr::Column(c)) => match text(v) {
+                        Some(v) => (c, vec![v]),
+                        None => continue,
+                    },
+                    _ => continue,
+                },
+                Expr::InList(InList {
+                    expr,
+                    list,
+                    negated: false,
+                }) => match expr.as_ref() {
+                    Expr::Column(c) => match list.iter().map(text).collect::<Option<Vec<_>>>() {
+                        Some(values) => (c, values),
+                        None => continue,
+                    },
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            match column.name.as_str() {
+                "domain" => only.domain = Some(values),
+                "product" => only.product = Some(values),
+                _ => {}
+            }
+        }
+        only
+    }
+
+    fn admits(&self, c: &Contract) -> bool {
+        self.domain.as_ref().is_none_or(|d| d.contains(&c.domain))
+            && self
+                .product
+                .as_ref()
+                .is_none_or(|p| p.contains(&c.product.name))
     }
 }
 
@@ -199,21 +277,21 @@ impl SystemTable {
         }
     }
 
-    async fn batch(&self, projection: Option<&Vec<usize>>) -> DfResult<RecordBatch> {
+    async fn batch(&self, projection: Option<&Vec<usize>>, only: &Only) -> DfResult<RecordBatch> {
         let columns: Vec<ArrayRef> = match self.kind {
-            Kind::Products => self.products(projection).await,
-            Kind::Columns => self.columns(),
+            Kind::Products => self.products(projection, only).await,
+            Kind::Columns => self.columns(only),
             Kind::MyPolicies => self.my_policies(),
-            Kind::Quality => self.quality()?,
+            Kind::Quality => self.quality(only)?,
             Kind::Audit => self.audit()?,
             Kind::Lineage => self.lineage()?,
         };
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
-    async fn products(&self, projection: Option<&Vec<usize>>) -> Vec<ArrayRef> {
+    async fn products(&self, projection: Option<&Vec<usize>>, only: &Only) -> Vec<ArrayRef> {
         let ctx = &self.context;
-        let rows: Vec<(&Contract, &ProductPolicy)> = ctx.visible().collect();
+        let rows: Vec<(&Contract, &ProductPolicy)> = ctx.visible(only).collect();
         // Storage is only touched when the freshness columns are read.
         let first_time = self.schema.index_of("last_updated").unwrap_or(0);
         let wants_time = projection.is_none_or(|p| p.iter().any(|i| *i >= first_time));
@@ -320,9 +398,9 @@ impl SystemTable {
         ]
     }
 
-    fn columns(&self) -> Vec<ArrayRef> {
+    fn columns(&self, only: &Only) -> Vec<ArrayRef> {
         let mut rows = Vec::new();
-        for (c, policy) in self.context.visible() {
+        for (c, policy) in self.context.visible(only) {
             for (i, col) in c.product.columns.iter().enumerate() {
                 let decision = policy.columns.iter().find(|p| p.name == col.name);
                 let masked = match decision.map(|d| &d.action) {
@@ -360,13 +438,13 @@ impl SystemTable {
     /// The last results of `meshql check`'s data checks, for the products
     /// the principal sees; a check about a column they cannot see is left
     /// out.
-    fn quality(&self) -> DfResult<Vec<ArrayRef>> {
+    fn quality(&self, only: &Only) -> DfResult<Vec<ArrayRef>> {
         let kept = findings::kept_results(&self.context.mesh)
             .map_err(datafusion::error::DataFusionError::Execution)?;
         let dir = self.context.mesh.catalog().dir.clone();
         let visible: BTreeMap<String, &ProductPolicy> = self
             .context
-            .visible()
+            .visible(only)
             .map(|(c, p)| (c.qualified_name(), p))
             .collect();
         let rows: Vec<_> =
@@ -647,6 +725,18 @@ impl TableProvider for SystemTable {
         TableType::View
     }
 
+    /// Filters reach the scan, which builds only the products they name;
+    /// they still run above it.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        Ok(vec![
+            datafusion::logical_expr::TableProviderFilterPushDown::Inexact;
+            filters.len()
+        ])
+    }
+
     async fn scan(
         &self,
         state: &dyn DfSession,
@@ -654,7 +744,13 @@ impl TableProvider for SystemTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch(projection).await?;
+        // Only the tables with one row per product (or per column) may be
+        // cut by product; the others keep every row.
+        let only = match self.kind {
+            Kind::Products | Kind::Columns | Kind::Quality => Only::from_filters(filters),
+            _ => Only::default(),
+        };
+        let batch = self.batch(projection, &only).await?;
         let table = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
         table.scan(state, projection, filters, limit).await
     }
