@@ -27,6 +27,14 @@ impl Drop for WebServer {
 }
 
 pub(crate) async fn start(mesh: Mesh, options: ServerOptions) -> WebServer {
+    start_tls(mesh, options, None).await
+}
+
+pub(crate) async fn start_tls(
+    mesh: Mesh,
+    options: ServerOptions,
+    tls: Option<meshql_server::Tls>,
+) -> WebServer {
     let bind = || async {
         tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -47,7 +55,7 @@ pub(crate) async fn start(mesh: Mesh, options: ServerOptions) -> WebServer {
             Some(http),
             mesh,
             options,
-            None,
+            tls,
             shutdown,
             Duration::from_secs(1),
         )
@@ -88,9 +96,21 @@ pub(crate) async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let mut stream = tokio::net::TcpStream::connect(addr)
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connects");
+    request_on(stream, addr, method, path, headers, body).await
+}
+
+/// One HTTP/1.1 request over `stream`.
+pub(crate) async fn request_on(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -705,4 +725,59 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), &target).expect("copies");
         }
     }
+}
+
+/// Under TLS (`meshql serve --tls-cert/--tls-key`) the catalog is served
+/// over HTTPS with the same certificate, and its cookies are `Secure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_tls_the_catalog_is_https_and_its_cookies_are_secure() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let tls = meshql_server::Tls {
+        cert: root().join("testdata/tls/server.crt"),
+        key: root().join("testdata/tls/server.key"),
+    };
+    let server = start_tls(demo_mesh(), ServerOptions::default(), Some(tls)).await;
+    let pem = std::fs::read(root().join("testdata/tls/server.crt")).expect("cert");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("a certificate")).expect("a root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connects");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = connector.connect(name, tcp).await.expect("a TLS handshake");
+    let login = request_on(stream, server.http, "GET", "/login", &[], b"").await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let cookie = login.header("set-cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        login
+            .header("content-security-policy")
+            .contains("frame-ancestors 'none'")
+    );
+    // Plain HTTP on the same port gets no page.
+    let mut tcp = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connects");
+    let plain = tokio::time::timeout(Duration::from_secs(15), async move {
+        let _ = tcp
+            .write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut out = Vec::new();
+        let _ = tcp.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("the server closes the connection");
+    assert!(!plain.contains("<title>"), "{plain}");
 }

@@ -98,7 +98,11 @@ pub(crate) fn serve(
                 let web = tokio::net::TcpListener::bind(http)
                     .await
                     .with_context(|| format!("cannot listen on {http}"))?;
-                println!("meshql web catalog at http://{}", web.local_addr()?);
+                println!(
+                    "meshql web catalog at {}://{}",
+                    if tls.is_some() { "https" } else { "http" },
+                    web.local_addr()?
+                );
                 Some(web)
             }
             None => None,

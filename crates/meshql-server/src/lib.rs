@@ -160,11 +160,12 @@ pub async fn serve_with_web(
     let (stop_web_tx, mut stop_web_rx) = tokio::sync::watch::channel(false);
     let web = http.map(|http| {
         let inner = std::sync::Arc::clone(&inner);
+        let tls = tls.clone();
         tokio::spawn(async move {
             let stop = async move {
                 let _ = stop_web_rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = web::serve(http, inner, flight_addr, stop).await {
+            if let Err(e) = web::serve(http, inner, flight_addr, stop, tls).await {
                 tracing::error!("{e}");
             }
         })

@@ -103,19 +103,82 @@ pub fn router(sql: Arc<MeshFlightSql>, secure: bool, flight: String) -> Router {
         .with_state(web)
 }
 
-/// Serves the catalog on `listener` until `shutdown` resolves.
+/// Serves the catalog on `listener` until `shutdown` resolves: over TLS
+/// with `tls` (Flight SQL's certificate and key; cookies are then
+/// `Secure`), else plain HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sql: Arc<MeshFlightSql>,
     flight: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Option<crate::Tls>,
 ) -> Result<(), String> {
-    let app =
-        router(sql, false, flight).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("the web catalog failed: {e}"))
+    let Some(tls) = tls else {
+        let app = router(sql, false, flight)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| format!("the web catalog failed: {e}"));
+    };
+    let acceptor = tls_acceptor(&tls)?;
+    let app = router(sql, true, flight);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the web catalog could not accept a connection");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A handshake that fails or stalls ends this connection only.
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+            else {
+                return;
+            };
+            let service =
+                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(app.clone(), request.map(axum::body::Body::new))
+                });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
+}
+
+fn tls_acceptor(tls: &crate::Tls) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            format!(
+                "cannot read the TLS certificate {}: {e}",
+                tls.cert.display()
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| format!("cannot read the TLS key {}: {e}", tls.key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("invalid TLS certificate or key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn stylesheet() -> Response {
