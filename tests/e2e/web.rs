@@ -443,6 +443,12 @@ async fn every_page_answers_as_the_person_looking() {
                     .status,
                 404
             );
+            for part in ["quality", "lineage"] {
+                let reply = b
+                    .get(&format!("/api/v1/products/customers.customers/{part}"))
+                    .await;
+                assert_eq!(reply.status, 404, "{user} {part}");
+            }
             for page in ["/?q=customers", "/?q=email", "/domains", "/api/v1/products"] {
                 let text = b.get(page).await.text();
                 assert!(
@@ -510,6 +516,22 @@ async fn every_page_answers_as_the_person_looking() {
             .cloned()
             .expect("email");
         assert_eq!(email["masked"] == "true", masked, "{user}: {email}");
+        for part in ["quality", "lineage"] {
+            let reply = b
+                .get(&format!("/api/v1/products/customers.customers/{part}"))
+                .await;
+            assert_eq!(reply.status, 200, "{user} {part}: {}", reply.text());
+            let json: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+            assert!(json[part].is_array(), "{user} {part}: {json}");
+        }
+        let one = b.get("/api/v1/products/customers.customers").await;
+        let json: serde_json::Value = serde_json::from_slice(&one.body).expect("json");
+        assert_eq!(json["name"], "customers.customers", "{user}");
+        assert_eq!(
+            json.get("row_filter").is_some(),
+            user == "eu_analyst",
+            "{user}: {json}"
+        );
         // The query box runs as the viewer, with errors located.
         let ran = b
             .post(
