@@ -656,6 +656,31 @@ async fn every_page_answers_as_the_person_looking() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_too_large_to_hold_fails_instead_of_filling_the_server() {
+    let server = start(demo_mesh(), ServerOptions::default()).await;
+    let b = Browser::sign_in(server.http, "analyst").await;
+    // About 300 MiB of text.
+    let sql = "SELECT repeat('x', 10000) AS s FROM generate_series(1, 30000)";
+    let reply = b
+        .post(
+            "/query",
+            &[("csrf", &b.csrf), ("sql", sql), ("format", "csv")],
+        )
+        .await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    assert!(
+        reply.text().contains("larger than 256 MiB"),
+        "{}",
+        reply.text()
+    );
+    // The server goes on.
+    let ok = b
+        .post("/query", &[("csrf", &b.csrf), ("sql", "SELECT 1 AS one")])
+        .await;
+    assert_eq!(ok.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lineage_and_my_access_show_only_what_the_viewer_may_see() {
     let server = start(demo_mesh(), ServerOptions::default()).await;
     let admin = Browser::sign_in(server.http, "admin").await;

@@ -61,6 +61,9 @@ use statements::{RunState, crashed};
 
 const TABLE_TYPE: &str = "TABLE";
 
+/// The most result bytes [`MeshFlightSql::collect`] holds.
+const COLLECTED_BYTES: usize = 256 * 1024 * 1024;
+
 /// The Flight SQL implementation over one mesh.
 pub struct MeshFlightSql {
     mesh: Mesh,
@@ -162,11 +165,22 @@ impl MeshFlightSql {
             stream.map_err(|s| FlightError::Tonic(Box::new(s))),
         );
         let mut batches = Vec::new();
+        let mut bytes = 0usize;
         while let Some(batch) = decoded.next().await {
-            batches.push(batch.map_err(|e| match e {
+            let batch = batch.map_err(|e| match e {
                 FlightError::Tonic(status) => *status,
                 other => Status::internal(other.to_string()),
-            })?);
+            })?;
+            // A result is held whole here, unlike a Flight SQL stream: one
+            // too large to hold ends (and its query with it).
+            bytes += batch.get_array_memory_size();
+            if bytes > COLLECTED_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "the result is larger than {} MiB, more than the web catalog holds: add a LIMIT, or read it over Flight SQL",
+                    COLLECTED_BYTES / (1024 * 1024)
+                )));
+            }
+            batches.push(batch);
         }
         let schema = decoded
             .schema()
