@@ -157,6 +157,33 @@ impl Browser {
         .await
     }
 
+    /// The page's title once it starts with `prefix` (a click's
+    /// navigation may still be under way when the click returns), or
+    /// whatever it is after 10 s.
+    async fn title_once(&self, prefix: &str) -> String {
+        for _ in 0..100 {
+            let t = self.title().await;
+            if t.starts_with(prefix) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.title().await
+    }
+
+    /// The page's text once it contains `needle`, or whatever it is after
+    /// 10 s.
+    async fn text_once(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let t = self.text().await;
+            if t.contains(needle) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.text().await
+    }
+
     async fn title(&self) -> String {
         self.cmd("GET", "/title", None)
             .await
@@ -269,7 +296,7 @@ async fn walk() {
     // Signing in.
     b.go(&format!("{base}/")).await;
     assert!(
-        b.title().await.starts_with("Sign in"),
+        b.title_once("Sign in").await.starts_with("Sign in"),
         "{}",
         b.title().await
     );
@@ -279,7 +306,9 @@ async fn walk() {
     b.type_into("#password", "analyst-demo").await;
     b.click("form[action='/login'] button[type=submit]").await;
     assert!(
-        b.title().await.starts_with("Data products"),
+        b.title_once("Data products")
+            .await
+            .starts_with("Data products"),
         "{}",
         b.title().await
     );
@@ -291,11 +320,13 @@ async fn walk() {
     b.type_into("#q", "email").await;
     b.click("form.search button[type=submit]").await;
     assert!(
-        b.title().await.starts_with("Search: email"),
+        b.title_once("Search: email")
+            .await
+            .starts_with("Search: email"),
         "{}",
         b.title().await
     );
-    let found = b.text().await;
+    let found = b.text_once("customers.customers").await;
     assert!(found.contains("customers.customers"), "{found}");
     assert!(found.contains("Matched in: column email"), "{found}");
     b.screenshot("search").await;
@@ -304,7 +335,9 @@ async fn walk() {
     // A product, tab by tab.
     b.click("a[href='/products/customers.customers']").await;
     assert!(
-        b.title().await.starts_with("customers.customers ·"),
+        b.title_once("customers.customers ·")
+            .await
+            .starts_with("customers.customers ·"),
         "{}",
         b.title().await
     );
@@ -322,7 +355,9 @@ async fn walk() {
             "nav.tabs a[href='/products/customers.customers/{tab}']"
         ))
         .await;
-        let text = b.text().await;
+        b.title_once(&format!("customers.customers · {}", label(tab)))
+            .await;
+        let text = b.text_once(expect).await;
         assert!(text.contains(expect), "{tab}: {text}");
         let current = b
             .script("return document.querySelector('nav.tabs a[aria-current=page]').getAttribute('href')")
@@ -343,7 +378,7 @@ async fn walk() {
     )
     .await;
     b.click("button[value=html]").await;
-    let text = b.text().await;
+    let text = b.text_once("rows,").await;
     assert!(text.contains("3 rows,"), "{text}");
     assert!(text.contains("***@"), "{text}");
     b.screenshot("query").await;
@@ -388,13 +423,13 @@ async fn walk() {
     b.go(&format!("{base}/")).await;
     b.click("form.signout button").await;
     assert!(
-        b.title().await.starts_with("Sign in"),
+        b.title_once("Sign in").await.starts_with("Sign in"),
         "{}",
         b.title().await
     );
     b.go(&format!("{base}/products/customers.customers")).await;
     assert!(
-        b.title().await.starts_with("Sign in"),
+        b.title_once("Sign in").await.starts_with("Sign in"),
         "signed out for good"
     );
     b.close().await;
@@ -403,4 +438,16 @@ async fn walk() {
         "accessibility:\n{}",
         problems.join("\n")
     );
+}
+
+/// A product tab's label, as its page title names it.
+fn label(tab: &str) -> &'static str {
+    match tab {
+        "schema" => "Schema",
+        "sample" => "Sample",
+        "quality" => "Quality",
+        "lineage" => "Lineage",
+        "contract" => "Contract",
+        _ => "Use it",
+    }
 }
