@@ -110,6 +110,13 @@ impl Worker {
     }
 }
 
+/// `mesh` as a coordinator of `workers`, distributing every query.
+pub(crate) fn on_workers(mesh: &Mesh, workers: &[&Worker]) {
+    let addrs: Vec<String> = workers.iter().map(|w| w.addr.clone()).collect();
+    let cluster = Cluster::new(&addrs, Some(0), Some(SECRET.as_bytes())).expect("cluster");
+    mesh.set_cluster(Some(cluster));
+}
+
 /// The demo mesh as a coordinator of `workers`, distributing every query.
 fn coordinator(workers: &[&Worker], secret: Option<&str>) -> Mesh {
     let mesh = demo_mesh();
@@ -549,14 +556,7 @@ async fn the_22_tpch_queries_answer_the_same_on_workers_as_in_process() {
     let w2 = Worker::start_on(dir.path(), Some(SECRET));
     let local = Mesh::open_strict(dir.path()).expect("the TPC-H mesh");
     let distributed = Mesh::open_strict(dir.path()).expect("the TPC-H mesh");
-    distributed.set_cluster(Some(
-        Cluster::new(
-            &[w1.addr.clone(), w2.addr.clone()],
-            Some(0),
-            Some(SECRET.as_bytes()),
-        )
-        .expect("cluster"),
-    ));
+    on_workers(&distributed, &[&w1, &w2]);
     // admin reads raw; analyst has masked customer columns and a row
     // filter on nation (the TPC-H mesh's policies).
     let mut on_workers = 0;
@@ -652,14 +652,7 @@ async fn a_worker_killed_mid_query_fails_that_query_by_name_and_the_next_runs_on
     let mut w1 = Worker::start_on(mesh_dir.path(), Some(SECRET));
     let w2 = Worker::start_on(mesh_dir.path(), Some(SECRET));
     let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
-    mesh.set_cluster(Some(
-        Cluster::new(
-            &[w1.addr.clone(), w2.addr.clone()],
-            Some(0),
-            Some(SECRET.as_bytes()),
-        )
-        .expect("cluster"),
-    ));
+    on_workers(&mesh, &[&w1, &w2]);
     let admin = mesh.session(mesh.principal("admin").expect("principal"));
     let small = "SELECT l_returnflag, count(*) FROM tpch.lineitem GROUP BY l_returnflag ORDER BY 1";
     let expected = rows(&admin.collect(small).await.expect("runs"));
@@ -703,14 +696,7 @@ async fn a_cancelled_query_stops_its_tasks_on_the_workers() {
     let w1 = Worker::start_on(mesh_dir.path(), Some(SECRET));
     let w2 = Worker::start_on(mesh_dir.path(), Some(SECRET));
     let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
-    mesh.set_cluster(Some(
-        Cluster::new(
-            &[w1.addr.clone(), w2.addr.clone()],
-            Some(0),
-            Some(SECRET.as_bytes()),
-        )
-        .expect("cluster"),
-    ));
+    on_workers(&mesh, &[&w1, &w2]);
     let admin = mesh.session(mesh.principal("admin").expect("principal"));
 
     let running = {
@@ -756,14 +742,7 @@ async fn a_query_memory_limit_holds_on_its_workers() {
     let w1 = Worker::start_on(mesh_dir.path(), Some(SECRET));
     let w2 = Worker::start_on(mesh_dir.path(), Some(SECRET));
     let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
-    mesh.set_cluster(Some(
-        Cluster::new(
-            &[w1.addr.clone(), w2.addr.clone()],
-            Some(0),
-            Some(SECRET.as_bytes()),
-        )
-        .expect("cluster"),
-    ));
+    on_workers(&mesh, &[&w1, &w2]);
     let admin = mesh.session(mesh.principal("admin").expect("principal"));
     // The join's hash tables (lineitem's comments, about a megabyte per
     // task) are built on the workers; the coordinator only adds up counts.
@@ -826,14 +805,7 @@ async fn iceberg_products_split_across_workers_with_the_same_answers() {
             .is_ok(),
         "the Iceberg products are there"
     );
-    distributed.set_cluster(Some(
-        Cluster::new(
-            &[w1.addr.clone(), w2.addr.clone()],
-            Some(0),
-            Some(SECRET.as_bytes()),
-        )
-        .expect("cluster"),
-    ));
+    on_workers(&distributed, &[&w1, &w2]);
     for user in ["admin", "analyst"] {
         let here = local.session(local.principal(user).expect("principal"));
         let there = distributed.session(distributed.principal(user).expect("principal"));
@@ -937,14 +909,7 @@ async fn flight_sql_cancel_and_disconnect_stop_the_tasks_on_the_workers() {
     let w1 = Worker::start_on(mesh_dir.path(), Some(SECRET));
     let w2 = Worker::start_on(mesh_dir.path(), Some(SECRET));
     let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
-    mesh.set_cluster(Some(
-        Cluster::new(
-            &[w1.addr.clone(), w2.addr.clone()],
-            Some(0),
-            Some(SECRET.as_bytes()),
-        )
-        .expect("cluster"),
-    ));
+    on_workers(&mesh, &[&w1, &w2]);
     let server = crate::flight::start(mesh, meshql_server::ServerOptions::default()).await;
     let workers = [&w1, &w2];
 
@@ -1054,14 +1019,7 @@ async fn ctrl_c_in_the_shell_and_the_query_timeout_stop_the_tasks_on_the_workers
 
     // The server's query timeout, on a coordinator with the workers.
     let mesh = Mesh::open_strict(mesh_dir.path()).expect("mesh");
-    mesh.set_cluster(Some(
-        Cluster::new(
-            &[w1.addr.clone(), w2.addr.clone()],
-            Some(0),
-            Some(SECRET.as_bytes()),
-        )
-        .expect("cluster"),
-    ));
+    on_workers(&mesh, &[&w1, &w2]);
     let server = crate::flight::start(
         mesh,
         meshql_server::ServerOptions {
@@ -1103,14 +1061,7 @@ async fn a_coordinator_and_workers_over_a_shared_s3_store_answer_as_in_process()
     let w2 = Worker::start_on(dir.path(), Some(SECRET));
     let local = Mesh::open_strict(dir.path()).expect("opens");
     let distributed = Mesh::open_strict(dir.path()).expect("opens");
-    distributed.set_cluster(Some(
-        Cluster::new(
-            &[w1.addr.clone(), w2.addr.clone()],
-            Some(0),
-            Some(SECRET.as_bytes()),
-        )
-        .expect("cluster"),
-    ));
+    on_workers(&distributed, &[&w1, &w2]);
     for user in ["admin", "eu_analyst"] {
         let here = local.session(local.principal(user).expect("principal"));
         let there = distributed.session(distributed.principal(user).expect("principal"));

@@ -1053,14 +1053,7 @@ async fn position_deletes_written_by_duckdb_read_as_pyiceberg_reads_them() {
     let w1 = Worker::start_on(&mesh_dir, Some(SECRET));
     let w2 = Worker::start_on(&mesh_dir, Some(SECRET));
     let distributed = Mesh::open_strict(&mesh_dir).expect("mesh opens");
-    distributed.set_cluster(Some(
-        meshql::cluster::Cluster::new(
-            &[w1.addr.clone(), w2.addr.clone()],
-            Some(0),
-            Some(SECRET.as_bytes()),
-        )
-        .expect("cluster"),
-    ));
+    crate::cluster::on_workers(&distributed, &[&w1, &w2]);
     for state in &states {
         let sql = format!(
             "SELECT * FROM hr.scores FOR VERSION AS OF {} ORDER BY id",

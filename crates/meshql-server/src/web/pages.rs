@@ -63,23 +63,18 @@ impl Web {
         if products.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let list = |f: &dyn Fn(&ProductRow) -> &str| {
+        let (domains, names) = in_lists(
             products
                 .iter()
-                .map(|p| lit(f(p)))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+                .map(|p| (p.domain.as_str(), p.product.as_str())),
+        );
         let (_, rows) = self
             .meta(
                 viewer,
                 &format!(
                     "SELECT domain || '.' || product, CAST(freshness_met AS VARCHAR) FROM meshql.products \
                      WHERE domain IN ({}) AND product IN ({})",
-                    list(&|p| p.domain.as_str()),
-                    list(&|p| p.product.as_str())
+                    domains, names
                 ),
             )
             .await?;
@@ -114,6 +109,19 @@ impl Web {
             .next()
             .map(|r| ProductRow::from_cells(&names, r)))
     }
+}
+
+/// The SQL lists of the distinct domains and product names of `products`
+/// (`domain`, `product`), for `domain IN (...) AND product IN (...)`: a
+/// superset of the pairs, which the discovery tables build alone.
+fn in_lists<'a>(products: impl Iterator<Item = (&'a str, &'a str)>) -> (String, String) {
+    let (mut domains, mut names) = (BTreeSet::new(), BTreeSet::new());
+    for (d, p) in products {
+        domains.insert(lit(d));
+        names.insert(lit(p));
+    }
+    let join = |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>().join(", ");
+    (join(domains), join(names))
 }
 
 /// A row of `meshql.products`.
@@ -862,22 +870,13 @@ impl Web {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        let list = |f: &dyn Fn(&(String, String)) -> &str| {
-            pairs
-                .iter()
-                .map(|p| lit(f(p)))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let (domains, products) = in_lists(pairs.iter().map(|(d, p)| (d.as_str(), p.as_str())));
         let (_, rows) = self
             .meta(
                 viewer,
                 &format!(
                     "SELECT domain || '.' || product FROM meshql.products WHERE domain IN ({}) AND product IN ({})",
-                    list(&|p| p.0.as_str()),
-                    list(&|p| p.1.as_str())
+                    domains, products
                 ),
             )
             .await?;
