@@ -570,6 +570,111 @@ async fn the_last_check_results_are_kept_and_each_principal_sees_their_part() {
         "the other products' results are kept"
     );
 
+    // Who reads the product restricted sees the outcome, not what was
+    // measured over the raw rows: guest (a mask) and eu_analyst (a row
+    // filter) on sales.orders.
+    let failed_sql = "SELECT outcome, message FROM meshql.quality WHERE rule = 'enough_orders'";
+    assert!(
+        count(&analyst, failed_sql).await[0][1].contains("20000"),
+        "an unrestricted reader sees the measured row count"
+    );
+    for user in ["guest", "eu_analyst"] {
+        let restricted = mesh.session(mesh.principal(user).expect("user"));
+        let seen = count(&restricted, failed_sql).await;
+        assert_eq!(seen.len(), 1, "{user}: {seen:?}");
+        assert_eq!(seen[0][0], "failed", "{user}: the outcome is shown");
+        assert!(
+            !seen[0][1].contains("20000") && seen[0][1].contains("withheld"),
+            "{user} learns no raw row count: {seen:?}"
+        );
+        let all = count(
+            &restricted,
+            "SELECT message FROM meshql.quality_history WHERE domain = 'sales' AND product = 'orders' AND message <> ''",
+        )
+        .await;
+        assert!(
+            !all.is_empty() && all.iter().all(|r| r[0].contains("withheld")),
+            "{user}: the history withholds the same: {all:?}"
+        );
+    }
+
+    // The history keeps every saved run (not --no-save), per product.
+    let runs = "SELECT domain || '.' || product, count(DISTINCT checked_at), count(*) FILTER (WHERE rule = 'enough_orders') FROM meshql.quality_history GROUP BY 1 ORDER BY 1";
+    let history = count(&analyst, runs).await;
+    for r in &history {
+        let expect = if r[0] == "sales.orders" {
+            ["2", "1"]
+        } else {
+            ["1", "0"]
+        };
+        assert_eq!(r[1..], expect, "{history:?}");
+    }
+    assert_eq!(history.len(), others[0][0].parse::<usize>().expect("n") + 1);
+    let guest_history = count(&guest, runs).await;
+    assert!(
+        guest_history
+            .iter()
+            .all(|r| !r[0].starts_with("payments.") && !r[0].starts_with("customers.")),
+        "a guest sees the history of the products they see: {guest_history:?}"
+    );
+    let about_history =
+        "SELECT count(*) FROM meshql.quality_history WHERE column_name = 'attributed_revenue'";
+    assert_ne!(count(&admin, about_history).await[0][0], "0");
+    assert_eq!(count(&guest, about_history).await[0][0], "0");
+
+    // It is bounded: with 40 older runs of sales.orders in the file, the
+    // next run keeps the last HISTORY_RUNS.
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&kept).expect("kept")).expect("json");
+    let entries = file["history"].as_array().expect("a history").clone();
+    let oldest = entries
+        .iter()
+        .filter_map(|e| e["checked_at"].as_i64())
+        .min()
+        .expect("runs");
+    // Copies of its first run, which had no `enough_orders`.
+    let orders: Vec<serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["product"] == "sales.orders" && e["checked_at"] == oldest)
+        .cloned()
+        .collect();
+    let mut older = Vec::new();
+    for run in 1..=40i64 {
+        for e in &orders {
+            let mut e = e.clone();
+            e["checked_at"] = (oldest - run * 1000).into();
+            older.push(e);
+        }
+    }
+    older.extend(entries);
+    file["history"] = older.into();
+    std::fs::write(&kept, serde_json::to_vec(&file).expect("json")).expect("write");
+    assert_eq!(
+        count(
+            &analyst,
+            "SELECT count(DISTINCT checked_at) FROM meshql.quality_history WHERE product = 'orders'"
+        )
+        .await[0][0],
+        "42"
+    );
+    let o = check(&dir, &["--product", "sales.orders"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let history = count(&analyst, runs).await;
+    for r in &history {
+        let expect = if r[0] == "sales.orders" {
+            [meshql::check::HISTORY_RUNS.to_string(), "2".to_string()]
+        } else {
+            ["1".to_string(), "0".to_string()]
+        };
+        assert_eq!(r[1..], expect, "{history:?}");
+    }
+    let newest = count(
+        &analyst,
+        "SELECT max(h.checked_at) = max(q.checked_at) FROM meshql.quality_history h, meshql.quality q WHERE h.product = 'orders' AND q.product = 'orders'",
+    )
+    .await;
+    assert_eq!(newest[0][0], "true", "the newest run is the last results");
+
     // The shell's \d shows the freshness and the last checks.
     let o = shell(
         &dir,

@@ -761,6 +761,92 @@ async fn contract_text_with_markup_is_escaped_everywhere() {
     assert!(download.text().contains("<script>alert('x')</script>"));
 }
 
+/// The quality tab: the last results failures first, and the history of
+/// runs; what a check measured only for who reads the product unrestricted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quality_tab_shows_the_history_and_withholds_raw_measures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&root().join("catalog"), dir.path());
+    let data = demo_data();
+    let mesh_yaml = std::fs::read_to_string(dir.path().join("mesh.yaml"))
+        .expect("mesh.yaml")
+        .replace("../data/demo", &data.display().to_string())
+        .replace(
+            "../data/check-results.json",
+            &dir.path().join("check-results.json").display().to_string(),
+        )
+        .replace(
+            "../data/audit.jsonl",
+            &dir.path().join("audit.jsonl").display().to_string(),
+        );
+    write(dir.path(), "mesh.yaml", &mesh_yaml);
+    let contract = dir.path().join("sales/orders.yaml");
+    let text = std::fs::read_to_string(&contract).expect("contract");
+    let check = |mesh: &Mesh| {
+        let mesh = mesh.clone();
+        async move {
+            let options = meshql::check::CheckOptions {
+                products: vec!["sales.orders".into()],
+                data: true,
+                against: None,
+            };
+            let report = meshql::check::run(&mesh, &options).await;
+            meshql::check::keep_results(&mesh, &report).expect("kept");
+        }
+    };
+    // A passing run, then one with a failing rule.
+    check(&Mesh::open_strict(dir.path()).expect("opens")).await;
+    let failing = text.replacen(
+        "quality:\n",
+        "quality:\n  - name: enough_orders\n    type: library\n    metric: rowCount\n    mustBeGreaterThan: 1000000\n",
+        1,
+    );
+    assert_ne!(failing, text, "the contract has quality rules");
+    std::fs::write(&contract, failing).expect("writes");
+    let mesh = Mesh::open_strict(dir.path()).expect("opens");
+    check(&mesh).await;
+    let server = start(mesh, ServerOptions::default()).await;
+    let page = "/products/sales.orders/quality";
+    let analyst = Browser::sign_in(server.http, "analyst")
+        .await
+        .get(page)
+        .await;
+    assert_eq!(analyst.status, 200);
+    let a = analyst.text();
+    assert!(a.contains("1 failed"), "{a}");
+    let first_row = a.split("<tbody>").nth(1).expect("a table");
+    assert!(
+        first_row
+            .trim_start_matches("<tr><td>")
+            .starts_with("failed</td>"),
+        "failures first: {first_row}"
+    );
+    assert!(a.contains("row count is 20000"), "{a}");
+    assert!(
+        a.contains("<h2>History</h2>") && a.contains("The last 2 runs"),
+        "{a}"
+    );
+    assert!(a.contains("aria-labelledby=\"history-title\""), "{a}");
+    assert!(a.contains("2 runs, 1 with failed checks"), "{a}");
+    assert!(
+        a.contains("<td>enough_orders</td>"),
+        "the failing rule of a run is named: {a}"
+    );
+    for user in ["guest", "eu_analyst"] {
+        let b = Browser::sign_in(server.http, user).await;
+        let t = b.get(page).await.text();
+        assert!(
+            t.contains("1 failed") && t.contains("The last 2 runs"),
+            "{user}: {t}"
+        );
+        assert!(!t.contains("20000"), "{user} learns no raw row count: {t}");
+        assert!(t.contains("withheld"), "{user}");
+        let api = b.get("/api/v1/products/sales.orders/quality").await;
+        assert_eq!(api.status, 200, "{user}");
+        assert!(!api.text().contains("20000"), "{user}: {}", api.text());
+    }
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for entry in std::fs::read_dir(from).expect("reads") {
         let entry = entry.expect("entry");

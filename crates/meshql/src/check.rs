@@ -14,6 +14,7 @@ use crate::governance::{ColumnDecision, decide};
 use crate::mesh::Mesh;
 use crate::principal::Principal;
 
+pub use crate::discovery::findings::HISTORY_RUNS;
 pub use crate::discovery::findings::{Finding, Outcome};
 use crate::discovery::findings::{KeptResult, KeptResults, kept_results};
 
@@ -125,25 +126,38 @@ pub fn keep_results(mesh: &Mesh, report: &Report) -> Result<Option<PathBuf>, Str
         .map(Contract::qualified_name)
         .collect();
     // Results that cannot be read are replaced, not merged.
-    let mut results: Vec<KeptResult> = kept_results(mesh)
-        .unwrap_or_default()
+    let kept = kept_results(mesh).unwrap_or_default();
+    let keeps = |r: &KeptResult| {
+        r.finding
+            .product
+            .as_deref()
+            .is_some_and(|p| exists.contains(p))
+    };
+    // A file kept before the history was: its last results start it.
+    let mut history: Vec<KeptResult> = if kept.history.is_empty() {
+        kept.results.iter().filter(|r| keeps(r)).cloned().collect()
+    } else {
+        kept.history.into_iter().filter(keeps).collect()
+    };
+    let mut results: Vec<KeptResult> = kept
+        .results
         .into_iter()
-        .filter(|r| {
-            r.finding
-                .product
-                .as_deref()
-                .is_some_and(|p| !checked.contains(p) && exists.contains(p))
-        })
+        .filter(|r| keeps(r) && !checked.contains(r.finding.product.as_deref().unwrap_or("")))
         .collect();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
+    // Two runs in one millisecond stay two runs.
+    let last = history.iter().map(|r| r.checked_at).max().unwrap_or(0);
+    let now = now.max(last + 1);
     results.extend(fresh.into_iter().map(|f| KeptResult {
         finding: f.clone(),
         checked_at: now,
     }));
-    let text = serde_json::to_string_pretty(&KeptResults { results })
+    history.extend(results.iter().filter(|r| r.checked_at == now).cloned());
+    let history = bounded_history(history);
+    let text = serde_json::to_string_pretty(&KeptResults { results, history })
         .map_err(|e| format!("cannot write the check results: {e}"))?;
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
@@ -156,6 +170,33 @@ pub fn keep_results(mesh: &Mesh, report: &Report) -> Result<Option<PathBuf>, Str
     };
     write().map_err(|e| format!("cannot write the check results {}: {e}", path.display()))?;
     Ok(Some(path.clone()))
+}
+
+/// The history without the runs beyond the last [`HISTORY_RUNS`] of each
+/// product, oldest first.
+fn bounded_history(mut history: Vec<KeptResult>) -> Vec<KeptResult> {
+    let mut runs: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+    for r in &history {
+        if let Some(p) = r.finding.product.as_deref() {
+            runs.entry(p).or_default().insert(r.checked_at);
+        }
+    }
+    let oldest_kept: BTreeMap<String, i64> = runs
+        .into_iter()
+        .map(|(p, at)| {
+            let skip = at.len().saturating_sub(HISTORY_RUNS);
+            (p.to_string(), at.into_iter().nth(skip).unwrap_or(i64::MIN))
+        })
+        .collect();
+    history.retain(|r| {
+        r.finding
+            .product
+            .as_deref()
+            .and_then(|p| oldest_kept.get(p))
+            .is_some_and(|oldest| r.checked_at >= *oldest)
+    });
+    history.sort_by_key(|r| r.checked_at);
+    history
 }
 
 /// Domain and product names are snake_case; a contract lives in the folder

@@ -1059,28 +1059,68 @@ impl Web {
     }
 
     async fn quality(&self, viewer: &Viewer, row: &ProductRow) -> Result<String, String> {
+        let of = format!(
+            "domain = {} AND product = {}",
+            lit(&row.domain),
+            lit(&row.product)
+        );
         let (names, rows) = self
             .meta(
                 viewer,
                 &format!(
                     "SELECT outcome, \"check\", rule, column_name, message, CAST(checked_at AS VARCHAR) AS checked_at, location \
-                     FROM meshql.quality WHERE domain = {} AND product = {} \
-                     ORDER BY CASE outcome WHEN 'fail' THEN 0 WHEN 'error' THEN 1 WHEN 'warn' THEN 2 ELSE 3 END, rule",
-                    lit(&row.domain),
-                    lit(&row.product)
+                     FROM meshql.quality WHERE {of} \
+                     ORDER BY CASE outcome WHEN 'failed' THEN 0 WHEN 'skipped' THEN 1 ELSE 2 END, \"check\", rule"
                 ),
             )
             .await?;
         if rows.is_empty() {
             return Ok("<p>No results yet: <code>meshql check</code> records them.</p>".into());
         }
-        let failing = rows
-            .iter()
-            .filter(|r| r[0].as_deref().is_some_and(|o| o != "pass"))
-            .count();
-        Ok(format!(
-            "<p>{} rules checked, {failing} not passing (listed first).</p>{}",
+        let count = |outcome: &str| {
+            rows.iter()
+                .filter(|r| r[0].as_deref() == Some(outcome))
+                .count()
+        };
+        let (failed, skipped) = (count("failed"), count("skipped"));
+        let summary = format!(
+            "<p class=\"{}\">{} checks in the last run: {failed} failed, {skipped} skipped, {} passed{}.</p>",
+            if failed > 0 { "bad" } else { "ok" },
             rows.len(),
+            rows.len() - failed - skipped,
+            if failed + skipped > 0 {
+                " (listed first)"
+            } else {
+                ""
+            }
+        );
+        let (hnames, history) = self
+            .meta(
+                viewer,
+                &format!(
+                    "SELECT CAST(checked_at AS VARCHAR) AS run, \
+                     count(*) FILTER (WHERE outcome = 'passed') AS passed, \
+                     count(*) FILTER (WHERE outcome = 'failed') AS failed, \
+                     count(*) FILTER (WHERE outcome = 'skipped') AS skipped, \
+                     string_agg(rule, ', ') FILTER (WHERE outcome = 'failed') AS failing \
+                     FROM meshql.quality_history WHERE {of} \
+                     GROUP BY checked_at ORDER BY checked_at DESC"
+                ),
+            )
+            .await?;
+        let history_html = if history.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<h2>History</h2><p>The last {} runs of <code>meshql check</code> for this product (at most {}), newest first.</p>{}{}",
+                history.len(),
+                meshql::check::HISTORY_RUNS,
+                history_svg(&history),
+                table("Results over time", &hnames, &history)
+            )
+        };
+        Ok(format!(
+            "{summary}{}{history_html}",
             table("Last results of meshql check", &names, &rows)
         ))
     }
@@ -1215,6 +1255,51 @@ fn without_columns(text: &str, seen: &BTreeSet<String>) -> Result<String, String
 
 /// The lineage of `me` as an SVG drawing: upstream products left,
 /// downstream and observed right, each a link.
+/// The history as bars, oldest on the left: each run's checks, the failed
+/// and skipped ones stacked on the passed; the table next to it says the
+/// same in text.
+fn history_svg(history: &[Vec<Option<String>>]) -> String {
+    let num = |c: &Option<String>| {
+        c.as_deref()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let most = history
+        .iter()
+        .map(|r| num(&r[1]) + num(&r[2]) + num(&r[3]))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (bar, gap, height) = (14usize, 6usize, 60usize);
+    let width = history.len() * (bar + gap) + gap;
+    let failing_runs = history.iter().filter(|r| num(&r[2]) > 0).count();
+    let mut out = format!(
+        "<figure class=\"history\"><svg viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-labelledby=\"history-title\"><title id=\"history-title\">{} runs, {failing_runs} with failed checks</title>",
+        history.len()
+    );
+    for (i, r) in history.iter().rev().enumerate() {
+        let x = gap + i * (bar + gap);
+        let mut y = height;
+        for (n, class) in [
+            (num(&r[1]), "passed"),
+            (num(&r[3]), "skipped"),
+            (num(&r[2]), "failed"),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            let h = (n * (height - 4)).div_ceil(most);
+            y -= h;
+            out.push_str(&format!(
+                "<rect class=\"{class}\" x=\"{x}\" y=\"{y}\" width=\"{bar}\" height=\"{h}\"><title>{}: {n} {class}</title></rect>",
+                esc(r[0].as_deref().unwrap_or(""))
+            ));
+        }
+    }
+    out.push_str("</svg><figcaption>Each bar is a run: passed at the bottom, then skipped, failed on top, outlined.</figcaption></figure>");
+    out
+}
+
 fn lineage_svg(
     me: &str,
     upstream: &[String],

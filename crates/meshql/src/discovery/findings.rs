@@ -126,20 +126,30 @@ pub(crate) struct KeptResult {
     pub(crate) checked_at: i64,
 }
 
+/// The file `check.results` names: the last results of each product's
+/// data checks, and the results of its earlier runs, newest last.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct KeptResults {
     pub(crate) results: Vec<KeptResult>,
+    /// Every run's results, at most [`HISTORY_RUNS`] runs per product (the
+    /// last one included). Files kept before meshql kept a history have
+    /// none.
+    #[serde(default)]
+    pub(crate) history: Vec<KeptResult>,
 }
 
-/// The last results of the data checks, from the file `check.results` of
+/// How many runs of `meshql check` the history keeps per product.
+pub const HISTORY_RUNS: usize = 30;
+
+/// The kept results of the data checks, from the file `check.results` of
 /// `mesh.yaml` names; none when it names none or none were kept yet.
-pub(crate) fn kept_results(mesh: &Mesh) -> Result<Vec<KeptResult>, String> {
+pub(crate) fn kept_results(mesh: &Mesh) -> Result<KeptResults, String> {
     let Some(path) = &mesh.catalog().mesh.check_results else {
-        return Ok(Vec::new());
+        return Ok(KeptResults::default());
     };
     let text = match read_if_present(path) {
         Ok(Some(t)) => t,
-        Ok(None) => return Ok(Vec::new()),
+        Ok(None) => return Ok(KeptResults::default()),
         Err(e) => {
             return Err(format!(
                 "cannot read the check results {}: {e}",
@@ -155,7 +165,7 @@ pub(crate) fn kept_results(mesh: &Mesh) -> Result<Vec<KeptResult>, String> {
             e.column()
         )
     })?;
-    Ok(kept.results)
+    Ok(kept)
 }
 
 /// A file's text, or `None` when there is no such file (nothing written

@@ -134,16 +134,18 @@ pub(crate) enum Kind {
     Columns,
     MyPolicies,
     Quality,
+    QualityHistory,
     Audit,
     Lineage,
 }
 
 impl Kind {
     /// The tables every principal has.
-    pub(crate) const ALL: [(&'static str, Kind); 4] = [
+    pub(crate) const ALL: [(&'static str, Kind); 5] = [
         ("products", Kind::Products),
         ("columns", Kind::Columns),
         ("quality", Kind::Quality),
+        ("quality_history", Kind::QualityHistory),
         ("my_policies", Kind::MyPolicies),
     ];
     /// The tables only principals holding an auditor role have.
@@ -160,8 +162,14 @@ type ColumnRow<'a> = (
     Option<&'a str>,
 );
 
-/// A row of `meshql.quality`: the domain, the product and the kept result.
-type QualityRow<'a> = (&'a str, &'a str, &'a findings::KeptResult);
+/// A row of `meshql.quality`: the domain, the product, the kept result and
+/// whether the principal reads the product restricted.
+type QualityRow<'a> = (&'a str, &'a str, &'a findings::KeptResult, bool);
+
+/// The message of a check shown to a principal who reads its product
+/// restricted (a row filter, a mask or a hidden column): the outcome is the
+/// contract's, the measured value came from rows they do not see raw.
+pub(crate) const WITHHELD: &str = "(what was measured is withheld: you read this product restricted, and the check read every raw row)";
 
 /// One system table; its rows are computed when it is read.
 #[derive(Debug)]
@@ -213,7 +221,7 @@ impl SystemTable {
                 Field::new("masked", DataType::Boolean, false),
                 text("mask"),
             ],
-            Kind::Quality => vec![
+            Kind::Quality | Kind::QualityHistory => vec![
                 text("domain"),
                 text("product"),
                 text("check"),
@@ -282,7 +290,8 @@ impl SystemTable {
             Kind::Products => self.products(projection, only).await,
             Kind::Columns => self.columns(only),
             Kind::MyPolicies => self.my_policies(),
-            Kind::Quality => self.quality(only)?,
+            Kind::Quality => self.quality(only, false)?,
+            Kind::QualityHistory => self.quality(only, true)?,
             Kind::Audit => self.audit()?,
             Kind::Lineage => self.lineage()?,
         };
@@ -435,12 +444,15 @@ impl SystemTable {
         ]
     }
 
-    /// The last results of `meshql check`'s data checks, for the products
-    /// the principal sees; a check about a column they cannot see is left
-    /// out.
-    fn quality(&self, only: &Only) -> DfResult<Vec<ArrayRef>> {
+    /// The kept results of `meshql check`'s data checks (the last ones, or
+    /// every kept run's), for the products the principal sees; a check
+    /// about a column they cannot see is left out, and where they read the
+    /// product restricted, what a check measured is withheld: it was
+    /// measured over every raw row.
+    fn quality(&self, only: &Only, history: bool) -> DfResult<Vec<ArrayRef>> {
         let kept = findings::kept_results(&self.context.mesh)
             .map_err(datafusion::error::DataFusionError::Execution)?;
+        let kept = if history { kept.history } else { kept.results };
         let dir = self.context.mesh.catalog().dir.clone();
         let visible: BTreeMap<String, &ProductPolicy> = self
             .context
@@ -461,7 +473,7 @@ impl SystemTable {
                             return None;
                         }
                     }
-                    Some((domain, name, r))
+                    Some((domain, name, r, !policy.is_unrestricted()))
                 })
                 .collect();
         let s = |f: &dyn Fn(&QualityRow<'_>) -> Option<String>| -> ArrayRef {
@@ -483,7 +495,13 @@ impl SystemTable {
                     .to_string(),
                 )
             }),
-            s(&|r| Some(r.2.finding.message.clone())),
+            s(&|r| {
+                Some(if r.3 && !r.2.finding.message.is_empty() {
+                    WITHHELD.to_string()
+                } else {
+                    r.2.finding.message.clone()
+                })
+            }),
             Arc::new(
                 arrow::array::TimestampMillisecondArray::from(
                     rows.iter().map(|r| r.2.checked_at).collect::<Vec<_>>(),
@@ -747,7 +765,9 @@ impl TableProvider for SystemTable {
         // Only the tables with one row per product (or per column) may be
         // cut by product; the others keep every row.
         let only = match self.kind {
-            Kind::Products | Kind::Columns | Kind::Quality => Only::from_filters(filters),
+            Kind::Products | Kind::Columns | Kind::Quality | Kind::QualityHistory => {
+                Only::from_filters(filters)
+            }
             _ => Only::default(),
         };
         let batch = self.batch(projection, &only).await?;
