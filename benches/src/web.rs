@@ -99,11 +99,12 @@ pub fn run(out: &Path, contracts: usize, runs: usize) -> Result<()> {
     let generated = tempfile::tempdir()?;
     crate::mesh_scale::generate(generated.path(), contracts)?;
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../catalog");
-    let cases: [(String, PathBuf, [&str; 3]); 2] = [
+    let cases: [(String, PathBuf, Vec<&str>); 2] = [
         (
             "demo (7 products)".into(),
             demo,
-            [
+            vec![
+                "/",
                 "/products/customers.customers",
                 "/products/customers.customers/schema",
                 "/?q=email",
@@ -112,10 +113,14 @@ pub fn run(out: &Path, contracts: usize, runs: usize) -> Result<()> {
         (
             format!("generated ({contracts} products)"),
             generated.path().to_path_buf(),
-            [
+            vec![
+                "/",
                 "/products/domain_042.product_0007",
                 "/products/domain_042.product_0007/schema",
+                // A few products match, and the freshness facet reads them.
                 "/?q=product_0042",
+                // Every product matches.
+                "/?q=product",
             ],
         ),
     ];

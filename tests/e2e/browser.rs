@@ -20,6 +20,9 @@ use crate::util::*;
 use crate::web::{request, start};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// WebDriver's codes of the Tab and Enter keys.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
 
 /// chromedriver on an ephemeral port of 127.0.0.1, stopped when dropped.
 struct Driver {
@@ -146,6 +149,20 @@ impl Browser {
         let e = self.find(css).await;
         self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
             .await;
+    }
+
+    /// Presses and releases one key, as the keyboard would.
+    async fn key(&self, key: &str) {
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(
+                json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                    {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}
+                ]}]}),
+            ),
+        )
+        .await;
     }
 
     async fn script(&self, script: &str) -> Value {
@@ -416,6 +433,81 @@ async fn walk() {
         "POST",
         "/window/rect",
         Some(json!({"width": 1280, "height": 900})),
+    )
+    .await;
+
+    // The keyboard: the first Tab shows the skip link, Enter on it moves
+    // to the content, and every control Tab reaches has a visible focus
+    // outline.
+    b.go(&format!("{base}/")).await;
+    b.title_once("Data products").await;
+    b.key(TAB).await;
+    let skip = b
+        .script("const e = document.activeElement; const r = e.getBoundingClientRect(); return [e.className, getComputedStyle(e).outlineStyle, r.left >= 0 && r.top >= 0]")
+        .await;
+    assert_eq!(
+        skip,
+        json!(["skip", "solid", true]),
+        "the skip link comes first and shows"
+    );
+    b.key(ENTER).await;
+    let at = b.script("return location.hash").await;
+    assert_eq!(at, "#main", "the skip link leads to the content");
+    let mut reached = 0;
+    for _ in 0..12 {
+        b.key(TAB).await;
+        let focus = b
+            .script("const e = document.activeElement; const s = getComputedStyle(e); return [e.tagName + ' ' + (e.getAttribute('href') || e.id || e.className), s.outlineStyle, parseFloat(s.outlineWidth)]")
+            .await;
+        if focus[0].as_str().is_some_and(|t| t.starts_with("BODY")) {
+            break;
+        }
+        reached += 1;
+        assert!(
+            focus[1] != "none" && focus[2].as_f64().unwrap_or(0.0) >= 2.0,
+            "a visible focus outline on {focus}"
+        );
+    }
+    assert!(reached >= 5, "Tab reaches the page's controls ({reached})");
+
+    // The dark colour scheme: the dark palette, and axe on every kind of
+    // page again (contrast differs).
+    b.cmd(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}})),
+    )
+    .await;
+    for (page, name) in [
+        ("/", "home"),
+        ("/?q=email", "search"),
+        ("/products/customers.customers", "product"),
+        ("/products/customers.customers/schema", "product-schema"),
+        ("/products/customers.customers/sample", "product-sample"),
+        ("/products/customers.customers/quality", "product-quality"),
+        ("/products/customers.customers/lineage", "product-lineage"),
+        ("/products/customers.customers/contract", "product-contract"),
+        ("/products/customers.customers/use", "product-use"),
+        ("/domains", "domains"),
+        ("/me", "me"),
+        ("/query", "query"),
+    ] {
+        b.go(&format!("{base}{page}")).await;
+        let dark = b
+            .script("const m = getComputedStyle(document.body).backgroundColor.match(/\\d+/g).map(Number); return [matchMedia('(prefers-color-scheme: dark)').matches, m[0] + m[1] + m[2]]")
+            .await;
+        assert_eq!(dark[0], true, "{page}: the dark scheme is asked for");
+        assert!(
+            dark[1].as_i64().unwrap_or(765) < 150,
+            "{page}: a dark background ({dark})"
+        );
+        b.screenshot(&format!("{name}-dark")).await;
+        check(&format!("{name} (dark)"), b.accessibility().await);
+    }
+    b.cmd(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {"features": []}})),
     )
     .await;
 

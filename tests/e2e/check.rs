@@ -589,12 +589,22 @@ async fn the_last_check_results_are_kept_and_each_principal_sees_their_part() {
         );
         let all = count(
             &restricted,
-            "SELECT message FROM meshql.quality_history WHERE domain = 'sales' AND product = 'orders' AND message <> ''",
+            "SELECT message FROM meshql.quality_history WHERE domain = 'sales' AND product = 'orders' AND message <> '' AND (\"check\" = 'quality' OR rule LIKE 'required column%')",
         )
         .await;
         assert!(
             !all.is_empty() && all.iter().all(|r| r[0].contains("withheld")),
             "{user}: the history withholds the same: {all:?}"
+        );
+        // What the schema and storage say is not measured over rows.
+        let schema = count(
+            &restricted,
+            "SELECT count(*) FROM meshql.quality WHERE product = 'orders' AND message LIKE '%in storage'",
+        )
+        .await;
+        assert_ne!(
+            schema[0][0], "0",
+            "{user}: schema findings keep their message"
         );
     }
 

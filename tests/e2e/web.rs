@@ -847,6 +847,71 @@ async fn the_quality_tab_shows_the_history_and_withholds_raw_measures() {
     }
 }
 
+/// The catalog's search (`Session::search`, no query planned) finds what
+/// `meshql::search_sql` finds over the discovery tables, for every demo
+/// principal: the same products, the same matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_search_finds_what_the_search_query_finds() {
+    let mesh = demo_mesh();
+    let terms = [
+        "email",
+        "ORDERS",
+        "order",
+        "pii",
+        "region",
+        "revenue",
+        "attributed_revenue",
+        "card",
+        "sales.",
+        "%",
+        "_",
+        "'",
+        "a",
+        "nothing-like-this",
+        "campaign, ",
+    ];
+    let mut found = BTreeMap::new();
+    for user in ["admin", "analyst", "eu_analyst", "finance", "guest"] {
+        let session = mesh.session(mesh.principal(user).expect("user"));
+        for term in terms {
+            let native: Vec<Vec<String>> = session
+                .search(term)
+                .into_iter()
+                .map(|h| {
+                    vec![
+                        h.product,
+                        h.owner.unwrap_or_else(|| "NULL".into()),
+                        h.description.unwrap_or_else(|| "NULL".into()),
+                        h.matches.join(", "),
+                    ]
+                })
+                .collect();
+            let sql = rows(
+                &session
+                    .collect(&meshql::search_sql(term))
+                    .await
+                    .expect("the search query runs"),
+            );
+            assert_eq!(native, sql, "{user} searching {term:?}");
+            found.insert((user, term), native);
+        }
+    }
+    // Neither side is empty where it should not be, and hidden stays hidden.
+    let products =
+        |user, term| -> Vec<String> { found[&(user, term)].iter().map(|r| r[0].clone()).collect() };
+    assert!(products("admin", "email").contains(&"customers.customers".to_string()));
+    assert!(!products("guest", "email").contains(&"customers.customers".to_string()));
+    assert!(
+        products("admin", "attributed_revenue")
+            .contains(&"marketing.campaign_performance".to_string())
+    );
+    assert!(
+        products("guest", "attributed_revenue").is_empty(),
+        "a hidden column is not found"
+    );
+    assert!(products("admin", "nothing-like-this").is_empty());
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for entry in std::fs::read_dir(from).expect("reads") {
         let entry = entry.expect("entry");

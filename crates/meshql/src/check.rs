@@ -101,6 +101,21 @@ pub async fn run(mesh: &Mesh, options: &CheckOptions) -> Report {
 /// products' last results.
 const DATA_CHECKS: [&str; 3] = ["schema", "quality", "freshness"];
 
+/// The schema check that reads the data, and the start of the name of the
+/// one that counts a required column's NULLs.
+const READ_DATA: &str = "data can be read";
+const REQUIRED_NULLS: &str = "required column ";
+
+/// Whether a finding's message says something measured over the product's
+/// raw rows (a rule's value, a count of NULLs, an error reading the data),
+/// which only who reads the product unrestricted may learn; the other
+/// messages are about the schema and storage, which everyone who sees the
+/// product sees.
+pub(crate) fn measures_rows(f: &Finding) -> bool {
+    f.check == "quality"
+        || (f.check == "schema" && (f.name == READ_DATA || f.name.starts_with(REQUIRED_NULLS)))
+}
+
 /// Keeps the results of this run's data checks in the file `check.results`
 /// of `mesh.yaml` names, for `meshql.quality`: they replace the kept
 /// results of the products checked, and those of products that no longer
@@ -592,7 +607,7 @@ async fn schema(system: &crate::Session, contract: &Contract, out: &mut Vec<Find
     if !matches {
         return false;
     }
-    let read = Finding::new(Some(contract), "schema", "data can be read");
+    let read = Finding::new(Some(contract), "schema", READ_DATA);
     match system
         .collect(&format!("SELECT * FROM {name} LIMIT 1"))
         .await
@@ -630,7 +645,7 @@ async fn quality_checks(system: &crate::Session, contract: &Contract, out: &mut 
         let f = Finding::of_column(
             contract,
             "schema",
-            format!("required column `{}` has no NULLs", column.name),
+            format!("{REQUIRED_NULLS}`{}` has no NULLs", column.name),
             column,
         );
         out.push(match counts.as_ref().map(|c| c[i + 1]) {

@@ -37,7 +37,7 @@ mod storage;
 mod types;
 
 pub use audit::ProductAccess;
-pub use discovery::search_sql;
+pub use discovery::{SearchHit, search_sql};
 /// Name of the catalog that holds the mesh's domains.
 pub const CATALOG_NAME: &str = "mesh";
 pub use error::{Error, Result};

@@ -362,20 +362,11 @@ impl Web {
         let term = params.q.trim();
         let mut matched: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if !term.is_empty() {
-            let (names, rows) = self.meta(viewer, &meshql::search_sql(term)).await?;
-            let at = |n: &str| names.iter().position(|x| x == n);
-            let (Some(p), Some(m)) = (at("product"), at("matches")) else {
-                return Err("the search returned no product column".into());
-            };
-            for row in rows {
-                let name = row[p].clone().unwrap_or_default();
-                let matches = row[m]
-                    .clone()
-                    .unwrap_or_default()
-                    .split(", ")
-                    .map(str::to_string)
-                    .collect();
-                matched.insert(name, matches);
+            // The same matches as `meshql::search_sql`, without building
+            // `meshql.columns` for every search.
+            let session = self.sql.session(&viewer.principal);
+            for hit in session.search(term) {
+                matched.insert(hit.product, hit.matches);
             }
         }
         let mut products = products;

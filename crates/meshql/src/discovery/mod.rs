@@ -167,9 +167,10 @@ type ColumnRow<'a> = (
 type QualityRow<'a> = (&'a str, &'a str, &'a findings::KeptResult, bool);
 
 /// The message of a check shown to a principal who reads its product
-/// restricted (a row filter, a mask or a hidden column): the outcome is the
+/// restricted (a row filter, a mask or a hidden column) when it says what
+/// was measured ([`crate::check::measures_rows`]): the outcome is the
 /// contract's, the measured value came from rows they do not see raw.
-pub(crate) const WITHHELD: &str = "(what was measured is withheld: you read this product restricted, and the check read every raw row)";
+pub(crate) const WITHHELD: &str = "(withheld: measured over rows you do not see raw)";
 
 /// One system table; its rows are computed when it is read.
 #[derive(Debug)]
@@ -496,11 +497,14 @@ impl SystemTable {
                 )
             }),
             s(&|r| {
-                Some(if r.3 && !r.2.finding.message.is_empty() {
-                    WITHHELD.to_string()
-                } else {
-                    r.2.finding.message.clone()
-                })
+                let f = &r.2.finding;
+                Some(
+                    if r.3 && !f.message.is_empty() && crate::check::measures_rows(f) {
+                        WITHHELD.to_string()
+                    } else {
+                        f.message.clone()
+                    },
+                )
             }),
             Arc::new(
                 arrow::array::TimestampMillisecondArray::from(
@@ -783,6 +787,76 @@ fn timestamps<'a>(values: impl Iterator<Item = Option<&'a str>>) -> DfResult<Arr
         &text,
         &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
     )?)
+}
+
+/// A product that [`search_sql`] finds, with where the term was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHit {
+    /// `domain.product`.
+    pub product: String,
+    pub owner: Option<String>,
+    pub description: Option<String>,
+    /// `name`, `description`, `tag` or `column NAME`, sorted, each once.
+    pub matches: Vec<String>,
+}
+
+/// The search of [`search_sql`] without planning a query: the same
+/// matches over the contracts and the principal's policies, products sorted
+/// by name. For a server that holds the mesh (the web catalog), where
+/// building `meshql.columns` for every search would be the cost.
+pub(crate) fn search(
+    mesh: &Mesh,
+    policies: &BTreeMap<String, Arc<ProductPolicy>>,
+    term: &str,
+) -> Vec<SearchHit> {
+    let term = term.to_lowercase();
+    let has = |text: Option<&str>| text.unwrap_or("").to_lowercase().contains(&term);
+    let joined = |tags: &[String]| (!tags.is_empty()).then(|| tags.join(", "));
+    let mut hits: Vec<SearchHit> = Vec::new();
+    for c in &mesh.catalog().contracts {
+        let name = c.qualified_name();
+        let Some(policy) = policies.get(&name).filter(|p| p.visible) else {
+            continue;
+        };
+        let description = c
+            .description
+            .clone()
+            .or_else(|| c.product.description.clone());
+        let mut matches = std::collections::BTreeSet::new();
+        if has(Some(&name)) {
+            matches.insert("name".to_string());
+        }
+        if has(description.as_deref()) {
+            matches.insert("description".to_string());
+        }
+        if has(joined(&c.tags).as_deref()) {
+            matches.insert("tag".to_string());
+        }
+        for col in &c.product.columns {
+            let seen = policy
+                .columns
+                .iter()
+                .any(|p| p.name == col.name && !matches!(p.action, ColumnDecision::Deny));
+            if seen
+                && (has(Some(&col.name))
+                    || has(col.description.as_deref())
+                    || has(joined(&col.tags).as_deref())
+                    || has(col.classification.as_deref()))
+            {
+                matches.insert(format!("column {}", col.name));
+            }
+        }
+        if !matches.is_empty() {
+            hits.push(SearchHit {
+                product: name,
+                owner: c.owner().map(str::to_string),
+                description,
+                matches: matches.into_iter().collect(),
+            });
+        }
+    }
+    hits.sort_by(|a, b| a.product.cmp(&b.product));
+    hits
 }
 
 /// The search behind the shell's `\find`, `meshql products search` and the

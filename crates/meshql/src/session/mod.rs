@@ -351,6 +351,12 @@ impl Session {
         Some(crate::types::delivered_schema(&table.schema()))
     }
 
+    /// The products this principal can see that match `term`, as
+    /// [`crate::search_sql`] finds them, without planning a query.
+    pub fn search(&self, term: &str) -> Vec<crate::discovery::SearchHit> {
+        crate::discovery::search(&self.mesh, &self.policies, term)
+    }
+
     /// This principal's policy for a product they can see.
     pub fn policy(&self, product: &str) -> Option<&ProductPolicy> {
         self.policies
