@@ -238,16 +238,19 @@ pub(crate) struct Browser {
 }
 
 impl Browser {
-    pub(crate) async fn sign_in(addr: SocketAddr, user: &str) -> Browser {
+    /// Fills in and sends the sign-in form.
+    pub(crate) async fn attempt(addr: SocketAddr, user: &str, password: &str) -> Reply {
         let form = request(addr, "GET", "/login", &[], b"").await;
         assert_eq!(form.status, 200, "{}", form.text());
         let login_cookie = cookie_pair(&form, "meshql_login").expect("a login cookie");
         let token = field(&form.text(), "csrf");
         let body = format!(
-            "username={user}&password={user}-demo&csrf={}",
+            "username={}&password={}&csrf={}",
+            form_escape(user),
+            form_escape(password),
             form_escape(&token)
         );
-        let signed = request(
+        request(
             addr,
             "POST",
             "/login",
@@ -257,7 +260,11 @@ impl Browser {
             ],
             body.as_bytes(),
         )
-        .await;
+        .await
+    }
+
+    pub(crate) async fn sign_in(addr: SocketAddr, user: &str) -> Browser {
+        let signed = Browser::attempt(addr, user, &format!("{user}-demo")).await;
         assert_eq!(signed.status, 303, "{user}: {}", signed.text());
         let cookie = cookie_pair(&signed, "meshql_session").expect("a session cookie");
         let home = request(addr, "GET", "/", &[("Cookie", &cookie)], b"").await;
@@ -910,6 +917,57 @@ async fn the_catalog_search_finds_what_the_search_query_finds() {
         "a hidden column is not found"
     );
     assert!(products("admin", "nothing-like-this").is_empty());
+}
+
+/// Guessing passwords: after 5 failures of one user from one address, the
+/// next attempt is refused with 429 before its password is checked, even
+/// the right one, until a lockout that doubles has passed; other users and
+/// pages are not held up, and the answer is the same for a user that does
+/// not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_passwords_is_slowed_down_for_that_user_only() {
+    let server = start(demo_mesh(), ServerOptions::default()).await;
+    let addr = server.http;
+    for user in ["analyst", "nobody_here"] {
+        for i in 0..5 {
+            let wrong = Browser::attempt(addr, user, "guess").await;
+            assert_eq!(wrong.status, 401, "{user} attempt {i}");
+            assert!(
+                wrong.text().contains("Invalid user name or password"),
+                "{user} {i}"
+            );
+        }
+        let locked = Browser::attempt(addr, user, &format!("{user}-demo")).await;
+        assert_eq!(locked.status, 429, "{user}: {}", locked.text());
+        assert!(
+            locked.text().contains("Too many failed sign-ins"),
+            "{}",
+            locked.text()
+        );
+        let wait: u64 = locked.header("retry-after").parse().expect("Retry-After");
+        assert!(
+            (1..=2).contains(&wait),
+            "the first lockout is short: {wait}"
+        );
+    }
+    // Another user from the same address signs in, and pages answer.
+    let admin = Browser::sign_in(addr, "admin").await;
+    assert_eq!(admin.get("/domains").await.status, 200);
+    // After the lockout the right password works and clears the count.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let signed = Browser::attempt(addr, "analyst", "analyst-demo").await;
+    assert_eq!(signed.status, 303, "{}", signed.text());
+    let wrong = Browser::attempt(addr, "analyst", "guess").await;
+    assert_eq!(wrong.status, 401, "a success starts the count again");
+    // A failure after the lockout locks out again, for longer.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..5 {
+        Browser::attempt(addr, "nobody_here", "guess").await;
+    }
+    let again = Browser::attempt(addr, "nobody_here", "guess").await;
+    assert_eq!(again.status, 429);
+    let wait: u64 = again.header("retry-after").parse().expect("Retry-After");
+    assert!(wait >= 2, "the lockout doubles: {wait}");
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

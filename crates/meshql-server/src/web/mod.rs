@@ -17,6 +17,7 @@
 mod api;
 mod html;
 mod pages;
+mod throttle;
 
 use std::sync::Arc;
 
@@ -49,6 +50,8 @@ pub(crate) struct Web {
     secure: bool,
     /// The Flight SQL address clients connect to, for snippets.
     flight: String,
+    /// Failed sign-ins, and the password checks under way.
+    throttle: Arc<throttle::Throttle>,
 }
 
 /// What a session cookie says.
@@ -83,6 +86,7 @@ pub fn router(sql: Arc<MeshFlightSql>, secure: bool, flight: String) -> Router {
         sql,
         secure,
         flight,
+        throttle: Arc::new(throttle::Throttle::new()),
     };
     Router::new()
         .route("/", get(pages::home))

@@ -3,6 +3,7 @@
 //! for sample rows and queries. Nothing is read around the policy.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Form;
@@ -266,6 +267,7 @@ pub(crate) async fn login_form(State(web): State<Web>, headers: HeaderMap) -> Re
 pub(crate) async fn login(
     State(web): State<Web>,
     headers: HeaderMap,
+    client: Client,
     Form(form): Form<LoginForm>,
 ) -> Response {
     if !web.login_token_ok(&headers, &form.csrf) {
@@ -274,8 +276,48 @@ pub(crate) async fn login(
             Some("The sign-in form expired or did not come from this catalog; try again."),
         );
     }
-    match web.sql.login(&form.username, &form.password) {
-        Ok(principal) => {
+    // The address without its port: one guesser, whatever connection.
+    let address = client
+        .0
+        .as_deref()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let throttle = &web.throttle;
+    if let Some(wait) = throttle.locked(&address, &form.username) {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        tracing::info!(
+            user = form.username,
+            address,
+            "sign-in refused: locked out after failed sign-ins"
+        );
+        let mut response = login_page(
+            &web,
+            Some(&format!(
+                "Too many failed sign-ins for this user from your address; try again in {seconds} s."
+            )),
+        );
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        if let Ok(v) = seconds.to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    // argon2 on the blocking pool, a few at once.
+    let checked = match throttle.verifying.acquire().await {
+        Ok(_permit) => {
+            let sql = Arc::clone(&web.sql);
+            let (user, password) = (form.username.clone(), form.password.clone());
+            tokio::task::spawn_blocking(move || sql.login(&user, &password).ok())
+                .await
+                .ok()
+                .flatten()
+        }
+        Err(_) => None,
+    };
+    match checked {
+        Some(principal) => {
+            throttle.succeeded(&address, &form.username);
             tracing::info!(user = principal.user, "signed in to the web catalog");
             let session = web.session_cookie(&principal.user);
             let clear = web.cookie_header(super::LOGIN_COOKIE, "", 0);
@@ -288,7 +330,10 @@ pub(crate) async fn login(
             }
             response
         }
-        Err(_) => login_page(&web, Some("Invalid user name or password.")),
+        None => {
+            throttle.failed(&address, &form.username);
+            login_page(&web, Some("Invalid user name or password."))
+        }
     }
 }
 
