@@ -52,6 +52,9 @@ pub(crate) struct Web {
     flight: String,
     /// Failed sign-ins, and the password checks under way.
     throttle: Arc<throttle::Throttle>,
+    /// Each principal's rows of `meshql.products`, as the pages list them.
+    product_rows:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<pages::ProductRow>>>>>,
 }
 
 /// What a session cookie says.
@@ -87,6 +90,7 @@ pub fn router(sql: Arc<MeshFlightSql>, secure: bool, flight: String) -> Router {
         secure,
         flight,
         throttle: Arc::new(throttle::Throttle::new()),
+        product_rows: Arc::default(),
     };
     Router::new()
         .route("/", get(pages::home))

@@ -40,7 +40,18 @@ impl Web {
     /// The viewer's products, as `meshql.products` shows them, without
     /// the columns that read storage (last update, freshness) or that only
     /// one product's page shows.
+    /// Kept per principal: the mesh and a principal's policies do not
+    /// change while the server runs, and these columns read no storage.
     pub(crate) async fn products(&self, viewer: &Viewer) -> Result<Vec<ProductRow>, String> {
+        let key = format!("{:?}", viewer.principal);
+        if let Some(rows) = self
+            .product_rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(rows.as_ref().clone());
+        }
         let (names, rows) = self
             .meta(
                 viewer,
@@ -48,10 +59,16 @@ impl Web {
                  FROM meshql.products ORDER BY domain, product",
             )
             .await?;
-        Ok(rows
+        let rows: Vec<ProductRow> = rows
             .into_iter()
             .map(|r| ProductRow::from_cells(&names, r))
-            .collect())
+            .collect();
+        let mut kept = self.product_rows.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= 1024 {
+            kept.clear();
+        }
+        kept.insert(key, Arc::new(rows.clone()));
+        Ok(rows)
     }
 
     /// Whether each of `products` meets its freshness SLA (`true`,
@@ -130,7 +147,10 @@ fn in_lists<'a>(products: impl Iterator<Item = (&'a str, &'a str)>) -> (String, 
 pub(crate) struct ProductRow {
     pub(crate) domain: String,
     pub(crate) product: String,
-    pub(crate) fields: BTreeMap<String, String>,
+    /// `domain.product`.
+    qualified: String,
+    /// Shared by the copies of one viewer's rows; copied on write.
+    pub(crate) fields: Arc<BTreeMap<String, String>>,
 }
 
 impl ProductRow {
@@ -141,15 +161,23 @@ impl ProductRow {
                 fields.insert(n.clone(), v);
             }
         }
+        let domain = fields.get("domain").cloned().unwrap_or_default();
+        let product = fields.get("product").cloned().unwrap_or_default();
         Self {
-            domain: fields.get("domain").cloned().unwrap_or_default(),
-            product: fields.get("product").cloned().unwrap_or_default(),
-            fields,
+            qualified: format!("{domain}.{product}"),
+            domain,
+            product,
+            fields: Arc::new(fields),
         }
     }
 
     pub(crate) fn name(&self) -> String {
-        format!("{}.{}", self.domain, self.product)
+        self.qualified.clone()
+    }
+
+    /// `domain.product`, without a copy.
+    pub(crate) fn key(&self) -> &str {
+        &self.qualified
     }
 
     pub(crate) fn get(&self, field: &str) -> &str {
@@ -416,7 +444,7 @@ impl Web {
         }
         let mut products = products;
         if !term.is_empty() {
-            products.retain(|p| matched.contains_key(&p.name()));
+            products.retain(|p| matched.contains_key(p.key()));
         }
         // Freshness reads storage: for the matching products only, and not
         // for more than a page of facets can use.
@@ -424,8 +452,8 @@ impl Web {
             let refs: Vec<&ProductRow> = products.iter().collect();
             let fresh = self.freshness_of(viewer, &refs).await?;
             for p in &mut products {
-                if let Some(f) = fresh.get(&p.name()) {
-                    p.fields.insert("freshness_met".into(), f.clone());
+                if let Some(f) = fresh.get(p.key()) {
+                    Arc::make_mut(&mut p.fields).insert("freshness_met".into(), f.clone());
                 }
             }
         }
@@ -440,7 +468,7 @@ impl Web {
                         score: 0,
                     });
                 }
-                let matches = matched.get(&p.name())?.clone();
+                let matches = matched.remove(p.key())?;
                 let score = matches
                     .iter()
                     .map(|m| match m.as_str() {
@@ -460,7 +488,7 @@ impl Web {
         hits.sort_by(|a, b| {
             b.score
                 .cmp(&a.score)
-                .then_with(|| a.product.name().cmp(&b.product.name()))
+                .then_with(|| a.product.key().cmp(b.product.key()))
         });
         Ok(hits)
     }
