@@ -1285,6 +1285,39 @@ async fn the_shell_runs_against_a_remote_server() {
     let emails: Vec<&str> = stdout.lines().filter(|l| l.contains("***@")).collect();
     assert_eq!(emails.len(), 3, "{stdout}");
 
+    // A current domain over the wire: `--domain`, then `\c`, each
+    // resolving unqualified names on the server for this connection.
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = shell(
+            "eu_analyst",
+            "eu_analyst-demo",
+            [
+                vec!["--domain".to_string(), "sales".to_string()],
+                c("SELECT count(*) AS n FROM orders"),
+                c("SELECT count(*) AS n FROM sales.orders WHERE region = 'EU'"),
+                c("\\c customers"),
+                c("SELECT email FROM customers ORDER BY customer_id LIMIT 1"),
+            ]
+            .concat(),
+        );
+        move || cmd.output().expect("runs")
+    })
+    .await
+    .expect("joins");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    assert_eq!(
+        lines[1], lines[3],
+        "the row filter holds in the domain: {stdout}"
+    );
+    assert!(lines[5].contains("***@"), "{stdout}");
+
     let out = tokio::task::spawn_blocking({
         let mut cmd = shell(
             "guest",

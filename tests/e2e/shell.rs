@@ -556,3 +556,79 @@ fn products_search_and_find_show_only_what_the_user_may_see() {
     let o = meshql(&["-c", "\\find"]);
     assert!(stderr(&o).contains("usage: \\find TERM"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_current_domain_resolves_unqualified_names_from_use_backslash_c_and_the_flag() {
+    let count = "SELECT count(*) AS n FROM orders";
+    // None: unqualified names are unknown, with the qualified suggestion.
+    let o = meshql(&["--format", "csv", "-c", count]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("product `orders` does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let qualified = meshql(&[
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n FROM sales.orders",
+    ]);
+    assert!(qualified.status.success(), "{}", stderr(&qualified));
+    let all = stdout(&qualified);
+
+    for args in [
+        vec!["-c", "USE sales", "-c", count],
+        vec!["-c", "\\c sales", "-c", count],
+        vec!["--domain", "sales", "-c", count],
+        vec!["-c", "SET search_path = marketing, sales", "-c", count],
+    ] {
+        let mut all_args = vec!["--format", "csv"];
+        all_args.extend(args.iter().copied());
+        let o = meshql(&all_args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), all, "{args:?}");
+    }
+
+    // The row filter and the masks hold: eu_analyst counts EU orders only.
+    let eu = meshql(&[
+        "-u",
+        "eu_analyst",
+        "--format",
+        "csv",
+        "--domain",
+        "sales",
+        "-c",
+        count,
+    ]);
+    let eu_qualified = meshql(&[
+        "-u",
+        "eu_analyst",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n FROM sales.orders WHERE region = 'EU'",
+    ]);
+    assert!(eu.status.success(), "{}", stderr(&eu));
+    assert_eq!(stdout(&eu), stdout(&eu_qualified));
+    assert_ne!(stdout(&eu), all);
+
+    // A typo in the current domain is suggested by its short name.
+    let o = meshql(&["--domain", "sales", "-c", "SELECT * FROM ordrs"]);
+    assert!(
+        stderr(&o).contains("product `ordrs` does not exist") && stderr(&o).contains("`orders`"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A domain hidden from the principal is one that does not exist.
+    let hidden = meshql(&["-u", "guest", "--domain", "payments", "-c", "SELECT 1"]);
+    let missing = meshql(&["-u", "guest", "--domain", "paymants", "-c", "SELECT 1"]);
+    assert_eq!(hidden.status.code(), Some(1));
+    assert_eq!(
+        stderr(&hidden).replace("payments", "X"),
+        stderr(&missing).replace("paymants", "X")
+    );
+    let admin = meshql(&["-u", "admin", "--domain", "payments", "-c", "SELECT 1"]);
+    assert!(admin.status.success(), "{}", stderr(&admin));
+}

@@ -159,6 +159,62 @@ try:
         cur.execute("SELECT 1")
         check(cur.fetchone()[0] == 1, "the server answers after a refused statement")
 
+    # A current domain: the connection's db_schema (Flight's
+    # SetSessionOptions and GetSessionOptions) and USE, each connection
+    # with its own, governed as every name is.
+    def fails(cur, sql):
+        try:
+            cur.execute(sql)
+            cur.fetchall()
+        except adbc_driver_manager.Error as e:
+            return str(e)
+        return None
+
+    def count(cur, sql):
+        cur.execute(sql)
+        return cur.fetchone()[0]
+
+    with connect("analyst") as conn, conn.cursor() as cur:
+        unqualified = fails(cur, "SELECT count(*) FROM orders")
+        check(unqualified is not None and "does not exist" in unqualified, f"no current domain: {unqualified}")
+        conn.adbc_current_db_schema = "sales"
+        check(conn.adbc_current_db_schema == "sales", f"db_schema reads back: {conn.adbc_current_db_schema!r}")
+        all_orders = count(cur, "SELECT count(*) FROM sales.orders")
+        check(count(cur, "SELECT count(*) FROM orders") == all_orders, "orders resolves in sales")
+        # A prepared statement resolves the same way.
+        cur.execute("SELECT count(*) FROM orders WHERE region = ?", ("EU",))
+        eu_orders = cur.fetchone()[0]
+        check(0 < eu_orders < all_orders, f"a prepared statement in the domain: {eu_orders} of {all_orders}")
+        with connect("analyst") as other, other.cursor() as other_cur:
+            theirs = fails(other_cur, "SELECT count(*) FROM orders")
+            check(theirs is not None, "another connection of the same user has no current domain")
+        cur.execute("USE customers")
+        cur.fetchall()
+        check(conn.adbc_current_db_schema == "customers", f"USE changes db_schema: {conn.adbc_current_db_schema!r}")
+        cur.execute("SELECT email FROM customers ORDER BY customer_id LIMIT 3")
+        emails = [r[0] for r in cur.fetchall()]
+        check(all("***@" in e for e in emails), f"masked in the current domain: {emails}")
+        refused = fails(cur, "SET datafusion.execution.batch_size = 1")
+        check(refused is not None and "not allowed" in refused, f"other settings stay refused: {refused}")
+
+    with connect("eu_analyst") as conn, conn.cursor() as cur:
+        conn.adbc_current_db_schema = "sales"
+        check(count(cur, "SELECT count(*) FROM orders") == eu_orders, "the row filter holds in the current domain")
+
+    # A hidden domain is one that does not exist.
+    with connect("guest") as conn, conn.cursor() as cur:
+        errors = []
+        for domain in ["payments", "nosuch"]:
+            try:
+                conn.adbc_current_db_schema = domain
+                errors.append(None)
+            except adbc_driver_manager.Error as e:
+                errors.append(type(e).__name__)
+        check(errors[0] is not None and errors[0] == errors[1], f"guest: payments as nosuch: {errors}")
+        hidden = fails(cur, "USE payments")
+        missing = fails(cur, "USE nosuch")
+        check(hidden is not None and hidden.replace("payments", "X") == missing.replace("nosuch", "X"), f"{hidden!r} vs {missing!r}")
+
     # Wrong password.
     try:
         with connect("analyst", "wrong") as conn, conn.cursor() as cur:

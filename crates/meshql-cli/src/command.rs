@@ -21,6 +21,9 @@ pub enum Command {
     /// `\find TERM`: products whose name, description, tags or columns
     /// mention the term.
     Find(String),
+    /// `\c DOMAIN`: unqualified names resolve in the domain, as `USE
+    /// DOMAIN` does.
+    Connect(String),
 }
 
 impl FromStr for Command {
@@ -44,6 +47,8 @@ impl FromStr for Command {
             ("\\pset", _) => Err("usage: \\pset format table|csv|tsv|json|ndjson".into()),
             ("\\find", []) => Err("usage: \\find TERM".into()),
             ("\\find", terms) => Ok(Command::Find(terms.join(" "))),
+            ("\\c" | "\\connect", [domain]) => Ok(Command::Connect((*domain).to_string())),
+            ("\\c" | "\\connect", _) => Err("usage: \\c DOMAIN".into()),
             _ => Err(format!("unknown command `{s}`: \\? lists the commands")),
         }
     }
@@ -56,6 +61,7 @@ meshql shell commands:
   \\d meshql.TABLE      the columns of a discovery table (products, columns, quality, ...)
   \\dn                  list domains
   \\find TERM           find products by name, description, tag or column
+  \\c DOMAIN           resolve unqualified names in DOMAIN (as USE DOMAIN)
   \\timing [on|off]     show the time each statement took
   \\pset format FORMAT  table, csv, tsv, json or ndjson
   \\?                   this help
@@ -249,5 +255,10 @@ mod tests {
         );
         assert!("\\pset format xml".parse::<Command>().is_err());
         assert!("\\x".parse::<Command>().is_err());
+        assert_eq!(
+            "\\c sales".parse::<Command>(),
+            Ok(Command::Connect("sales".into()))
+        );
+        assert!("\\c".parse::<Command>().is_err());
     }
 }

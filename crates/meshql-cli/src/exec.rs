@@ -40,7 +40,12 @@ pub async fn run_statement(
     let work = async {
         let (schema, mut stream) = backend.execute(sql).await.map_err(ExecError::Failed)?;
         let fail = |e: &dyn std::fmt::Display| ExecError::Failed(e.to_string());
-        if format.buffers() {
+        if schema.fields().is_empty() {
+            // A statement with no result (`USE sales`): nothing to print.
+            while let Some(batch) = stream.next().await {
+                batch.map_err(|e| ExecError::Failed(meshql_error(e)))?;
+            }
+        } else if format.buffers() {
             let mut batches = Vec::new();
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| ExecError::Failed(meshql_error(e)))?;

@@ -84,6 +84,11 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<PathBuf>,
 
+    /// The domain unqualified product names resolve in (`orders` for
+    /// `sales.orders`), as `USE DOMAIN` or `\c DOMAIN` sets it.
+    #[arg(long, short = 'd', value_name = "DOMAIN", env = "MESHQL_DOMAIN")]
+    domain: Option<String>,
+
     #[command(flatten)]
     cluster: ClusterArgs,
 
@@ -411,6 +416,11 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         out,
         runtime,
     };
+    if let Some(domain) = &cli.domain
+        && let Err(e) = shell.run_item(&Item::Meta(0, format!("\\c {domain}")))
+    {
+        anyhow::bail!("--domain: {e}");
+    }
 
     if cli.command.is_empty() && cli.file.is_empty() {
         if !std::io::stdin().is_terminal() {

@@ -146,6 +146,13 @@ impl Remote {
                 .try_decode_schema()
                 .map_err(|e| format!("the server sent an unreadable schema: {e}"))?,
         );
+        if info.endpoint.is_empty() {
+            // Nothing to fetch (`USE sales`).
+            return Ok((
+                schema,
+                FlightRecordBatchStream::new_from_flight_data(futures::stream::empty()),
+            ));
+        }
         let ticket = info
             .endpoint
             .first()

@@ -207,6 +207,13 @@ impl Shell {
                 let sql = meshql::search_sql(&term);
                 return self.run_item(&Item::Sql(0, sql));
             }
+            Command::Connect(domain) => {
+                let domain = domain.trim_matches('"');
+                self.query(&format!("USE \"{}\"", domain.replace('"', "\"\"")))?;
+                if !self.quiet {
+                    eprintln!("Unqualified names now resolve in domain {domain}.");
+                }
+            }
         }
         Ok(Flow::Continue)
     }

@@ -49,6 +49,9 @@ pub struct HandleClaims {
     /// Bound parameter values: one row, Arrow IPC stream, base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p: Option<String>,
+    /// The search path the statement was planned with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d: Option<Vec<String>>,
 }
 
 pub const TOKEN: &str = "mqt1";
@@ -231,6 +234,7 @@ mod tests {
             q: "SELECT 1".into(),
             id: "1".into(),
             p: None,
+            d: None,
         });
         assert_eq!(s.check_handle(&h, "analyst").expect("own").q, "SELECT 1");
         let err = s.check_handle(&h, "guest").expect_err("other user");

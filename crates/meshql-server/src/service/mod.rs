@@ -55,6 +55,7 @@ mod auth;
 mod catalog;
 mod limits;
 mod prepared;
+mod session_options;
 mod statements;
 
 use statements::{RunState, crashed};
@@ -80,6 +81,8 @@ pub struct MeshFlightSql {
     running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
     /// Queries cancelled before they started, by id.
     cancelled_early: Mutex<HashMap<String, Instant>>,
+    /// Each client's search path.
+    paths: session_options::ClientPaths,
     audit: Option<Arc<AuditLog>>,
     jwt: Option<crate::jwt::JwtVerifier>,
 }
@@ -125,6 +128,7 @@ impl MeshFlightSql {
             sessions: Mutex::new(HashMap::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
             cancelled_early: Mutex::new(HashMap::new()),
+            paths: session_options::ClientPaths::default(),
             audit,
         })
     }
@@ -156,6 +160,7 @@ impl MeshFlightSql {
             q: sql.to_string(),
             id: Self::new_id(),
             p: None,
+            d: None,
         };
         let stream = self
             .run((principal.clone(), session), claims, client)
@@ -309,8 +314,9 @@ impl MeshFlightSql {
         session: &Arc<Session>,
         claims: &HandleClaims,
     ) -> Result<(SchemaRef, usize), Status> {
+        let session = Self::statement_session(session, claims);
         let (schema, parameters) = self
-            .describe(session, &claims.q, &claims.id)
+            .describe(&session, &claims.q, &claims.id)
             .await
             .map_err(|e| to_status(&e, &claims.id))?;
         Ok((schema, parameters.len()))
@@ -379,6 +385,7 @@ impl MeshFlightSql {
                     q: q.query,
                     id: Self::new_id(),
                     p: None,
+                    d: Some(self.client_path(request.metadata())),
                 };
                 self.plan_schema(&caller.1, &claims)
                     .await?
@@ -936,7 +943,13 @@ impl FlightSqlService for MeshFlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<BoxStream<arrow_flight::Result>>, Status> {
-        let (principal, _) = self.caller(request.metadata())?;
+        let (principal, session) = self.caller(request.metadata())?;
+        match request.get_ref().r#type.as_str() {
+            "SetSessionOptions" => return self.set_session_options(&session, &request),
+            "GetSessionOptions" => return Ok(self.get_session_options(&request)),
+            "CloseSession" => return Ok(self.close_session(&request)),
+            _ => {}
+        }
         if request.get_ref().r#type == "CancelFlightInfo" {
             let cancel =
                 CancelFlightInfoRequest::decode(&*request.get_ref().body).map_err(|_| {
@@ -961,10 +974,24 @@ impl FlightSqlService for MeshFlightSql {
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
-        Some(vec![Ok(ActionType {
-            r#type: "CancelFlightInfo".into(),
-            description: "Cancels a running query given its FlightInfo".into(),
-        })])
+        let action = |name: &str, description: &str| {
+            Ok(ActionType {
+                r#type: name.into(),
+                description: description.into(),
+            })
+        };
+        Some(vec![
+            action(
+                "CancelFlightInfo",
+                "Cancels a running query given its FlightInfo",
+            ),
+            action(
+                "SetSessionOptions",
+                "Sets `schema` (the domain, or a list: the search path unqualified names resolve along)",
+            ),
+            action("GetSessionOptions", "The catalog and the search path"),
+            action("CloseSession", "Forgets the search path"),
+        ])
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -102,13 +102,18 @@ impl MeshFlightSql {
         if query.transaction_id.is_some() {
             return Err(no_transactions());
         }
+        if let Some(changed) = self.change_client_path(&session, request.metadata(), &query.query) {
+            changed?;
+        }
         let claims = HandleClaims {
             u: principal.user.clone(),
             q: query.query,
             id: Self::new_id(),
             p: None,
+            d: Some(self.client_path(request.metadata())),
         };
-        let (dataset, parameters) = match self.describe(&session, &claims.q, &claims.id).await {
+        let statement = Self::statement_session(&session, &claims);
+        let (dataset, parameters) = match self.describe(&statement, &claims.q, &claims.id).await {
             Ok(described) => described,
             Err(e) => {
                 let status = to_status(&e, &claims.id);

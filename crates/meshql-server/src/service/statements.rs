@@ -14,11 +14,23 @@ impl MeshFlightSql {
         if query.transaction_id.is_some() {
             return Err(no_transactions());
         }
+        if let Some(changed) = self.change_client_path(&session, request.metadata(), &query.query) {
+            changed?;
+            // Nothing to fetch: no endpoints.
+            let info = FlightInfo::new()
+                .try_with_schema(&Schema::empty())
+                .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?
+                .with_descriptor(request.into_inner())
+                .with_total_records(0)
+                .with_total_bytes(0);
+            return Ok(Response::new(info));
+        }
         let claims = HandleClaims {
             u: principal.user.clone(),
             q: query.query,
             id: Self::new_id(),
             p: None,
+            d: Some(self.client_path(request.metadata())),
         };
         let (schema, _) = self
             .plan_schema(&session, &claims)
@@ -139,6 +151,7 @@ impl MeshFlightSql {
         client: Option<String>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
         let (principal, session) = caller;
+        let session = Self::statement_session(&session, &claims);
         let id = claims.id.clone();
         tracing::Span::current().record("query_id", id.as_str());
         let mut guard = AuditGuard::new(

@@ -398,10 +398,74 @@ impl CatalogProvider for MeshCatalog {
 
     /// An unknown domain is an empty schema, so that a missing
     /// `domain.product` fails like a missing product, with its full name.
+    /// A search path of several domains (see [`search_path_schema`]) is
+    /// one schema whose products are the first of each name along it.
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name.contains(PATH_SEPARATOR) {
+            let domains = name
+                .split(PATH_SEPARATOR)
+                .filter_map(|d| self.domains.get(d))
+                .cloned()
+                .collect();
+            return Some(Arc::new(SearchPathSchema { domains }));
+        }
         match self.domains.get(name) {
             Some(d) => Some(Arc::clone(d) as Arc<dyn SchemaProvider>),
             None => Some(Arc::new(DomainSchema::default())),
         }
+    }
+}
+
+/// Between the domains of a search path in the name of its schema; no
+/// domain name holds it.
+pub(crate) const PATH_SEPARATOR: char = ',';
+
+/// The schema unqualified names resolve in for a search path: `public`
+/// (which holds nothing) for none, the domain for one, and for several
+/// their names joined, which [`MeshCatalog`] resolves along the path.
+pub(crate) fn search_path_schema(path: &[String]) -> String {
+    match path {
+        [] => "public".to_string(),
+        [one] => one.clone(),
+        many => many.join(&PATH_SEPARATOR.to_string()),
+    }
+}
+
+/// The domains of a search path as one schema: a name is the first
+/// domain's product of that name.
+#[derive(Debug)]
+struct SearchPathSchema {
+    domains: Vec<Arc<DomainSchema>>,
+}
+
+#[async_trait]
+impl SchemaProvider for SearchPathSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for d in &self.domains {
+            for name in d.products.keys() {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        for d in &self.domains {
+            if let Some(table) = d.table(name).await? {
+                return Ok(Some(table));
+            }
+        }
+        Ok(None)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.domains.iter().any(|d| d.table_exist(name))
     }
 }

@@ -188,3 +188,111 @@ pub(super) fn check_statement(statement: &DfStatement) -> Result<()> {
         DfStatement::Reset(_) => denied("RESET"),
     }
 }
+
+/// A statement that changes the session's search path: the domains that
+/// unqualified product names resolve against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathChange {
+    /// `USE sales`, `USE mesh.sales`, `\c sales`: one domain, which must
+    /// exist for the principal.
+    Use(String),
+    /// `SET search_path = sales, marketing` (or `TO`, or a quoted list;
+    /// `SET schema = 'sales'`): names in order, kept as given, unknown ones
+    /// skipped when names resolve, as PostgreSQL does.
+    Set(Vec<String>),
+    /// `RESET search_path`, `SET search_path = DEFAULT`, `USE DEFAULT`.
+    Reset,
+}
+
+/// What a statement's text does to the search path, if it is one
+/// statement that sets it: for a server that keeps a search path per
+/// client in front of sessions it shares.
+pub fn search_path_change(sql: &str) -> Option<PathChange> {
+    use datafusion::sql::parser::DFParser;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).ok()?;
+    match statements.len() {
+        1 => path_change(&statements[0]),
+        _ => None,
+    }
+}
+
+/// What `statement` does to the search path, if it is one of the
+/// statements that set it.
+pub(crate) fn path_change(statement: &DfStatement) -> Option<PathChange> {
+    use datafusion::sql::parser::ResetStatement;
+    use datafusion::sql::sqlparser::ast::{Expr, Set, Use, Value};
+    let is_path = |name: &str| {
+        matches!(
+            name.to_ascii_lowercase().as_str(),
+            "search_path" | "schema" | "current_schema"
+        )
+    };
+    let s = match statement {
+        DfStatement::Statement(s) => s.as_ref(),
+        DfStatement::Reset(ResetStatement::Variable(name)) if is_path(&name.to_string()) => {
+            return Some(PathChange::Reset);
+        }
+        _ => return None,
+    };
+    match s {
+        Statement::Use(u) => {
+            let name = match u {
+                Use::Default => return Some(PathChange::Reset),
+                Use::Schema(n) | Use::Object(n) | Use::Database(n) => n,
+                _ => return None,
+            };
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident())
+                .map(folded)
+                .collect();
+            match parts.as_slice() {
+                [domain] => Some(PathChange::Use(domain.clone())),
+                [catalog, domain] if catalog == crate::CATALOG_NAME => {
+                    Some(PathChange::Use(domain.clone()))
+                }
+                _ => Some(PathChange::Use(name.to_string())),
+            }
+        }
+        Statement::Set(Set::SingleAssignment {
+            variable, values, ..
+        }) if is_path(&variable.to_string()) => {
+            let mut path = Vec::new();
+            for value in values {
+                match value {
+                    Expr::Identifier(i)
+                        if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+                    {
+                        return Some(PathChange::Reset);
+                    }
+                    Expr::Identifier(i) => path.push(folded(i)),
+                    Expr::CompoundIdentifier(parts) => {
+                        path.push(parts.iter().map(folded).collect::<Vec<_>>().join("."))
+                    }
+                    Expr::Value(v) => match &v.value {
+                        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => path.extend(
+                            s.split(',')
+                                .map(|p| p.trim().trim_matches('"').to_string())
+                                .filter(|p| !p.is_empty()),
+                        ),
+                        other => path.push(other.to_string()),
+                    },
+                    other => path.push(other.to_string()),
+                }
+            }
+            Some(PathChange::Set(path))
+        }
+        _ => None,
+    }
+}
+
+/// An identifier as SQL resolves it: unquoted names fold to lower case.
+fn folded(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}

@@ -24,8 +24,8 @@ use meshql_manifest::Contract;
 use std::collections::BTreeMap;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::ParamValues;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
@@ -43,7 +43,8 @@ use crate::governance::{ColumnDecision, ProductPolicy, decide};
 use crate::mesh::Mesh;
 use crate::mesh::catalog::{MeshCatalog, ProductTable};
 use crate::principal::Principal;
-use guard::{check_statement, name_recursive_columns, number_placeholders};
+pub use guard::{PathChange, search_path_change};
+use guard::{check_statement, name_recursive_columns, number_placeholders, path_change};
 
 /// Sessions of a mesh.
 impl Mesh {
@@ -183,7 +184,8 @@ impl Mesh {
             mesh: self.clone(),
             principal,
             ctx,
-            policies,
+            policies: Arc::new(policies),
+            search_path: std::sync::RwLock::new(Arc::from(Vec::new())),
         }
     }
 }
@@ -240,7 +242,24 @@ pub struct Session {
     principal: Principal,
     ctx: SessionContext,
     /// Every product's policy for this principal, by `domain.product`.
-    policies: BTreeMap<String, Arc<ProductPolicy>>,
+    policies: Arc<BTreeMap<String, Arc<ProductPolicy>>>,
+    /// The domains unqualified names resolve against, in order; this
+    /// session's own (a clone starts with a copy).
+    search_path: std::sync::RwLock<Arc<[String]>>,
+}
+
+/// A copy that shares the principal's catalog and context and has a
+/// search path of its own: what a connection of a protocol holds.
+impl Clone for Session {
+    fn clone(&self) -> Self {
+        Session {
+            mesh: self.mesh.clone(),
+            principal: self.principal.clone(),
+            ctx: self.ctx.clone(),
+            policies: Arc::clone(&self.policies),
+            search_path: std::sync::RwLock::new(self.search_path()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -258,6 +277,70 @@ impl Session {
 
     pub fn mesh(&self) -> &Mesh {
         &self.mesh
+    }
+
+    /// The domains unqualified product names resolve against, in order
+    /// (empty: names must be qualified).
+    pub fn search_path(&self) -> Arc<[String]> {
+        Arc::clone(&self.search_path.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sets the search path, as `SET search_path` does: names are kept as
+    /// given and those that are not domains this principal sees are
+    /// skipped when names resolve.
+    pub fn set_search_path(&self, path: Vec<String>) {
+        *self.search_path.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(path);
+    }
+
+    /// A copy of this session (sharing its catalog) whose unqualified
+    /// names resolve along `path`.
+    pub fn with_search_path(&self, path: Vec<String>) -> Session {
+        let session = self.clone();
+        session.set_search_path(path);
+        session
+    }
+
+    /// Applies a change of the search path (`USE sales`, `SET search_path
+    /// = ...`, `RESET search_path`). `USE` of a domain this principal does
+    /// not see fails as for one that does not exist.
+    pub fn change_search_path(&self, change: PathChange) -> Result<()> {
+        match change {
+            PathChange::Reset => self.set_search_path(Vec::new()),
+            PathChange::Set(path) => self.set_search_path(path),
+            PathChange::Use(domain) => {
+                let domains = self.domains();
+                if !domains.contains(&domain) {
+                    let mut msg = format!("domain `{domain}` does not exist");
+                    let close =
+                        meshql_manifest::closest_names(&domain, domains.iter().map(String::as_str));
+                    match close.first() {
+                        Some(one) => msg.push_str(&format!("; did you mean `{one}`?")),
+                        None => msg.push_str("; `SHOW SCHEMAS` lists the domains"),
+                    }
+                    return Err(Error::Sql(msg));
+                }
+                self.set_search_path(vec![domain]);
+            }
+        }
+        Ok(())
+    }
+
+    /// The domains this principal sees a product of, and `meshql`, sorted.
+    pub fn domains(&self) -> Vec<String> {
+        self.ctx
+            .catalog(CATALOG_NAME)
+            .map(|c| c.schema_names())
+            .unwrap_or_default()
+    }
+
+    /// The first domain of the search path that this principal sees, as
+    /// `current_schema()` answers.
+    pub fn current_domain(&self) -> Option<String> {
+        let domains = self.domains();
+        self.search_path()
+            .iter()
+            .find(|d| domains.contains(d))
+            .cloned()
     }
 
     /// The products this principal sees, `domain.product`, sorted.
@@ -381,12 +464,30 @@ impl Session {
         let sql = &*crate::governance::functions::normalize_niladic(sql);
         let sql = &*crate::storage::iceberg::rewrite_time_travel(sql).map_err(Error::Sql)?;
         // Parsed once: the guard and the planner see the same statement.
-        let state = self.ctx.state();
+        let mut state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state
             .sql_to_statement(sql, &dialect)
             .map_err(|e| self.explain(sql, e))?;
+        if let Some(change) = path_change(&statement) {
+            self.change_search_path(change)?;
+            let empty = LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(datafusion::common::DFSchema::empty()),
+            });
+            return Ok(DataFrame::new(state, empty));
+        }
         check_statement(&statement)?;
+        let path = self.search_path();
+        if !path.is_empty() {
+            state.config_mut().options_mut().catalog.default_schema =
+                crate::mesh::catalog::search_path_schema(&path);
+        }
+        datafusion::execution::FunctionRegistry::register_udf(
+            &mut state,
+            Arc::new(current_schema_function(self.current_domain())),
+        )
+        .map_err(Error::Execution)?;
         number_placeholders(&mut statement);
         name_recursive_columns(&mut statement);
         let plan = state
@@ -663,10 +764,23 @@ impl Session {
 
     fn unknown_product(&self, sql: &str, name: &str) -> Error {
         let name = name.strip_prefix("mesh.").unwrap_or(name);
-        // Unqualified names were looked up in the (empty) default schema.
-        let name = name.strip_prefix("public.").unwrap_or(name);
+        // Unqualified names were looked up in the schema of the search path
+        // (`public`, which holds nothing, when there is none).
+        let path = self.search_path();
+        let schema = format!("{}.", crate::mesh::catalog::search_path_schema(&path));
+        let name = name.strip_prefix(schema.as_str()).unwrap_or(name);
         // Only names this principal can see: a hidden product does not exist.
-        let names = self.product_names();
+        let mut names = self.product_names();
+        if !name.contains('.') {
+            // Unqualified, the products along the search path by their names.
+            let short: Vec<String> = names
+                .iter()
+                .filter_map(|n| n.split_once('.'))
+                .filter(|(d, _)| path.iter().any(|p| p == d))
+                .map(|(_, p)| p.to_string())
+                .collect();
+            names.extend(short);
+        }
         let suggestions = meshql_manifest::closest_names(name, names.iter().map(String::as_str));
         let last = name.rsplit('.').next().unwrap_or(name);
         let mut msg = format!("product `{name}` does not exist");
@@ -683,6 +797,20 @@ impl Session {
         }
         Error::Sql(msg)
     }
+}
+
+/// `current_schema()`: the first domain of the session's search path that
+/// the principal sees, or NULL, as PostgreSQL answers.
+fn current_schema_function(domain: Option<String>) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let value = ScalarValue::Utf8(domain);
+    create_udf(
+        "current_schema",
+        vec![],
+        arrow::datatypes::DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(value.clone()))),
+    )
 }
 
 fn unknown_column(field: &Column, valid: &[Column], position: Option<String>) -> Error {
@@ -845,6 +973,54 @@ mod tests {
             find_word("SELECT * FROM Sales.Ordrs", "sales.ordrs"),
             Some((1, 15))
         );
+    }
+
+    #[test]
+    fn statements_that_set_the_search_path_are_recognised() {
+        let set = |names: &[&str]| {
+            Some(PathChange::Set(
+                names.iter().map(|n| n.to_string()).collect(),
+            ))
+        };
+        assert_eq!(
+            search_path_change("USE sales"),
+            Some(PathChange::Use("sales".into()))
+        );
+        assert_eq!(
+            search_path_change("use MESH.Sales"),
+            Some(PathChange::Use("sales".into()))
+        );
+        assert_eq!(
+            search_path_change("USE \"Sales\""),
+            Some(PathChange::Use("Sales".into()))
+        );
+        assert_eq!(
+            search_path_change("SET search_path = sales, marketing"),
+            set(&["sales", "marketing"])
+        );
+        assert_eq!(
+            search_path_change("set SEARCH_PATH to 'sales, marketing'"),
+            set(&["sales", "marketing"])
+        );
+        assert_eq!(
+            search_path_change("SET search_path = \"$user\", public"),
+            set(&["$user", "public"])
+        );
+        assert_eq!(search_path_change("SET schema = 'sales'"), set(&["sales"]));
+        assert_eq!(
+            search_path_change("RESET search_path"),
+            Some(PathChange::Reset)
+        );
+        assert_eq!(
+            search_path_change("SET search_path = DEFAULT"),
+            Some(PathChange::Reset)
+        );
+        assert_eq!(
+            search_path_change("SET datafusion.execution.batch_size = 1"),
+            None
+        );
+        assert_eq!(search_path_change("SELECT 1"), None);
+        assert_eq!(search_path_change("USE sales; SELECT 1"), None);
     }
 
     #[test]
