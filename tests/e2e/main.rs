@@ -9,6 +9,7 @@ mod flight;
 mod governance;
 mod hardening;
 mod iceberg;
+mod pg;
 mod s3;
 mod shell;
 mod util;

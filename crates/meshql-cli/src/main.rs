@@ -189,6 +189,9 @@ struct ServeArgs {
     /// Also serve the web catalog at HOST:PORT (e.g. 127.0.0.1:8080) [default: `server.http` of mesh.yaml, else off]
     #[arg(long, env = "MESHQL_HTTP")]
     http: Option<String>,
+    /// Also serve the PostgreSQL wire protocol at HOST:PORT (e.g. 127.0.0.1:5433); database `mesh` [default: `server.pg` of mesh.yaml, else off]
+    #[arg(long, env = "MESHQL_PG")]
+    pg: Option<String>,
     /// TLS certificate chain (PEM); with --tls-key, clients connect with grpc+tls://.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -249,7 +252,7 @@ enum ProductsCmd {
 
 #[derive(Debug, Subcommand)]
 enum UserCmd {
-    /// Print an argon2 hash of a password (read from standard input) for users.yaml.
+    /// Print what users.yaml holds of a password (read from standard input): its argon2 hash and SCRAM-SHA-256 verifier.
     HashPassword,
 }
 

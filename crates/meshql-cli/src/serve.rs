@@ -42,10 +42,21 @@ pub(crate) fn serve(
         ),
         (None, None) => None,
     };
-    if let Some(http) = http {
+    let pg = match (&args.pg, &mesh.catalog().mesh.server.pg) {
+        (Some(a), _) => Some(meshql_server::parse_addr(a, "--pg").map_err(anyhow::Error::msg)?),
+        (None, Some(a)) => Some(
+            meshql_server::parse_addr(
+                a,
+                &format!("{}: server.pg", mesh.catalog().mesh.file.display()),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        (None, None) => None,
+    };
+    for extra in [http, pg].into_iter().flatten() {
         meshql::governance::check_serving_address(
             &mesh.catalog().users,
-            http,
+            extra,
             args.allow_demo_secrets,
         )?;
     }
@@ -107,8 +118,30 @@ pub(crate) fn serve(
             }
             None => None,
         };
+        let pg = match pg {
+            Some(pg) => {
+                let pg = tokio::net::TcpListener::bind(pg)
+                    .await
+                    .with_context(|| format!("cannot listen on {pg}"))?;
+                let bound = pg.local_addr()?;
+                println!(
+                    "meshql PostgreSQL protocol at postgresql://{}:{}/{}{}",
+                    bound.ip(),
+                    bound.port(),
+                    meshql::CATALOG_NAME,
+                    if tls.is_some() {
+                        "?sslmode=require"
+                    } else {
+                        ""
+                    }
+                );
+                Some(pg)
+            }
+            None => None,
+        };
         std::io::stdout().flush()?;
-        meshql_server::serve_with_web(listener, web, mesh, options, tls, shutdown_signal(), grace)
+        let more = meshql_server::Listeners { http: web, pg };
+        meshql_server::serve_all(listener, more, mesh, options, tls, shutdown_signal(), grace)
             .await
             .map_err(anyhow::Error::msg)
     });

@@ -1,5 +1,7 @@
-//! `meshql user hash-password`: a password from standard input as the
-//! argon2id hash `users.yaml` holds.
+//! `meshql user hash-password`: a password from standard input as what
+//! `users.yaml` holds of it: the argon2id hash that Flight SQL, the web
+//! catalog and the shell check, and the SCRAM-SHA-256 verifier that
+//! PostgreSQL clients log in against. Neither gives the password back.
 
 use std::process::ExitCode;
 
@@ -10,6 +12,10 @@ pub(crate) fn hash_password() -> anyhow::Result<ExitCode> {
     if password.is_empty() {
         anyhow::bail!("no password on standard input");
     }
-    println!("{}", meshql::hash_password(password)?);
+    println!("passwordHash: {}", meshql::hash_password(password)?);
+    println!(
+        "scramSha256: {}",
+        meshql_server::pg::scram::Verifier::new(password)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -369,6 +369,7 @@ const MESH_KEYS: &[&str] = &[
 const SERVE_KEYS: &[&str] = &[
     "addr",
     "http",
+    "pg",
     "tokenTtlSeconds",
     "maxConcurrentQueries",
     "maxQueriesPerUser",
@@ -724,6 +725,15 @@ fn decode_serve(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<ServerConf
             format!("`server.http` must be HOST:PORT with an IP address, found `{a}`"),
         );
     }
+    let pg = f.opt_string(ctx, "pg");
+    if let (Some(a), Some(n)) = (&pg, f.get("pg"))
+        && a.parse::<std::net::SocketAddr>().is_err()
+    {
+        ctx.err(
+            n.pos,
+            format!("`server.pg` must be HOST:PORT with an IP address, found `{a}`"),
+        );
+    }
     let jwt = f.get("jwt").and_then(|n| {
         let j = ctx.fields(
             n,
@@ -757,6 +767,7 @@ fn decode_serve(ctx: &mut Ctx<'_>, node: &Node, dir: &Path) -> Option<ServerConf
     Some(ServerConfig {
         addr,
         http,
+        pg,
         token_ttl_seconds: positive(ctx, "tokenTtlSeconds"),
         max_concurrent_queries: positive(ctx, "maxConcurrentQueries").map(|v| v as usize),
         max_queries_per_user: positive(ctx, "maxQueriesPerUser").map(|v| v as usize),

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub addr: Option<String>,
     /// `HOST:PORT` of the web catalog; none unless set.
     pub http: Option<String>,
+    /// `HOST:PORT` of the PostgreSQL wire protocol; none unless set.
+    pub pg: Option<String>,
     /// How long a bearer token from a password login lasts.
     pub token_ttl_seconds: Option<u64>,
     /// Queries that run at once; more wait in a queue.
@@ -72,6 +74,7 @@ impl fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("addr", &self.addr)
             .field("http", &self.http)
+            .field("pg", &self.pg)
             .field("max_concurrent_queries", &self.max_concurrent_queries)
             .finish_non_exhaustive()
     }

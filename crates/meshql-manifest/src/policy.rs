@@ -110,6 +110,10 @@ pub struct User {
     pub pos: Pos,
     #[serde(skip)]
     pub password_hash: Option<String>,
+    /// What SCRAM-SHA-256 needs to check the password without knowing it
+    /// (PostgreSQL's `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`).
+    #[serde(skip)]
+    pub scram_sha256: Option<String>,
     pub roles: Vec<String>,
     pub groups: Vec<String>,
     pub attributes: BTreeMap<String, String>,
@@ -520,10 +524,38 @@ pub(crate) fn decode_trino(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Rule> {
     rules
 }
 
+/// `SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>`, the keys 32 bytes.
+fn is_scram_verifier(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix("SCRAM-SHA-256$") else {
+        return false;
+    };
+    let Some((params, keys)) = rest.split_once('$') else {
+        return false;
+    };
+    let Some((iterations, salt)) = params.split_once(':') else {
+        return false;
+    };
+    let Some((stored, server)) = keys.split_once(':') else {
+        return false;
+    };
+    let b64 = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    };
+    iterations.parse::<u32>().is_ok_and(|i| i > 0)
+        && b64(salt)
+        && stored.len() == 44
+        && server.len() == 44
+        && b64(stored)
+        && b64(server)
+}
+
 const USERS_KEYS: &[&str] = &["apiVersion", "kind", "demoSecrets", "defaultUser", "users"];
 const USER_KEYS: &[&str] = &[
     "name",
     "passwordHash",
+    "scramSha256",
     "roles",
     "groups",
     "attributes",
@@ -552,6 +584,12 @@ pub(crate) fn decode_users(ctx: &mut Ctx<'_>, node: &Node, file: &Path) -> Optio
             {
                 ctx.err(n.pos, "`passwordHash` must be an argon2 hash in PHC format (`meshql user hash-password` makes one)");
             }
+            let scram_sha256 = u.opt_string(ctx, "scramSha256");
+            if let (Some(v), Some(n)) = (&scram_sha256, u.get("scramSha256"))
+                && !is_scram_verifier(v)
+            {
+                ctx.err(n.pos, "`scramSha256` must be a SCRAM-SHA-256 verifier, `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` in base64 (`meshql user hash-password` makes one)");
+            }
             let mut attributes = BTreeMap::new();
             if let Some(n) = u.get("attributes") {
                 if let Value::Map(entries) = &n.value {
@@ -574,6 +612,7 @@ pub(crate) fn decode_users(ctx: &mut Ctx<'_>, node: &Node, file: &Path) -> Optio
                 name,
                 pos,
                 password_hash,
+                scram_sha256,
                 roles: u
                     .get("roles")
                     .map(|n| ctx.string_list(n, "`roles`"))

@@ -11,6 +11,7 @@ mod auth;
 mod executor;
 mod jwt;
 mod metadata;
+pub mod pg;
 mod service;
 pub mod status;
 pub mod web;
@@ -150,6 +151,32 @@ pub async fn serve_with_web(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), String> {
+    let more = Listeners { http, pg: None };
+    serve_all(listener, more, mesh, options, tls, shutdown, grace).await
+}
+
+/// The listeners beside Flight SQL's.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The web catalog.
+    pub http: Option<tokio::net::TcpListener>,
+    /// The PostgreSQL wire protocol.
+    pub pg: Option<tokio::net::TcpListener>,
+}
+
+/// [`serve`], with the web catalog and the PostgreSQL protocol on the
+/// listeners given: in the same process and runtime, sharing the mesh, the
+/// sessions, the query slots and limits and the audit log with Flight SQL.
+pub async fn serve_all(
+    listener: tokio::net::TcpListener,
+    more: Listeners,
+    mesh: Mesh,
+    options: ServerOptions,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), String> {
+    let Listeners { http, pg } = more;
     // Catalog connections live on this runtime, which always answers.
     mesh.connect_catalogs().await;
     let flight_addr = listener
@@ -170,6 +197,19 @@ pub async fn serve_with_web(
             }
         })
     });
+    let pg = pg.map(|pg| {
+        let inner = std::sync::Arc::clone(&inner);
+        let tls = tls.clone();
+        let mut stop = stop_web_tx.subscribe();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = pg::serve(pg, inner, tls, stop).await {
+                tracing::error!("{e}");
+            }
+        })
+    });
     let shutdown = async move {
         shutdown.await;
         let _ = stop_web_tx.send(true);
@@ -178,8 +218,8 @@ pub async fn serve_with_web(
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
     let served = serve_flight(listener, service, tls, shutdown, grace).await;
-    if let Some(web) = web {
-        web.abort();
+    for task in [web, pg].into_iter().flatten() {
+        task.abort();
     }
     served
 }

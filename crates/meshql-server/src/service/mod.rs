@@ -48,7 +48,7 @@ use crate::executor::{QueryExecutor, QueryTask};
 use crate::metadata;
 use crate::status::{outcome, to_status};
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The table type of every data product.
 mod auth;
@@ -192,6 +192,48 @@ impl MeshFlightSql {
             .cloned()
             .unwrap_or_else(|| Arc::new(Schema::empty()));
         Ok((schema, batches))
+    }
+
+    /// Runs `sql` as `principal`, resolving along `path`, exactly as a
+    /// Flight SQL `DoGet` does (the guard, the slots, the limits, the
+    /// audit log), and streams its batches: for the PostgreSQL endpoint.
+    /// The statement has started when this returns: its first batch (or
+    /// its end) is in.
+    pub(crate) async fn batches(
+        &self,
+        principal: &Principal,
+        path: Vec<String>,
+        sql: &str,
+        params: Option<ParamValues>,
+        client: Option<String>,
+    ) -> Result<(SchemaRef, BoxStream<RecordBatch>), Status> {
+        let session = self.session(principal);
+        let claims = HandleClaims {
+            u: principal.user.clone(),
+            q: sql.to_string(),
+            id: Self::new_id(),
+            p: None,
+            d: Some(path),
+        };
+        let stream = self
+            .run_with((principal.clone(), session), claims, client, params)
+            .await?
+            .into_inner();
+        let mut decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            stream.map_err(|s| FlightError::Tonic(Box::new(s))),
+        );
+        let to_status = |e: FlightError| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::internal(other.to_string()),
+        };
+        let first = decoded.next().await.transpose().map_err(to_status)?;
+        let schema = decoded
+            .schema()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let rest = decoded.map_err(to_status);
+        let stream = futures::stream::iter(first.map(Ok)).chain(rest);
+        Ok((schema, Box::pin(stream)))
     }
 
     pub(crate) fn session(&self, principal: &Principal) -> Arc<Session> {

@@ -229,9 +229,7 @@ impl MeshFlightSql {
         options.insert(
             "search_path".to_string(),
             SessionOptionValue {
-                option_value: Some(OptionValue::StringList(StringListValue {
-                    values: path,
-                })),
+                option_value: Some(OptionValue::StringList(StringListValue { values: path })),
             },
         );
         result(&GetSessionOptionsResult {

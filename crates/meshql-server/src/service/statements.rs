@@ -150,6 +150,29 @@ impl MeshFlightSql {
         claims: HandleClaims,
         client: Option<String>,
     ) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let params = match decode_params(claims.p.as_deref()) {
+            Ok(p) => p,
+            Err(status) => {
+                let mut guard = AuditGuard::new(
+                    self.audit.clone(),
+                    AuditRecord::start(SystemTime::now(), &claims.id, &caller.0, client, &claims.q),
+                );
+                guard.fail(outcome(&status));
+                return Err(status);
+            }
+        };
+        self.run_with(caller, claims, client, params).await
+    }
+
+    /// [`Self::run`] with the parameter values decoded (or given by another
+    /// protocol).
+    pub(crate) async fn run_with(
+        &self,
+        caller: Caller,
+        claims: HandleClaims,
+        client: Option<String>,
+        params: Option<ParamValues>,
+    ) -> Result<Response<BoxStream<FlightData>>, Status> {
         let (principal, session) = caller;
         let session = Self::statement_session(&session, &claims);
         let id = claims.id.clone();
@@ -168,13 +191,6 @@ impl MeshFlightSql {
             return Err(Status::cancelled("the query was cancelled"));
         }
         let permit = match self.slots(&principal.user).await {
-            Ok(p) => p,
-            Err(status) => {
-                guard.fail(outcome(&status));
-                return Err(status);
-            }
-        };
-        let params = match decode_params(claims.p.as_deref()) {
             Ok(p) => p,
             Err(status) => {
                 guard.fail(outcome(&status));

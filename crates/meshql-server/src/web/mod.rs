@@ -129,7 +129,7 @@ pub async fn serve(
             .await
             .map_err(|e| format!("the web catalog failed: {e}"));
     };
-    let acceptor = tls_acceptor(&tls)?;
+    let acceptor = tls_acceptor(&tls, &[b"http/1.1"])?;
     let app = router(sql, true, flight);
     tokio::pin!(shutdown);
     loop {
@@ -165,7 +165,11 @@ pub async fn serve(
     }
 }
 
-fn tls_acceptor(tls: &crate::Tls) -> Result<tokio_rustls::TlsAcceptor, String> {
+/// A TLS acceptor for the server's certificate, offering `alpn`.
+pub(crate) fn tls_acceptor(
+    tls: &crate::Tls,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::TlsAcceptor, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(&tls.cert)
@@ -185,7 +189,7 @@ fn tls_acceptor(tls: &crate::Tls) -> Result<tokio_rustls::TlsAcceptor, String> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("invalid TLS certificate or key: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

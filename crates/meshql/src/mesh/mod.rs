@@ -202,6 +202,16 @@ impl Mesh {
         self.principal(name)
     }
 
+    /// The SCRAM-SHA-256 verifier `users.yaml` holds for `name`, if any:
+    /// what a PostgreSQL client's password login is checked against.
+    pub fn scram_verifier(&self, name: &str) -> Option<&str> {
+        self.inner
+            .catalog
+            .users
+            .get(name)
+            .and_then(|u| u.scram_sha256.as_deref())
+    }
+
     /// What `principal` sees of `domain.product`, and which rule decided.
     pub fn explain_policy(&self, principal: &Principal, product: &str) -> Option<ProductPolicy> {
         let (domain, name) = product.split_once('.')?;

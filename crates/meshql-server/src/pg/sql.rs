@@ -1,0 +1,311 @@
+//! What a PostgreSQL client's statement is before it reaches the engine:
+//! transaction control (accepted: every statement reads the current data,
+//! so a transaction changes nothing), the session settings drivers send
+//! and ask for, the search path, and queries.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use pgwire::api::ClientInfo;
+use pgwire::error::PgWireResult;
+
+use super::{Conn, user_error};
+
+#[derive(Clone, Debug)]
+pub(crate) enum Kind {
+    Empty,
+    Begin,
+    Commit,
+    Rollback,
+    /// Accepted and answered with its tag, changing nothing.
+    Done(String),
+    SearchPath(meshql::PathChange),
+    /// A client setting (`SET application_name = ...`), kept for `SHOW`.
+    Set(String, String),
+    Show(String),
+    Unsupported(String),
+    /// Anything else: the engine (and its guard) decide.
+    Query,
+}
+
+/// Settings a client may set; `SHOW` answers them.
+const SETTINGS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("default_transaction_read_only", "on"),
+    ("extra_float_digits", "1"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("lc_collate", "C"),
+    ("lc_ctype", "C"),
+    ("lc_messages", "C"),
+    ("lock_timeout", "0"),
+    ("max_identifier_length", "63"),
+    ("server_encoding", "UTF8"),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "on"),
+];
+
+/// The server's version as `SHOW server_version` and `version()` give it.
+pub(crate) const SERVER_VERSION: &str = "16.6";
+
+/// Splits a simple query's text into statements, outside quotes, quoted
+/// names, dollar quotes and comments.
+pub(crate) fn split(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' => {
+                let q = bytes[i];
+                i += 1;
+                while i < bytes.len() && bytes[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'$' => {
+                // `$tag$ ... $tag$`
+                if let Some(len) = text[i + 1..].find('$') {
+                    let tag = &text[i..i + len + 2];
+                    if tag[1..tag.len() - 1]
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '_')
+                        && !tag[1..].starts_with(|c: char| c.is_ascii_digit())
+                        && let Some(end) = text[i + tag.len()..].find(tag)
+                    {
+                        i += tag.len() + end + tag.len() - 1;
+                    }
+                }
+            }
+            b';' => {
+                let s = text[start..i].trim();
+                if !s.is_empty() {
+                    out.push(s.to_string());
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let s = text[start.min(text.len())..].trim();
+    if !s.is_empty() {
+        out.push(s.to_string());
+    }
+    out
+}
+
+/// The words of a statement's start, lower case, comments skipped.
+fn words(sql: &str, n: usize) -> Vec<String> {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    rest.split(|c: char| c.is_whitespace() || c == ';' || c == '=' || c == '(')
+        .filter(|w| !w.is_empty())
+        .take(n)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+pub(crate) fn classify(sql: &str) -> Kind {
+    if sql.trim().trim_matches(';').trim().is_empty() {
+        return Kind::Empty;
+    }
+    if let Some(change) = meshql::search_path_change(sql) {
+        return Kind::SearchPath(change);
+    }
+    let w = words(sql, 3);
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["begin", ..] | ["start", "transaction", ..] => Kind::Begin,
+        ["commit", ..] | ["end", ..] => Kind::Commit,
+        ["rollback", ..] | ["abort", ..] => Kind::Rollback,
+        ["discard", ..] => Kind::Done("DISCARD ALL".into()),
+        ["deallocate", ..] => Kind::Done("DEALLOCATE".into()),
+        ["close", ..] => Kind::Done("CLOSE CURSOR".into()),
+        ["unlisten", ..] => Kind::Done("UNLISTEN".into()),
+        ["set", "transaction", ..] | ["set", "session", "characteristics"] => {
+            Kind::Done("SET".into())
+        }
+        ["set", ..] | ["reset", ..] => setting(sql),
+        ["show", "transaction", "isolation"] => Kind::Show("transaction_isolation".into()),
+        ["show", name, ..] => Kind::Show(name.trim_matches('"').to_string()),
+        ["declare", ..] | ["fetch", ..] | ["move", ..] => Kind::Unsupported(
+            "cursors declared in SQL are not supported yet: use the extended protocol's portals (a row limit on Execute)".into(),
+        ),
+        _ => Kind::Query,
+    }
+}
+
+/// `SET [SESSION | LOCAL] name { TO | = } value` and `RESET name` of a
+/// client setting; others go to the engine, whose guard refuses them.
+fn setting(sql: &str) -> Kind {
+    let body = sql.trim().trim_end_matches(';').trim();
+    let lower = body.to_lowercase();
+    let reset = lower.starts_with("reset");
+    let rest = body[if reset { 5 } else { 3 }..].trim_start();
+    let rest = ["session ", "local "]
+        .iter()
+        .find_map(|p| {
+            rest.to_lowercase()
+                .starts_with(p)
+                .then(|| rest[p.len()..].trim_start())
+        })
+        .unwrap_or(rest);
+    let (name, value) = match rest.find(|c: char| c.is_whitespace() || c == '=') {
+        Some(i) => (&rest[..i], rest[i..].trim_start()),
+        None => (rest, ""),
+    };
+    let name = name.trim_matches('"').to_lowercase();
+    if name == "time" && value.to_lowercase().starts_with("zone") {
+        let v = value[4..].trim().trim_matches('\'').to_string();
+        return Kind::Set("timezone".into(), v);
+    }
+    if !SETTINGS.iter().any(|(n, _)| *n == name) {
+        return Kind::Query;
+    }
+    if reset {
+        let default = SETTINGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, v)| v);
+        return Kind::Set(name, default.to_string());
+    }
+    let value = value
+        .strip_prefix('=')
+        .or_else(|| {
+            value
+                .get(..2)
+                .filter(|t| t.eq_ignore_ascii_case("to"))
+                .map(|_| &value[2..])
+        })
+        .unwrap_or(value)
+        .trim()
+        .trim_matches('\'')
+        .to_string();
+    Kind::Set(name, value)
+}
+
+pub(crate) fn show_schema(name: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        name.to_lowercase(),
+        DataType::Utf8,
+        true,
+    )]))
+}
+
+/// `SHOW name`: the client's setting, the search path, or the server's
+/// fixed values.
+pub(crate) fn show<C: ClientInfo + ?Sized>(
+    conn: &Conn,
+    client: &C,
+    name: &str,
+) -> PgWireResult<String> {
+    let name = name.to_lowercase();
+    if let Some(v) = conn
+        .settings
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+    {
+        return Ok(v.clone());
+    }
+    match name.as_str() {
+        "search_path" => Ok(conn.session.search_path().join(", ")),
+        "server_version" => Ok(SERVER_VERSION.to_string()),
+        "server_version_num" => Ok("160006".to_string()),
+        "session_authorization" | "user" => Ok(conn.principal.user.clone()),
+        "application_name" => Ok(client
+            .metadata()
+            .get("application_name")
+            .cloned()
+            .unwrap_or_default()),
+        _ => SETTINGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+            .ok_or_else(|| {
+                user_error(
+                    "42704",
+                    format!("unrecognized configuration parameter \"{name}\""),
+                )
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_outside_quotes_and_comments() {
+        assert_eq!(
+            split("SELECT ';' AS a; -- x; y\nSELECT \"b;\" FROM t;; SELECT $$;$$"),
+            vec![
+                "SELECT ';' AS a",
+                "-- x; y\nSELECT \"b;\" FROM t",
+                "SELECT $$;$$"
+            ]
+        );
+        assert_eq!(split("  ;  "), Vec::<String>::new());
+    }
+
+    #[test]
+    fn client_statements_are_told_apart_from_queries() {
+        assert!(matches!(classify("BEGIN"), Kind::Begin));
+        assert!(matches!(classify("begin read only"), Kind::Begin));
+        assert!(matches!(classify("COMMIT"), Kind::Commit));
+        assert!(matches!(classify("ROLLBACK"), Kind::Rollback));
+        assert!(matches!(
+            classify("SET search_path = sales"),
+            Kind::SearchPath(_)
+        ));
+        assert!(
+            matches!(classify("SET extra_float_digits = 3"), Kind::Set(n, v) if n == "extra_float_digits" && v == "3")
+        );
+        assert!(
+            matches!(classify("SET application_name TO 'psql'"), Kind::Set(n, v) if n == "application_name" && v == "psql")
+        );
+        assert!(
+            matches!(classify("SET TIME ZONE 'UTC'"), Kind::Set(n, v) if n == "timezone" && v == "UTC")
+        );
+        assert!(
+            matches!(classify("SHOW transaction isolation level"), Kind::Show(n) if n == "transaction_isolation")
+        );
+        assert!(matches!(
+            classify("SET datafusion.execution.batch_size = 1"),
+            Kind::Query
+        ));
+        assert!(matches!(classify("/* c */ SELECT 1"), Kind::Query));
+        assert!(matches!(classify(" ; "), Kind::Empty));
+    }
+}

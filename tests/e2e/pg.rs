@@ -1,0 +1,294 @@
+//! The PostgreSQL wire protocol with real clients: Debian's `psql` against
+//! a server on 127.0.0.1, as each demo principal.
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use meshql::Mesh;
+use meshql_server::ServerOptions;
+
+use crate::util::*;
+
+pub(crate) struct PgServer {
+    pub(crate) addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Flight SQL and the PostgreSQL protocol on 127.0.0.1, one process.
+pub(crate) async fn start(mesh: Mesh, options: ServerOptions) -> PgServer {
+    let flight = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let pg = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = pg.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let more = meshql_server::Listeners {
+            http: None,
+            pg: Some(pg),
+        };
+        meshql_server::serve_all(
+            flight,
+            more,
+            mesh,
+            options,
+            None,
+            shutdown,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("serves");
+    });
+    PgServer {
+        addr,
+        stop: Some(stop),
+    }
+}
+
+/// `psql`, or `None` (and a message) when the machine has none.
+pub(crate) fn psql_binary() -> Option<String> {
+    let found = Command::new("psql").arg("--version").output().is_ok();
+    if !found {
+        eprintln!(
+            "SKIPPED: no psql on this machine (Debian's postgresql-client; .ci/run installs it)"
+        );
+    }
+    found.then(|| "psql".to_string())
+}
+
+/// Runs `psql` as `user` with `args`, unaligned and tuples-only, errors
+/// with their SQLSTATE.
+async fn psql(addr: SocketAddr, user: &str, password: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new("psql");
+    cmd.arg(format!(
+        "host={} port={} user={user} dbname=mesh sslmode=disable",
+        addr.ip(),
+        addr.port()
+    ))
+    .args([
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-v",
+        "VERBOSITY=verbose",
+    ])
+    .args(args)
+    .env("PGPASSWORD", password)
+    .env("PGCONNECT_TIMEOUT", "10");
+    tokio::task::spawn_blocking(move || cmd.output().expect("runs psql"))
+        .await
+        .expect("joins")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_queries_as_each_principal_with_masks_filters_and_sqlstates() {
+    if psql_binary().is_none() {
+        return;
+    }
+    let server = start(demo_mesh(), ServerOptions::default()).await;
+    let addr = server.addr;
+
+    // Masks and row filters hold, per principal.
+    let emails = "SELECT email FROM customers.customers ORDER BY customer_id LIMIT 3";
+    let analyst = psql(addr, "analyst", "analyst-demo", &["-c", emails]).await;
+    assert!(analyst.status.success(), "{}", err(&analyst));
+    let analyst_emails = out(&analyst);
+    let lines: Vec<&str> = analyst_emails.lines().map(str::trim).collect();
+    assert_eq!(lines.len(), 3, "{analyst_emails}");
+    assert!(lines.iter().all(|l| l.contains("***@")), "{analyst_emails}");
+    let admin = psql(addr, "admin", "admin-demo", &["-c", emails]).await;
+    assert!(admin.status.success(), "{}", err(&admin));
+    assert!(
+        out(&admin)
+            .lines()
+            .all(|l| l.contains('@') && !l.contains("***")),
+        "{}",
+        out(&admin)
+    );
+
+    let regions = "SELECT region, count(*) FROM sales.orders GROUP BY region ORDER BY region";
+    let eu = psql(addr, "eu_analyst", "eu_analyst-demo", &["-c", regions]).await;
+    assert!(eu.status.success(), "{}", err(&eu));
+    let eu_rows: Vec<String> = out(&eu).lines().map(str::to_string).collect();
+    assert_eq!(eu_rows.len(), 1, "{eu_rows:?}");
+    assert!(eu_rows[0].starts_with("EU|"), "{eu_rows:?}");
+    let all = psql(addr, "analyst", "analyst-demo", &["-c", regions]).await;
+    assert!(out(&all).lines().count() > 1, "{}", out(&all));
+
+    // A hidden product answers word for word as a missing one, 42P01.
+    let hidden = psql(
+        addr,
+        "guest",
+        "guest-demo",
+        &["-c", "SELECT * FROM payments.transactions"],
+    )
+    .await;
+    let missing = psql(
+        addr,
+        "guest",
+        "guest-demo",
+        &["-c", "SELECT * FROM payments.transactionz"],
+    )
+    .await;
+    assert!(!hidden.status.success());
+    assert!(err(&hidden).contains("42P01"), "{}", err(&hidden));
+    assert_eq!(
+        err(&hidden).replace("transactions", "X"),
+        err(&missing).replace("transactionz", "X")
+    );
+    let admin_reads = psql(
+        addr,
+        "admin",
+        "admin-demo",
+        &["-c", "SELECT count(*) FROM payments.transactions"],
+    )
+    .await;
+    assert!(admin_reads.status.success(), "{}", err(&admin_reads));
+
+    // The guard: writes are refused with 42501; the connection goes on.
+    let refused = psql(
+        addr,
+        "admin",
+        "admin-demo",
+        &["-c", "DROP TABLE sales.orders"],
+    )
+    .await;
+    assert!(err(&refused).contains("42501"), "{}", err(&refused));
+
+    // A current domain, and transactions as drivers send them.
+    let domain = psql(
+        addr,
+        "eu_analyst",
+        "eu_analyst-demo",
+        &[
+            "-c",
+            "BEGIN",
+            "-c",
+            "SET search_path = sales",
+            "-c",
+            "SHOW search_path",
+            "-c",
+            "SELECT count(*) FROM orders",
+            "-c",
+            "SELECT count(*) FROM sales.orders WHERE region = 'EU'",
+            "-c",
+            "COMMIT",
+        ],
+    )
+    .await;
+    assert!(domain.status.success(), "{}", err(&domain));
+    let lines: Vec<String> = out(&domain)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines[..2],
+        ["BEGIN".to_string(), "SET".to_string()],
+        "{lines:?}"
+    );
+    assert_eq!(lines[2], "sales", "{lines:?}");
+    assert_eq!(
+        lines[3], lines[4],
+        "the row filter holds in the domain: {lines:?}"
+    );
+
+    // Wrong password, unknown user: the same refusal, 28P01.
+    let wrong = psql(addr, "analyst", "nope", &["-c", "SELECT 1"]).await;
+    let nobody = psql(addr, "nobody", "nope", &["-c", "SELECT 1"]).await;
+    assert!(!wrong.status.success());
+    assert!(
+        err(&wrong).contains("password authentication failed for user \"analyst\""),
+        "{}",
+        err(&wrong)
+    );
+    assert_eq!(
+        err(&wrong).replace("analyst", "X"),
+        err(&nobody).replace("nobody", "X")
+    );
+
+    // Another database is not there.
+    let mut cmd = Command::new("psql");
+    cmd.arg(format!(
+        "host={} port={} user=analyst dbname=postgres sslmode=disable",
+        addr.ip(),
+        addr.port()
+    ))
+    .args(["-X", "-c", "SELECT 1"])
+    .env("PGPASSWORD", "analyst-demo");
+    let other = tokio::task::spawn_blocking(move || cmd.output().expect("runs"))
+        .await
+        .expect("joins");
+    assert!(
+        err(&other).contains("database \"postgres\" does not exist"),
+        "{}",
+        err(&other)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_psql_query_stops_with_57014() {
+    if psql_binary().is_none() {
+        return;
+    }
+    let server = start(demo_mesh(), ServerOptions::default()).await;
+    let addr = server.addr;
+    let mut cmd = Command::new("psql");
+    cmd.arg(format!(
+        "host={} port={} user=admin dbname=mesh sslmode=disable",
+        addr.ip(),
+        addr.port()
+    ))
+    .args(["-X", "-v", "VERBOSITY=verbose", "-c"])
+    .arg(
+        "SELECT count(*) FROM sales.order_items a JOIN sales.order_items b ON a.product_id = b.product_id \
+         JOIN sales.order_items c ON b.product_id = c.product_id",
+    )
+    .env("PGPASSWORD", "admin-demo")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("runs psql");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    // Ctrl-C: psql sends a CancelRequest with the connection's key.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
+    let started = std::time::Instant::now();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().expect("waits"))
+        .await
+        .expect("joins");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the cancel took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err(&output).contains("57014"),
+        "{}{}",
+        out(&output),
+        err(&output)
+    );
+}
