@@ -292,3 +292,140 @@ async fn a_cancelled_psql_query_stops_with_57014() {
         err(&output)
     );
 }
+
+/// psql's own catalog commands answer from `pg_catalog`, per principal: a
+/// hidden domain, product or column is absent there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_describes_what_each_principal_may_see() {
+    if psql_binary().is_none() {
+        return;
+    }
+    let server = start(demo_mesh(), ServerOptions::default()).await;
+    let addr = server.addr;
+    let analyst = psql(addr, "analyst", "analyst-demo", &["-c", "\\dn"]).await;
+    let guest = psql(addr, "guest", "guest-demo", &["-c", "\\dn"]).await;
+    assert!(analyst.status.success(), "{}", err(&analyst));
+    let names = |o: &Output| -> Vec<String> {
+        out(o)
+            .lines()
+            .filter_map(|l| l.split('|').next())
+            .map(str::to_string)
+            .collect()
+    };
+    let (a, g) = (names(&analyst), names(&guest));
+    for d in ["customers", "payments", "sales", "marketing"] {
+        assert!(a.iter().any(|n| n == d), "analyst: {a:?}");
+    }
+    assert!(g.iter().any(|n| n == "sales"), "guest: {g:?}");
+    assert!(
+        !g.iter().any(|n| n == "payments" || n == "customers"),
+        "guest: {g:?}"
+    );
+
+    let tables = psql(addr, "analyst", "analyst-demo", &["-c", "\\dt sales.*"]).await;
+    let listed: Vec<String> = out(&tables)
+        .lines()
+        .map(|l| l.split('|').take(2).collect::<Vec<_>>().join("."))
+        .collect();
+    assert_eq!(
+        listed,
+        ["sales.order_items", "sales.orders"],
+        "{}",
+        out(&tables)
+    );
+
+    let described = psql(
+        addr,
+        "analyst",
+        "analyst-demo",
+        &["-c", "\\d customers.customers"],
+    )
+    .await;
+    assert!(described.status.success(), "{}", err(&described));
+    let text = out(&described);
+    for column in ["customer_id|bigint", "email|text", "region|text"] {
+        assert!(text.contains(column), "{text}");
+    }
+    let hidden = psql(
+        addr,
+        "guest",
+        "guest-demo",
+        &["-c", "\\d customers.customers"],
+    )
+    .await;
+    assert!(
+        err(&hidden).contains("Did not find any relation named \"customers.customers\""),
+        "{}{}",
+        out(&hidden),
+        err(&hidden)
+    );
+    // A column hidden from the guest is not listed; the admin's has it.
+    let cols = |o: &Output| out(o);
+    let guest_campaigns = psql(
+        addr,
+        "guest",
+        "guest-demo",
+        &["-c", "\\d marketing.campaign_performance"],
+    )
+    .await;
+    let admin_campaigns = psql(
+        addr,
+        "admin",
+        "admin-demo",
+        &["-c", "\\d marketing.campaign_performance"],
+    )
+    .await;
+    assert!(
+        cols(&admin_campaigns).contains("attributed_revenue|"),
+        "{}",
+        cols(&admin_campaigns)
+    );
+    assert!(
+        cols(&guest_campaigns).contains("clicks|"),
+        "{}",
+        cols(&guest_campaigns)
+    );
+    assert!(
+        !cols(&guest_campaigns).contains("attributed_revenue"),
+        "{}",
+        cols(&guest_campaigns)
+    );
+}
+
+/// The PostgreSQL drivers BI tools are built on: psycopg 3 (text and
+/// binary), asyncpg, SQLAlchemy 2's inspector and pandas, installed into a
+/// cached venv by `tests/python/setup-pg.sh` (from PyPI) unless
+/// `MESHQL_TEST_PG_PYTHON` names a Python that has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_drivers_read_governed_rows() {
+    let python = match std::env::var("MESHQL_TEST_PG_PYTHON") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let out = Command::new(root().join("tests/python/setup-pg.sh"))
+                .output()
+                .expect("runs tests/python/setup-pg.sh");
+            assert!(
+                out.status.success(),
+                "installing the PostgreSQL drivers failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    let server = start(demo_mesh(), ServerOptions::default()).await;
+    let addr = server.addr;
+    let mut cmd = Command::new(&python);
+    cmd.arg(root().join("tests/python/pg_interop.py"))
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string());
+    let output = tokio::task::spawn_blocking(move || cmd.output().expect("runs python"))
+        .await
+        .expect("joins");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        out(&output),
+        err(&output)
+    );
+    assert!(out(&output).contains("checks passed"), "{}", out(&output));
+}

@@ -32,6 +32,8 @@ struct Scram(Mutex<Option<Exchange>>);
 
 pub struct Startup {
     flight: Arc<MeshFlightSql>,
+    /// Each principal's session with `pg_catalog`, which connections copy.
+    sessions: Mutex<std::collections::HashMap<String, meshql::Session>>,
     manager: Arc<ConnectionManager>,
     keys: RandomPidSecretKeyGenerator,
     parameters: DefaultServerParameterProvider,
@@ -46,6 +48,7 @@ impl Startup {
         parameters.search_path = String::new();
         Self {
             flight,
+            sessions: Mutex::new(Default::default()),
             manager,
             keys: RandomPidSecretKeyGenerator::default(),
             parameters,
@@ -99,7 +102,7 @@ impl Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let session = self.flight.session(&principal).with_search_path(Vec::new());
+        let session = self.session(&principal)?.with_search_path(Vec::new());
         if let Some(change) = startup_path(client) {
             session
                 .change_search_path(change)
@@ -117,6 +120,25 @@ impl Startup {
         client.session_extensions().insert(handle);
         client.session_extensions().insert(guard);
         finish_authentication(client, &self.parameters).await
+    }
+
+    /// `principal`'s session with `pg_catalog`, built once.
+    fn session(&self, principal: &meshql::Principal) -> PgWireResult<meshql::Session> {
+        let key = format!("{principal:?}");
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = sessions.get(&key) {
+            return Ok(s.clone());
+        }
+        if sessions.len() > 1024 {
+            sessions.clear();
+        }
+        let session = super::catalog::postgres_session(
+            self.flight.mesh().session(principal.clone()),
+            principal,
+        )
+        .map_err(|e| fatal("XX000", e))?;
+        sessions.insert(key, session.clone());
+        Ok(session)
     }
 
     fn user<C: ClientInfo>(client: &C) -> String {

@@ -10,6 +10,7 @@
 //! `users.yaml` password, or a JWT of the configured identity provider).
 
 mod auth;
+mod catalog;
 pub mod scram;
 mod sql;
 
@@ -227,12 +228,16 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let kind = sql::classify(sql);
+        let sql = match &kind {
+            Kind::Query => catalog::rewrite(sql),
+            _ => sql.to_string(),
+        };
         let described = match &kind {
             Kind::Query => {
                 let conn = conn(client)?;
                 let (schema, params) = conn
                     .session
-                    .describe(sql)
+                    .describe(&sql)
                     .await
                     .map_err(|e| meshql_error(&e))?;
                 Some((
@@ -244,7 +249,7 @@ impl QueryParser for Parser {
             _ => None,
         };
         Ok(Prepared {
-            sql: sql.to_string(),
+            sql,
             kind,
             described,
         })
@@ -335,13 +340,13 @@ impl Queries {
                 Ok(Response::Query(response))
             }
             Kind::Query => {
-                let path = conn.session.search_path().to_vec();
+                let sql = catalog::rewrite(sql);
                 let (schema, batches) = self
                     .flight
                     .batches(
                         &conn.principal,
-                        path,
-                        sql,
+                        &conn.session,
+                        &sql,
                         params,
                         Some(client.socket_addr().to_string()),
                     )

@@ -148,7 +148,10 @@ pub(crate) fn classify(sql: &str) -> Kind {
     match w.as_slice() {
         ["begin", ..] | ["start", "transaction", ..] => Kind::Begin,
         ["commit", ..] | ["end", ..] => Kind::Commit,
+        ["rollback", "to", ..] | ["rollback", "transaction", "to"] => Kind::Done("ROLLBACK".into()),
         ["rollback", ..] | ["abort", ..] => Kind::Rollback,
+        ["savepoint", ..] => Kind::Done("SAVEPOINT".into()),
+        ["release", ..] => Kind::Done("RELEASE".into()),
         ["discard", ..] => Kind::Done("DISCARD ALL".into()),
         ["deallocate", ..] => Kind::Done("DEALLOCATE".into()),
         ["close", ..] => Kind::Done("CLOSE CURSOR".into()),
@@ -285,6 +288,8 @@ mod tests {
         assert!(matches!(classify("begin read only"), Kind::Begin));
         assert!(matches!(classify("COMMIT"), Kind::Commit));
         assert!(matches!(classify("ROLLBACK"), Kind::Rollback));
+        assert!(matches!(classify("ROLLBACK TO SAVEPOINT a"), Kind::Done(t) if t == "ROLLBACK"));
+        assert!(matches!(classify("SAVEPOINT \"_pg3_1\""), Kind::Done(t) if t == "SAVEPOINT"));
         assert!(matches!(
             classify("SET search_path = sales"),
             Kind::SearchPath(_)

@@ -202,12 +202,13 @@ impl MeshFlightSql {
     pub(crate) async fn batches(
         &self,
         principal: &Principal,
-        path: Vec<String>,
+        session: &Session,
         sql: &str,
         params: Option<ParamValues>,
         client: Option<String>,
     ) -> Result<(SchemaRef, BoxStream<RecordBatch>), Status> {
-        let session = self.session(principal);
+        let path = session.search_path().to_vec();
+        let session = Arc::new(session.clone());
         let claims = HandleClaims {
             u: principal.user.clone(),
             q: sql.to_string(),

@@ -598,6 +598,18 @@ pub(crate) fn register(ctx: &SessionContext, principal: &Principal) {
     }
 }
 
+/// Whether `name` is a function governance relies on (a mask, the keyed
+/// pseudonym, a principal function): nothing may replace it.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    let name = name.to_lowercase();
+    name == "hash_pseudonym"
+        || name == "current_schema"
+        || masks().iter().any(|f| f.name() == name)
+        || principal_functions(&Principal::new("-"))
+            .iter()
+            .any(|f| f.name() == name || f.aliases().contains(&name))
+}
+
 /// The mask functions, which depend on nothing but their arguments.
 fn masks() -> Vec<ScalarUDF> {
     let any = |n| Signature::any(n, Volatility::Immutable);

@@ -381,10 +381,12 @@ impl SchemaProvider for DomainSchema {
     }
 }
 
-/// The `mesh` catalog: the domains and their products.
+/// The `mesh` catalog: the domains and their products, and the schemas an
+/// embedding application adds (`pg_catalog` of the PostgreSQL endpoint).
 #[derive(Debug, Default)]
 pub(crate) struct MeshCatalog {
     pub(crate) domains: BTreeMap<String, Arc<DomainSchema>>,
+    pub(crate) added: std::sync::RwLock<BTreeMap<String, Arc<dyn SchemaProvider>>>,
 }
 
 impl CatalogProvider for MeshCatalog {
@@ -393,7 +395,31 @@ impl CatalogProvider for MeshCatalog {
     }
 
     fn schema_names(&self) -> Vec<String> {
-        self.domains.keys().cloned().collect()
+        let added = self.added.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = self.domains.keys().cloned().collect();
+        names.extend(
+            added
+                .keys()
+                .filter(|k| !self.domains.contains_key(*k))
+                .cloned(),
+        );
+        names.sort();
+        names
+    }
+
+    /// A schema beside the domains; a domain's name cannot be taken.
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        if self.domains.contains_key(name) || name == crate::discovery::DOMAIN {
+            return Err(DataFusionError::Plan(format!(
+                "`{name}` is a domain of the mesh"
+            )));
+        }
+        let mut added = self.added.write().unwrap_or_else(|p| p.into_inner());
+        Ok(added.insert(name.to_string(), schema))
     }
 
     /// An unknown domain is an empty schema, so that a missing
@@ -408,6 +434,14 @@ impl CatalogProvider for MeshCatalog {
                 .cloned()
                 .collect();
             return Some(Arc::new(SearchPathSchema { domains }));
+        }
+        if let Some(added) = self
+            .added
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Some(Arc::clone(added));
         }
         match self.domains.get(name) {
             Some(d) => Some(Arc::clone(d) as Arc<dyn SchemaProvider>),

@@ -329,8 +329,60 @@ impl Session {
     pub fn domains(&self) -> Vec<String> {
         self.ctx
             .catalog(CATALOG_NAME)
-            .map(|c| c.schema_names())
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<MeshCatalog>()
+                    .map(|m| m.domains.keys().cloned().collect())
+            })
             .unwrap_or_default()
+    }
+
+    /// The catalogs this session resolves names in (only `mesh`): what an
+    /// embedding application builds catalog views over, such as
+    /// PostgreSQL's `pg_catalog`. Every product in it is governed for this
+    /// principal.
+    pub fn catalog_list(&self) -> Arc<dyn datafusion::catalog::CatalogProviderList> {
+        Arc::clone(self.ctx.state().catalog_list())
+    }
+
+    /// Adds a schema beside the domains (`pg_catalog`) for this session and
+    /// its copies; a domain's name cannot be taken.
+    pub fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn datafusion::catalog::SchemaProvider>,
+    ) -> Result<()> {
+        let catalog = self
+            .ctx
+            .catalog(CATALOG_NAME)
+            .ok_or_else(|| Error::Sql("the session has no mesh catalog".into()))?;
+        catalog
+            .register_schema(name, schema)
+            .map(|_| ())
+            .map_err(Error::Execution)
+    }
+
+    /// Adds a scalar function for this session and its copies (the
+    /// functions PostgreSQL clients call). Governance functions cannot be
+    /// replaced.
+    pub fn register_function(&self, udf: datafusion::logical_expr::ScalarUDF) -> Result<()> {
+        if crate::governance::functions::is_reserved(udf.name()) {
+            return Err(Error::PermissionDenied(format!(
+                "`{}` is a governance function of meshql",
+                udf.name()
+            )));
+        }
+        self.ctx.register_udf(udf);
+        Ok(())
+    }
+
+    /// Adds a table function for this session and its copies.
+    pub fn register_table_function(
+        &self,
+        name: &str,
+        function: Arc<dyn datafusion::catalog::TableFunctionImpl>,
+    ) {
+        self.ctx.register_udtf(name, function);
     }
 
     /// The first domain of the search path that this principal sees, as

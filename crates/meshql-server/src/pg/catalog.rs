@@ -1,0 +1,240 @@
+//! `pg_catalog` and the functions PostgreSQL clients call, for one
+//! principal: built over the principal's governed catalog, so a hidden
+//! product or column is absent here as everywhere. The tables and
+//! functions are datafusion-pg-catalog's; the values that name the user,
+//! the database and the server are meshql's.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::DataType;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::scalar::ScalarValue;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{
+    self as pg, PgCatalogSchemaProvider, PgCatalogStaticTables,
+};
+use meshql::{Principal, Session};
+
+/// The tables of `pg_catalog` that do not depend on the mesh (types,
+/// operators, ...), read once.
+fn static_tables() -> Result<Arc<PgCatalogStaticTables>, String> {
+    static TABLES: OnceLock<Result<Arc<PgCatalogStaticTables>, String>> = OnceLock::new();
+    TABLES
+        .get_or_init(|| {
+            PgCatalogStaticTables::try_new()
+                .map(Arc::new)
+                .map_err(|e| format!("cannot load pg_catalog: {e}"))
+        })
+        .clone()
+}
+
+fn constant(name: &str, value: &str) -> ScalarUDF {
+    let value = ScalarValue::Utf8(Some(value.to_string()));
+    create_udf(
+        name,
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(value.clone()))),
+    )
+}
+
+/// `to_regtype(name)`: the oid of a built-in type by its name, NULL for
+/// any other (drivers ask for extension types such as `hstore`).
+fn to_regtype() -> ScalarUDF {
+    use arrow::array::{Array, Int32Array, StringArray};
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let oid = |name: &str| -> Option<i32> {
+                Some(match name.trim().to_lowercase().as_str() {
+                    "bool" | "boolean" => 16,
+                    "bytea" => 17,
+                    "int8" | "bigint" => 20,
+                    "int2" | "smallint" => 21,
+                    "int4" | "integer" | "int" => 23,
+                    "text" => 25,
+                    "oid" => 26,
+                    "json" => 114,
+                    "float4" | "real" => 700,
+                    "float8" | "double precision" => 701,
+                    "varchar" | "character varying" => 1043,
+                    "date" => 1082,
+                    "time" => 1083,
+                    "timestamp" => 1114,
+                    "timestamptz" => 1184,
+                    "interval" => 1186,
+                    "numeric" | "decimal" => 1700,
+                    "uuid" => 2950,
+                    "jsonb" => 3802,
+                    _ => return None,
+                })
+            };
+            match &args[0] {
+                ColumnarValue::Scalar(v) => {
+                    let name = match v {
+                        ScalarValue::Utf8(s)
+                        | ScalarValue::LargeUtf8(s)
+                        | ScalarValue::Utf8View(s) => s.clone(),
+                        _ => None,
+                    };
+                    Ok(ColumnarValue::Scalar(ScalarValue::Int32(
+                        name.as_deref().and_then(oid),
+                    )))
+                }
+                ColumnarValue::Array(a) => {
+                    let a = arrow::compute::cast(a, &DataType::Utf8)?;
+                    let names = a
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .expect("cast to Utf8");
+                    let out: Int32Array = (0..names.len())
+                        .map(|i| (!names.is_null(i)).then(|| oid(names.value(i))).flatten())
+                        .collect();
+                    Ok(ColumnarValue::Array(Arc::new(out)))
+                }
+            }
+        }),
+    )
+}
+
+/// `principal`'s session with `pg_catalog` and the PostgreSQL functions.
+pub(crate) fn postgres_session(session: Session, principal: &Principal) -> Result<Session, String> {
+    let provider = PgCatalogSchemaProvider::try_new(
+        session.catalog_list(),
+        static_tables()?,
+        EmptyContextProvider,
+    )
+    .map_err(|e| e.to_string())?;
+    session
+        .register_schema("pg_catalog", Arc::new(provider))
+        .map_err(|e| e.to_string())?;
+    let version = format!(
+        "PostgreSQL {} (meshql {}, a governed query engine over a data mesh)",
+        super::sql::SERVER_VERSION,
+        env!("CARGO_PKG_VERSION")
+    );
+    let functions = [
+        constant("version", &version),
+        constant("current_database", meshql::CATALOG_NAME),
+        constant("current_catalog", meshql::CATALOG_NAME),
+        constant("session_user", &principal.user),
+        to_regtype(),
+        pg::create_current_schemas_udf(),
+        pg::create_pg_get_userbyid_udf(),
+        pg::create_pg_table_is_visible(),
+        pg::create_pg_get_partkeydef_udf(),
+        pg::create_pg_relation_is_publishable_udf(),
+        pg::create_pg_get_statisticsobjdef_columns_udf(),
+        pg::create_pg_encoding_to_char_udf(),
+        pg::create_pg_backend_pid_udf(),
+        pg::create_pg_relation_size_udf(),
+        pg::create_pg_total_relation_size_udf(),
+        pg::create_pg_stat_get_numscans(),
+        pg::create_pg_get_constraintdef(),
+        pg::create_pg_get_partition_ancestors_udf(),
+        pg::format_type::create_format_type_udf(),
+        pg::pg_get_expr_udf::create_pg_get_expr_udf(),
+        pg::quote_ident_udf::create_quote_ident_udf(),
+        pg::quote_ident_udf::create_parse_ident_udf(),
+        pg::has_privilege_udf::create_has_privilege_udf("has_table_privilege"),
+        pg::has_privilege_udf::create_has_privilege_udf("has_schema_privilege"),
+        pg::has_privilege_udf::create_has_privilege_udf("has_database_privilege"),
+        pg::has_privilege_udf::create_has_privilege_udf("has_any_column_privilege"),
+    ];
+    for f in functions {
+        session.register_function(f).map_err(|e| e.to_string())?;
+    }
+    Ok(session)
+}
+
+/// Whether a statement needs PostgreSQL's dialect rewritten into what the
+/// engine plans (`OPERATOR(pg_catalog.~)`, `::regclass`, `COLLATE
+/// pg_catalog.default`, catalog qualifiers, ...): one that reads the
+/// catalog or calls its functions.
+pub(crate) fn needs_rewrite(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    [
+        "pg_",
+        "operator(",
+        "::reg",
+        "information_schema",
+        "current_",
+        "collate",
+        "any(",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+}
+
+/// PostgreSQL's dialect as the engine plans it (see [`needs_rewrite`]).
+pub(crate) fn rewrite(sql: &str) -> String {
+    static PARSER: OnceLock<datafusion_pg_catalog::sql::PostgresCompatibilityParser> =
+        OnceLock::new();
+    if !needs_rewrite(sql) {
+        return sql.to_string();
+    }
+    let parser = PARSER.get_or_init(datafusion_pg_catalog::sql::PostgresCompatibilityParser::new);
+    match parser.parse(sql) {
+        Ok(mut statements) if statements.len() == 1 => {
+            backslash_escapes(&mut statements[0]);
+            statements[0].to_string()
+        }
+        // The engine reports the statement's own errors, with positions.
+        _ => sql.to_string(),
+    }
+}
+
+/// `x LIKE p ESCAPE '/'` as the engine runs it: with the backslash as the
+/// escape character, the pattern's own backslashes escaped first.
+fn backslash_escapes(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
+        Ident, ObjectName, Value, visit_expressions_mut,
+    };
+    let text = |s: &str| Expr::value(Value::SingleQuotedString(s.to_string()));
+    let replace = |e: Expr, from: &str, to: &str| {
+        Expr::Function(Function {
+            name: ObjectName::from(vec![Ident::new("replace")]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: [e, text(from), text(to)]
+                    .into_iter()
+                    .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                    .collect(),
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        })
+    };
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | Expr::ILike {
+            pattern,
+            escape_char,
+            ..
+        } = expr
+            && let Some(Value::SingleQuotedString(c)) = escape_char.as_ref()
+            && c != "\\"
+            && c.chars().count() == 1
+        {
+            let c = c.clone();
+            let p = std::mem::replace(pattern.as_mut(), Expr::value(Value::Null));
+            **pattern = replace(replace(p, "\\", "\\\\"), &c, "\\");
+            *escape_char = None;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
