@@ -145,7 +145,7 @@ pub(crate) fn postgres_session(session: Session, principal: &Principal) -> Resul
         pg::has_privilege_udf::create_has_privilege_udf("has_database_privilege"),
         pg::has_privilege_udf::create_has_privilege_udf("has_any_column_privilege"),
     ];
-    for f in functions {
+    for f in functions.into_iter().chain(absent_features()) {
         session.register_function(f).map_err(|e| e.to_string())?;
     }
     Ok(session)
@@ -181,6 +181,10 @@ pub(crate) fn rewrite(sql: &str) -> String {
     match parser.parse(sql) {
         Ok(mut statements) if statements.len() == 1 => {
             backslash_escapes(&mut statements[0]);
+            regclass_as_text(&mut statements[0]);
+            if reads_the_catalog(sql) {
+                one_row_subqueries(&mut statements[0]);
+            }
             statements[0].to_string()
         }
         // The engine reports the statement's own errors, with positions.
@@ -234,6 +238,142 @@ fn backslash_escapes(statement: &mut datafusion::sql::sqlparser::ast::Statement)
             let p = std::mem::replace(pattern.as_mut(), Expr::value(Value::Null));
             **pattern = replace(replace(p, "\\", "\\\\"), &c, "\\");
             *escape_char = None;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `CAST(x AS REGCLASS)` (SQLAlchemy's inspector writes it) as text: the
+/// engine has no `regclass`; where the catalog queries use it, its value
+/// only reaches functions that answer NULL here.
+fn regclass_as_text(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{DataType as SqlType, Expr, visit_expressions_mut};
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Cast { data_type, .. } = expr
+            && matches!(data_type, SqlType::Regclass)
+        {
+            *data_type = SqlType::Text;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Functions of PostgreSQL that catalog queries call about what meshql
+/// does not have (sequences, collations, JSON objects of options): they
+/// answer as PostgreSQL does for a table without any.
+fn absent_features() -> Vec<ScalarUDF> {
+    use datafusion::logical_expr::{ScalarFunctionArgs, ScalarUDFImpl, Signature};
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct Constant {
+        name: &'static str,
+        signature: Signature,
+        value: ScalarValue,
+    }
+    impl ScalarUDFImpl for Constant {
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn signature(&self) -> &Signature {
+            &self.signature
+        }
+        fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+            Ok(self.value.data_type())
+        }
+        fn invoke_with_args(
+            &self,
+            _: ScalarFunctionArgs,
+        ) -> datafusion::error::Result<ColumnarValue> {
+            Ok(ColumnarValue::Scalar(self.value.clone()))
+        }
+    }
+    let f = |name, value| {
+        ScalarUDF::from(Constant {
+            name,
+            signature: Signature::variadic_any(Volatility::Stable),
+            value,
+        })
+    };
+    vec![
+        f("json_build_object", ScalarValue::Utf8(None)),
+        f("pg_get_serial_sequence", ScalarValue::Utf8(None)),
+        f("pg_collation_is_visible", ScalarValue::Boolean(Some(true))),
+        f("pg_type_is_visible", ScalarValue::Boolean(Some(true))),
+        f("obj_description", ScalarValue::Utf8(None)),
+        f("col_description", ScalarValue::Utf8(None)),
+        f("shobj_description", ScalarValue::Utf8(None)),
+    ]
+}
+
+/// Whether a statement reads `pg_catalog` or `information_schema`.
+fn reads_the_catalog(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("pg_catalog.") || lower.contains("information_schema.")
+}
+
+/// A scalar subquery of a catalog query (`(SELECT description FROM
+/// pg_description WHERE objoid = c.oid)`) as the engine plans correlated
+/// ones: aggregated. A catalog row is found by its key, so the subquery
+/// has at most one row and `max` of it is that row's value.
+fn one_row_subqueries(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
+        GroupByExpr, Ident, ObjectName, SelectItem, SetExpr, visit_expressions_mut,
+    };
+    let max = |e: Expr| {
+        Expr::Function(Function {
+            name: ObjectName::from(vec![Ident::new("max")]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(e))],
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        })
+    };
+    let aggregated = |e: &Expr| {
+        let text = e.to_string().to_lowercase();
+        [
+            "count(",
+            "max(",
+            "min(",
+            "sum(",
+            "avg(",
+            "array_agg(",
+            "string_agg(",
+            "bool_or(",
+            "bool_and(",
+        ]
+        .iter()
+        .any(|a| text.starts_with(a))
+    };
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Subquery(query) = expr
+            && query.limit_clause.is_none()
+            && let SetExpr::Select(select) = query.body.as_mut()
+            && select.projection.len() == 1
+            && matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty())
+            && select.having.is_none()
+        {
+            let item = select.projection.remove(0);
+            let item = match item {
+                SelectItem::UnnamedExpr(e) if !aggregated(&e) => SelectItem::UnnamedExpr(max(e)),
+                SelectItem::ExprWithAlias { expr, alias } if !aggregated(&expr) => {
+                    SelectItem::ExprWithAlias {
+                        expr: max(expr),
+                        alias,
+                    }
+                }
+                other => other,
+            };
+            select.projection.push(item);
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
