@@ -25,6 +25,14 @@ impl Drop for PgServer {
 
 /// Flight SQL and the PostgreSQL protocol on 127.0.0.1, one process.
 pub(crate) async fn start(mesh: Mesh, options: ServerOptions) -> PgServer {
+    start_tls(mesh, options, None).await
+}
+
+pub(crate) async fn start_tls(
+    mesh: Mesh,
+    options: ServerOptions,
+    tls: Option<meshql_server::Tls>,
+) -> PgServer {
     let flight = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -46,7 +54,7 @@ pub(crate) async fn start(mesh: Mesh, options: ServerOptions) -> PgServer {
             more,
             mesh,
             options,
-            None,
+            tls,
             shutdown,
             Duration::from_secs(1),
         )
@@ -428,4 +436,93 @@ async fn postgresql_drivers_read_governed_rows() {
         err(&output)
     );
     assert!(out(&output).contains("checks passed"), "{}", out(&output));
+}
+
+/// Over TLS the client sends the password itself: the users.yaml password,
+/// or a JWT of the identity provider for single sign-on; a token for
+/// another user, or a wrong password, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_password_or_an_identity_provider_token_logs_in() {
+    if psql_binary().is_none() {
+        return;
+    }
+    let tls = meshql_server::Tls {
+        cert: root().join("testdata/tls/server.crt"),
+        key: root().join("testdata/tls/server.key"),
+    };
+    let options = ServerOptions {
+        jwt: Some(meshql::manifest::JwtConfig {
+            hs256_secret: Some("idp-shared-secret".into()),
+            audience: Some("meshql".into()),
+            roles_claim: "meshql_roles".into(),
+            ..Default::default()
+        }),
+        ..ServerOptions::default()
+    };
+    let server = start_tls(demo_mesh(), options, Some(tls)).await;
+    let addr = server.addr;
+    let run = |user: &str, password: &str, sql: &str| {
+        let mut cmd = Command::new("psql");
+        cmd.arg(format!(
+            "host=127.0.0.1 port={} user={user} dbname=mesh sslmode=verify-full sslrootcert={} sslsni=0",
+            addr.port(),
+            root().join("testdata/tls/server.crt").display()
+        ))
+        .args(["-X", "-A", "-t", "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGHOSTADDR", "127.0.0.1");
+        // The certificate names localhost.
+        cmd.env("PGHOST", "localhost");
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().expect("runs psql"))
+                .await
+                .expect("joins")
+        }
+    };
+    // sslmode=verify-full: the connection is TLS with the server's
+    // certificate, or psql refuses it.
+    let plain = run(
+        "analyst",
+        "analyst-demo",
+        "SELECT count(*) FROM sales.orders",
+    )
+    .await;
+    assert!(plain.status.success(), "{}{}", out(&plain), err(&plain));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let token = |sub: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({
+                "sub": sub, "meshql_roles": ["analyst"], "region": "EU",
+                "aud": "meshql", "exp": now + 600, "iat": now,
+            }),
+            &jsonwebtoken::EncodingKey::from_secret(b"idp-shared-secret"),
+        )
+        .expect("signs")
+    };
+    // maria's token makes her an EU-bound analyst: EU rows only.
+    let sso = run(
+        "maria@corp",
+        &token("maria@corp"),
+        "SELECT DISTINCT region FROM sales.orders",
+    )
+    .await;
+    assert!(sso.status.success(), "{}{}", out(&sso), err(&sso));
+    assert_eq!(out(&sso).trim(), "EU");
+    let other = run("analyst", &token("maria@corp"), "SELECT 1").await;
+    assert!(!other.status.success());
+    assert!(
+        err(&other).contains("the token is for user \"maria@corp\""),
+        "{}",
+        err(&other)
+    );
+    let wrong = run("analyst", "wrong", "SELECT 1").await;
+    assert!(
+        err(&wrong).contains("password authentication failed"),
+        "{}",
+        err(&wrong)
+    );
 }

@@ -34,6 +34,9 @@ pub struct Startup {
     flight: Arc<MeshFlightSql>,
     /// Each principal's session with `pg_catalog`, which connections copy.
     sessions: Mutex<std::collections::HashMap<String, meshql::Session>>,
+    /// Password checks (argon2, tens of milliseconds and 19 MiB each) at
+    /// once: a flood of logins waits here instead of exhausting memory.
+    checks: tokio::sync::Semaphore,
     manager: Arc<ConnectionManager>,
     keys: RandomPidSecretKeyGenerator,
     parameters: DefaultServerParameterProvider,
@@ -49,6 +52,7 @@ impl Startup {
         Self {
             flight,
             sessions: Mutex::new(Default::default()),
+            checks: tokio::sync::Semaphore::new(2),
             manager,
             keys: RandomPidSecretKeyGenerator::default(),
             parameters,
@@ -198,7 +202,13 @@ impl StartupHandler for Startup {
                     let password = message.into_password()?.password;
                     let flight = Arc::clone(&self.flight);
                     let (u, p) = (user.clone(), password);
-                    // argon2 takes tens of milliseconds: off the serving threads.
+                    // argon2 takes tens of milliseconds: off the serving
+                    // threads, two at a time.
+                    let _permit = self
+                        .checks
+                        .acquire()
+                        .await
+                        .map_err(|_| fatal("57P01", "the server is shutting down"))?;
                     let principal = tokio::task::spawn_blocking(move || {
                         let looks_like_jwt = p.split('.').count() == 3 && !p.contains(' ');
                         if looks_like_jwt
