@@ -2,6 +2,7 @@
 //! 127.0.0.1, and meshes written to temporary directories.
 
 mod browser;
+mod cases;
 mod catalog;
 mod check;
 mod cluster;
