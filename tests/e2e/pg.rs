@@ -367,6 +367,38 @@ async fn psql_describes_what_each_principal_may_see() {
         out(&hidden),
         err(&hidden)
     );
+    // Primary keys from the contracts are constraints, and descriptions
+    // comments, for what the principal sees only.
+    let keys = "SELECT n.nspname || '.' || c.relname || ' ' || k.conkey FROM pg_catalog.pg_constraint k \
+                JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE k.contype = 'p' ORDER BY 1";
+    let analyst_keys = out(&psql(addr, "analyst", "analyst-demo", &["-c", keys]).await);
+    let guest_keys = out(&psql(addr, "guest", "guest-demo", &["-c", keys]).await);
+    assert!(
+        analyst_keys.contains("customers.customers {1}"),
+        "{analyst_keys}"
+    );
+    assert!(
+        analyst_keys.contains("sales.order_items {1,2}"),
+        "{analyst_keys}"
+    );
+    assert!(guest_keys.contains("sales.orders {1}"), "{guest_keys}");
+    assert!(
+        !guest_keys.contains("customers.") && !guest_keys.contains("payments."),
+        "{guest_keys}"
+    );
+    let comments = "SELECT a.attname || '=' || coalesce(pg_catalog.col_description(a.attrelid, a.attnum), '') \
+                    FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                    WHERE n.nspname = 'customers' AND c.relname = 'customers' ORDER BY a.attnum";
+    let described = out(&psql(addr, "analyst", "analyst-demo", &["-c", comments]).await);
+    assert!(
+        described.contains("customer_id=Customer identifier"),
+        "{described}"
+    );
+    let guest_comments = psql(addr, "guest", "guest-demo", &["-c", comments]).await;
+    assert_eq!(out(&guest_comments).trim(), "", "{}", out(&guest_comments));
+
     // A column hidden from the guest is not listed; the admin's has it.
     let cols = |o: &Output| out(o);
     let guest_campaigns = psql(

@@ -106,7 +106,7 @@ impl Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let session = self.session(&principal)?.with_search_path(Vec::new());
+        let session = self.session(&principal).await?.with_search_path(Vec::new());
         if let Some(change) = startup_path(client) {
             session
                 .change_search_path(change)
@@ -127,20 +127,26 @@ impl Startup {
     }
 
     /// `principal`'s session with `pg_catalog`, built once.
-    fn session(&self, principal: &meshql::Principal) -> PgWireResult<meshql::Session> {
+    async fn session(&self, principal: &meshql::Principal) -> PgWireResult<meshql::Session> {
         let key = format!("{principal:?}");
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = sessions.get(&key) {
+        if let Some(s) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(s.clone());
-        }
-        if sessions.len() > 1024 {
-            sessions.clear();
         }
         let session = super::catalog::postgres_session(
             self.flight.mesh().session(principal.clone()),
             principal,
         )
+        .await
         .map_err(|e| fatal("XX000", e))?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.len() > 1024 {
+            sessions.clear();
+        }
         sessions.insert(key, session.clone());
         Ok(session)
     }

@@ -7,6 +7,8 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::scalar::ScalarValue;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -101,17 +103,191 @@ fn to_regtype() -> ScalarUDF {
     )
 }
 
+/// `pg_catalog` with meshql's own rows beside PostgreSQL's: primary keys
+/// from the contracts in `pg_constraint`, descriptions in
+/// `pg_description`, both for what the principal sees only.
+#[derive(Debug)]
+struct MeshPgCatalog {
+    inner: Arc<dyn SchemaProvider>,
+    /// Tables by name that replace or join the inner ones.
+    own: std::sync::RwLock<std::collections::HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for MeshPgCatalog {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        let own = self
+            .own
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name.to_ascii_lowercase())
+            .cloned();
+        match own {
+            Some(t) => Ok(Some(t)),
+            None => self.inner.table(name).await,
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.own
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&name.to_ascii_lowercase())
+            || self.inner.table_exist(name)
+    }
+}
+
+/// The primary keys and descriptions of the products `session` sees, as
+/// rows by schema and table name (oids are the catalog's own, joined in
+/// by name): `(nspname, relname, conkey)` and `(nspname, relname,
+/// objsubid, description)`.
+async fn mesh_facts(session: &Session) -> Result<(RecordBatch, RecordBatch), String> {
+    use arrow::array::{Int32Array, StringArray};
+    let (mut k_ns, mut k_rel, mut k_key) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut d_ns, mut d_rel, mut d_sub, mut d_text) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for contract in session.visible_contracts() {
+        let name = contract.qualified_name();
+        let Some(schema) = session.product_schema(&name).await else {
+            continue;
+        };
+        let (ns, rel) = (contract.domain.clone(), contract.product.name.clone());
+        let attnum = |column: &str| schema.index_of(column).ok().map(|i| i as i32 + 1);
+        let keys: Vec<&str> = contract
+            .product
+            .columns
+            .iter()
+            .filter(|c| c.primary_key)
+            .map(|c| c.name.as_str())
+            .collect();
+        let numbers: Option<Vec<i32>> = keys.iter().map(|k| attnum(k)).collect();
+        // A key over a column hidden from the principal would name it.
+        if let Some(numbers) = numbers.filter(|n| !n.is_empty()) {
+            let list: Vec<String> = numbers.iter().map(i32::to_string).collect();
+            k_ns.push(ns.clone());
+            k_rel.push(rel.clone());
+            k_key.push(format!("{{{}}}", list.join(",")));
+        }
+        let description = contract
+            .product
+            .description
+            .clone()
+            .or_else(|| contract.description.clone());
+        if let Some(d) = description {
+            d_ns.push(ns.clone());
+            d_rel.push(rel.clone());
+            d_sub.push(0);
+            d_text.push(d);
+        }
+        for column in &contract.product.columns {
+            if let (Some(n), Some(d)) = (attnum(&column.name), &column.description) {
+                d_ns.push(ns.clone());
+                d_rel.push(rel.clone());
+                d_sub.push(n);
+                d_text.push(d.clone());
+            }
+        }
+    }
+    let text = |v: Vec<String>| Arc::new(StringArray::from(v)) as arrow::array::ArrayRef;
+    let keys = RecordBatch::try_from_iter(vec![
+        ("nspname", text(k_ns)),
+        ("relname", text(k_rel)),
+        ("conkey", text(k_key)),
+    ])
+    .map_err(|e| e.to_string())?;
+    let comments = RecordBatch::try_from_iter(vec![
+        ("nspname", text(d_ns)),
+        ("relname", text(d_rel)),
+        (
+            "objsubid",
+            Arc::new(Int32Array::from(d_sub)) as arrow::array::ArrayRef,
+        ),
+        ("description", text(d_text)),
+    ])
+    .map_err(|e| e.to_string())?;
+    Ok((keys, comments))
+}
+
+/// `pg_constraint` and `pg_description` with the mesh's rows, as views
+/// over `pg_class` and `pg_namespace`, so that their oids agree.
+const CONSTRAINTS: &str = "SELECT * FROM pg_catalog.pg_constraint_builtin UNION ALL \
+    SELECT CAST(c.oid + 1000000 AS INT) AS oid, concat(c.relname, '_pkey') AS conname, \
+    CAST(c.relnamespace AS INT) AS connamespace, 'p' AS contype, false AS condeferrable, \
+    false AS condeferred, true AS convalidated, CAST(c.oid AS INT) AS conrelid, \
+    CAST(0 AS INT) AS contypid, CAST(0 AS INT) AS conindid, CAST(0 AS INT) AS conparentid, \
+    CAST(0 AS INT) AS confrelid, ' ' AS confupdtype, ' ' AS confdeltype, ' ' AS confmatchtype, \
+    true AS conislocal, CAST(0 AS SMALLINT) AS coninhcount, true AS connoinherit, \
+    k.conkey AS conkey, CAST(NULL AS VARCHAR) AS confkey, CAST(NULL AS VARCHAR) AS conpfeqop, \
+    CAST(NULL AS VARCHAR) AS conppeqop, CAST(NULL AS VARCHAR) AS conffeqop, \
+    CAST(NULL AS VARCHAR) AS confdelsetcols, CAST(NULL AS VARCHAR) AS conexclop, \
+    CAST(NULL AS VARCHAR) AS conbin \
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    JOIN pg_catalog.meshql_keys k ON k.nspname = n.nspname AND k.relname = c.relname";
+
+const DESCRIPTIONS: &str = "SELECT * FROM pg_catalog.pg_description_builtin UNION ALL \
+    SELECT CAST(c.oid AS INT) AS objoid, CAST(1259 AS INT) AS classoid, d.objsubid, d.description \
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    JOIN pg_catalog.meshql_comments d ON d.nspname = n.nspname AND d.relname = c.relname";
+
 /// `principal`'s session with `pg_catalog` and the PostgreSQL functions.
-pub(crate) fn postgres_session(session: Session, principal: &Principal) -> Result<Session, String> {
+pub(crate) async fn postgres_session(
+    session: Session,
+    principal: &Principal,
+) -> Result<Session, String> {
     let provider = PgCatalogSchemaProvider::try_new(
         session.catalog_list(),
         static_tables()?,
         EmptyContextProvider,
     )
     .map_err(|e| e.to_string())?;
+    let inner: Arc<dyn SchemaProvider> = Arc::new(provider);
+    let mut own: std::collections::HashMap<String, Arc<dyn TableProvider>> = Default::default();
+    for name in ["pg_constraint", "pg_description"] {
+        if let Some(t) = inner.table(name).await.map_err(|e| e.to_string())? {
+            own.insert(format!("{name}_builtin"), t);
+        }
+    }
+    let (keys, comments) = mesh_facts(&session).await?;
+    for (name, batch) in [("meshql_keys", keys), ("meshql_comments", comments)] {
+        let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
+            .map_err(|e| e.to_string())?;
+        own.insert(name.to_string(), Arc::new(table));
+    }
+    let catalog = Arc::new(MeshPgCatalog {
+        inner,
+        own: std::sync::RwLock::new(own),
+    });
     session
-        .register_schema("pg_catalog", Arc::new(provider))
+        .register_schema(
+            "pg_catalog",
+            Arc::clone(&catalog) as Arc<dyn SchemaProvider>,
+        )
         .map_err(|e| e.to_string())?;
+    for (name, sql) in [
+        ("pg_constraint", CONSTRAINTS),
+        ("pg_description", DESCRIPTIONS),
+    ] {
+        let plan = session
+            .sql(sql)
+            .await
+            .map_err(|e| format!("pg_catalog.{name}: {e}"))?
+            .logical_plan()
+            .clone();
+        let view = datafusion::catalog::view::ViewTable::new(plan, Some(sql.to_string()));
+        catalog
+            .own
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::new(view));
+    }
     let version = format!(
         "PostgreSQL {} (meshql {}, a governed query engine over a data mesh)",
         super::sql::SERVER_VERSION,
@@ -182,6 +358,7 @@ pub(crate) fn rewrite(sql: &str) -> String {
         Ok(mut statements) if statements.len() == 1 => {
             backslash_escapes(&mut statements[0]);
             regclass_as_text(&mut statements[0]);
+            descriptions_from_the_catalog(&mut statements[0]);
             if reads_the_catalog(sql) {
                 one_row_subqueries(&mut statements[0]);
             }
@@ -301,8 +478,6 @@ fn absent_features() -> Vec<ScalarUDF> {
         f("pg_get_serial_sequence", ScalarValue::Utf8(None)),
         f("pg_collation_is_visible", ScalarValue::Boolean(Some(true))),
         f("pg_type_is_visible", ScalarValue::Boolean(Some(true))),
-        f("obj_description", ScalarValue::Utf8(None)),
-        f("col_description", ScalarValue::Utf8(None)),
         f("shobj_description", ScalarValue::Utf8(None)),
     ]
 }
@@ -374,6 +549,50 @@ fn one_row_subqueries(statement: &mut datafusion::sql::sqlparser::ast::Statement
                 other => other,
             };
             select.projection.push(item);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `col_description(oid, n)` and `obj_description(oid[, 'pg_class'])` as
+/// reads of `pg_description` (psql's `\\d+` and `\\dt+` call them).
+fn descriptions_from_the_catalog(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions_mut,
+    };
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Function(f) = expr {
+            let name = f.name.to_string().to_lowercase();
+            let name = name.trim_start_matches("pg_catalog.");
+            let args: Vec<String> = match &f.args {
+                FunctionArguments::List(l) => l
+                    .args
+                    .iter()
+                    .filter_map(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.to_string()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let sql = match (name, args.as_slice()) {
+                ("col_description", [oid, n]) => Some(format!(
+                    "(SELECT max(description) FROM pg_catalog.pg_description WHERE objoid = {oid} AND objsubid = {n})"
+                )),
+                ("obj_description", [oid, ..]) => Some(format!(
+                    "(SELECT max(description) FROM pg_catalog.pg_description WHERE objoid = {oid} AND objsubid = 0)"
+                )),
+                _ => None,
+            };
+            if let Some(sql) = sql
+                && let Ok(e) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&sql)
+                    .and_then(|mut p| p.parse_expr())
+            {
+                *expr = e;
+            }
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
