@@ -369,20 +369,20 @@ async fn psql_describes_what_each_principal_may_see() {
     );
     // Primary keys from the contracts are constraints, and descriptions
     // comments, for what the principal sees only.
-    let keys = "SELECT n.nspname || '.' || c.relname || ' ' || k.conkey FROM pg_catalog.pg_constraint k \
+    let keys = "SELECT n.nspname || '.' || c.relname || ' ' || array_to_string(k.conkey, ',') FROM pg_catalog.pg_constraint k \
                 JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE k.contype = 'p' ORDER BY 1";
     let analyst_keys = out(&psql(addr, "analyst", "analyst-demo", &["-c", keys]).await);
     let guest_keys = out(&psql(addr, "guest", "guest-demo", &["-c", keys]).await);
     assert!(
-        analyst_keys.contains("customers.customers {1}"),
+        analyst_keys.contains("customers.customers 1\n"),
         "{analyst_keys}"
     );
     assert!(
-        analyst_keys.contains("sales.order_items {1,2}"),
+        analyst_keys.contains("sales.order_items 1,2\n"),
         "{analyst_keys}"
     );
-    assert!(guest_keys.contains("sales.orders {1}"), "{guest_keys}");
+    assert!(guest_keys.contains("sales.orders 1\n"), "{guest_keys}");
     assert!(
         !guest_keys.contains("customers.") && !guest_keys.contains("payments."),
         "{guest_keys}"

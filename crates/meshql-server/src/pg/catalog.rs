@@ -171,10 +171,14 @@ async fn mesh_facts(session: &Session) -> Result<(RecordBatch, RecordBatch), Str
         let numbers: Option<Vec<i32>> = keys.iter().map(|k| attnum(k)).collect();
         // A key over a column hidden from the principal would name it.
         if let Some(numbers) = numbers.filter(|n| !n.is_empty()) {
-            let list: Vec<String> = numbers.iter().map(i32::to_string).collect();
             k_ns.push(ns.clone());
             k_rel.push(rel.clone());
-            k_key.push(format!("{{{}}}", list.join(",")));
+            k_key.push(Some(
+                numbers
+                    .iter()
+                    .map(|n| Some(i16::try_from(*n).unwrap_or(i16::MAX)))
+                    .collect::<Vec<_>>(),
+            ));
         }
         let description = contract
             .product
@@ -200,7 +204,14 @@ async fn mesh_facts(session: &Session) -> Result<(RecordBatch, RecordBatch), Str
     let keys = RecordBatch::try_from_iter(vec![
         ("nspname", text(k_ns)),
         ("relname", text(k_rel)),
-        ("conkey", text(k_key)),
+        (
+            "conkey",
+            Arc::new(arrow::array::ListArray::from_iter_primitive::<
+                arrow::datatypes::Int16Type,
+                _,
+                _,
+            >(k_key)) as arrow::array::ArrayRef,
+        ),
     ])
     .map_err(|e| e.to_string())?;
     let comments = RecordBatch::try_from_iter(vec![
@@ -216,10 +227,11 @@ async fn mesh_facts(session: &Session) -> Result<(RecordBatch, RecordBatch), Str
     Ok((keys, comments))
 }
 
-/// `pg_constraint` and `pg_description` with the mesh's rows, as views
-/// over `pg_class` and `pg_namespace`, so that their oids agree.
-const CONSTRAINTS: &str = "SELECT * FROM pg_catalog.pg_constraint_builtin UNION ALL \
-    SELECT CAST(c.oid + 1000000 AS INT) AS oid, concat(c.relname, '_pkey') AS conname, \
+/// `pg_constraint` (the mesh's keys only: `conkey` an array of column
+/// numbers, as clients `unnest` it) and `pg_description` (PostgreSQL's
+/// and the mesh's), as views over `pg_class` and `pg_namespace`, so that
+/// their oids agree.
+const CONSTRAINTS: &str = "SELECT CAST(c.oid + 1000000 AS INT) AS oid, concat(c.relname, '_pkey') AS conname, \
     CAST(c.relnamespace AS INT) AS connamespace, 'p' AS contype, false AS condeferrable, \
     false AS condeferred, true AS convalidated, CAST(c.oid AS INT) AS conrelid, \
     CAST(0 AS INT) AS contypid, CAST(0 AS INT) AS conindid, CAST(0 AS INT) AS conparentid, \
@@ -250,7 +262,7 @@ pub(crate) async fn postgres_session(
     .map_err(|e| e.to_string())?;
     let inner: Arc<dyn SchemaProvider> = Arc::new(provider);
     let mut own: std::collections::HashMap<String, Arc<dyn TableProvider>> = Default::default();
-    for name in ["pg_constraint", "pg_description"] {
+    for name in ["pg_description"] {
         if let Some(t) = inner.table(name).await.map_err(|e| e.to_string())? {
             own.insert(format!("{name}_builtin"), t);
         }
