@@ -225,6 +225,58 @@ async fn psql_queries_as_each_principal_with_masks_filters_and_sqlstates() {
         "the row filter holds in the domain: {lines:?}"
     );
 
+    // \copy (COPY ... TO STDOUT) exports governed rows; COPY to a server
+    // file is refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("customers.csv");
+    let copy = psql(
+        addr,
+        "eu_analyst",
+        "eu_analyst-demo",
+        &[
+            "-c",
+            &format!(
+                "\\copy (SELECT email, region FROM customers.customers ORDER BY customer_id LIMIT 5) TO '{}' WITH (FORMAT csv, HEADER)",
+                file.display()
+            ),
+        ],
+    )
+    .await;
+    assert!(copy.status.success(), "{}", err(&copy));
+    let exported = std::fs::read_to_string(&file).expect("exported");
+    let mut lines = exported.lines();
+    assert_eq!(lines.next(), Some("email,region"), "{exported}");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 5, "{exported}");
+    assert!(
+        rows.iter()
+            .all(|r| r.contains("***@") && r.ends_with(",EU")),
+        "{exported}"
+    );
+    let admin_copy = psql(
+        addr,
+        "admin",
+        "admin-demo",
+        &[
+            "-c",
+            "COPY (SELECT email FROM customers.customers ORDER BY customer_id LIMIT 5) TO STDOUT",
+        ],
+    )
+    .await;
+    assert!(
+        out(&admin_copy).lines().all(|l| !l.contains("***")),
+        "{}",
+        out(&admin_copy)
+    );
+    let to_file = psql(
+        addr,
+        "admin",
+        "admin-demo",
+        &["-c", "COPY (SELECT 1) TO '/tmp/meshql-copy'"],
+    )
+    .await;
+    assert!(err(&to_file).contains("42501"), "{}", err(&to_file));
+
     // Wrong password, unknown user: the same refusal, 28P01.
     let wrong = psql(addr, "analyst", "nope", &["-c", "SELECT 1"]).await;
     let nobody = psql(addr, "nobody", "nope", &["-c", "SELECT 1"]).await;

@@ -84,6 +84,15 @@ with psycopg.connect(dsn("analyst"), autocommit=True) as conn:
     code, _ = sqlstate("SELECT nope FROM sales.orders")
     check(code == "42703", f"a missing column: {code}")
 
+# Binary COPY out, as bulk readers use it: governed like any query.
+with psycopg.connect(dsn("eu_analyst"), autocommit=True) as conn:
+    sql = "COPY (SELECT customer_id, email, region FROM customers.customers ORDER BY customer_id LIMIT 50) TO STDOUT (FORMAT BINARY)"
+    with conn.cursor().copy(sql) as copy:
+        copy.set_types(["int8", "text", "text"])
+        copied = list(copy.rows())
+    check(len(copied) == 50, f"binary COPY rows: {len(copied)}")
+    check(all("***@" in r[1] and r[2] == "EU" for r in copied), f"binary COPY governed: {copied[:3]}")
+
 # Transactions as drivers open them (psycopg's default is not autocommit).
 with psycopg.connect(dsn("eu_analyst")) as conn:
     with conn.transaction():

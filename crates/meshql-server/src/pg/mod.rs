@@ -339,6 +339,21 @@ impl Queries {
                 response.set_command_tag("SHOW");
                 Ok(Response::Query(response))
             }
+            Kind::CopyOut { query, format } => {
+                let query = catalog::rewrite(query);
+                let (schema, batches) = self
+                    .flight
+                    .batches(
+                        &conn.principal,
+                        &conn.session,
+                        &query,
+                        params,
+                        Some(client.socket_addr().to_string()),
+                    )
+                    .await
+                    .map_err(|s| status_error(&s))?;
+                Ok(Response::CopyOut(copy_out(schema, batches, format)?))
+            }
             Kind::Query => {
                 let sql = catalog::rewrite(sql);
                 let (schema, batches) = self
@@ -363,6 +378,75 @@ impl Queries {
             }
         }
     }
+}
+
+/// A result as COPY data, row by row.
+fn copy_out(
+    schema: SchemaRef,
+    batches: crate::service::BoxStream<RecordBatch>,
+    format: &sql::CopyFormat,
+) -> PgWireResult<pgwire::api::results::CopyResponse> {
+    use pgwire::api::results::{CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions};
+    use pgwire::messages::copy::CopyData;
+    let wire = match format {
+        sql::CopyFormat::Binary => Format::UnifiedBinary,
+        _ => Format::UnifiedText,
+    };
+    let fields = Arc::new(arrow_schema_to_pg_fields(&schema, &wire, None)?);
+    let columns = fields.len();
+    let mut header = None;
+    let mut encoder = match format {
+        sql::CopyFormat::Binary => CopyEncoder::new_binary(Arc::clone(&fields)),
+        sql::CopyFormat::Text => {
+            CopyEncoder::new_text(Arc::clone(&fields), CopyTextOptions::default())
+        }
+        sql::CopyFormat::Csv {
+            header: h,
+            delimiter,
+        } => {
+            if *h {
+                let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+                header = Some(CopyData::new(format!("{}\n", names.join(delimiter)).into()));
+            }
+            CopyEncoder::new_csv(
+                Arc::clone(&fields),
+                CopyCsvOptions {
+                    delimiter: delimiter.as_str().into(),
+                    ..CopyCsvOptions::default()
+                },
+            )
+        }
+    };
+    let code = i8::from(matches!(format, sql::CopyFormat::Binary));
+    let rows = batches
+        .map(move |batch| {
+            let out: Vec<PgWireResult<CopyData>> = match batch {
+                Ok(batch) => {
+                    let mut out = Vec::with_capacity(batch.num_rows());
+                    'rows: for row in 0..batch.num_rows() {
+                        for (i, column) in batch.columns().iter().enumerate() {
+                            if let Err(e) = arrow_pg::encoder::encode_value(
+                                &mut encoder,
+                                column,
+                                row,
+                                batch.schema().field(i),
+                                &fields[i],
+                            ) {
+                                out.push(Err(e));
+                                break 'rows;
+                            }
+                        }
+                        out.push(Ok(encoder.take_copy()));
+                    }
+                    out
+                }
+                Err(status) => vec![Err(status_error(&status))],
+            };
+            stream::iter(out)
+        })
+        .flatten();
+    let data = stream::iter(header.map(Ok)).chain(rows);
+    Ok(CopyResponse::new(code, columns, data))
 }
 
 /// The data rows of a stream of batches.

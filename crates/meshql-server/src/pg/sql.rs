@@ -23,9 +23,23 @@ pub(crate) enum Kind {
     /// A client setting (`SET application_name = ...`), kept for `SHOW`.
     Set(String, String),
     Show(String),
+    /// `COPY (query) TO STDOUT` or `COPY product TO STDOUT`: the query's
+    /// rows as COPY data.
+    CopyOut {
+        query: String,
+        format: CopyFormat,
+    },
     Unsupported(String),
     /// Anything else: the engine (and its guard) decide.
     Query,
+}
+
+/// How `COPY ... TO STDOUT` writes rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CopyFormat {
+    Text,
+    Csv { header: bool, delimiter: String },
+    Binary,
 }
 
 /// Settings a client may set; `SHOW` answers them.
@@ -160,6 +174,7 @@ pub(crate) fn classify(sql: &str) -> Kind {
             Kind::Done("SET".into())
         }
         ["set", ..] | ["reset", ..] => setting(sql),
+        ["copy", ..] => copy_out(sql).unwrap_or(Kind::Query),
         ["show", "transaction", "isolation"] => Kind::Show("transaction_isolation".into()),
         ["show", name, ..] => Kind::Show(name.trim_matches('"').to_string()),
         ["declare", ..] | ["fetch", ..] | ["move", ..] => Kind::Unsupported(
@@ -167,6 +182,90 @@ pub(crate) fn classify(sql: &str) -> Kind {
         ),
         _ => Kind::Query,
     }
+}
+
+/// `COPY (query) TO STDOUT [WITH] [(FORMAT csv|text|binary, HEADER,
+/// DELIMITER 'c')]`, the older `WITH CSV HEADER` and `BINARY`, and `COPY
+/// domain.product [(columns)] TO STDOUT`. Any other COPY (a server file,
+/// FROM) goes to the engine, whose guard refuses it.
+fn copy_out(sql: &str) -> Option<Kind> {
+    let body = sql.trim().trim_end_matches(';').trim();
+    let lower = body.to_lowercase();
+    let to = lower.rfind(" to stdout")?;
+    let source = body[4..to].trim();
+    let options = lower[to + " to stdout".len()..].trim().to_string();
+    let query = if let Some(inner) = source.strip_prefix('(') {
+        inner.strip_suffix(')')?.trim().to_string()
+    } else {
+        let (table, columns) = match source.find('(') {
+            Some(i) => (
+                source[..i].trim(),
+                source[i + 1..].trim_end_matches(')').trim(),
+            ),
+            None => (source, "*"),
+        };
+        if table.is_empty() || table.contains(char::is_whitespace) {
+            return None;
+        }
+        format!("SELECT {columns} FROM {table}")
+    };
+    let words: Vec<&str> = options
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+        .filter(|w| !w.is_empty() && *w != "with")
+        .collect();
+    let mut format = CopyFormat::Text;
+    let mut header = false;
+    let mut delimiter = ",".to_string();
+    let mut i = 0;
+    while i < words.len() {
+        match words[i] {
+            "format" => {
+                format = match words.get(i + 1).copied() {
+                    Some("csv") => CopyFormat::Csv {
+                        header: false,
+                        delimiter: ",".into(),
+                    },
+                    Some("binary") => CopyFormat::Binary,
+                    Some("text") => CopyFormat::Text,
+                    other => {
+                        return Some(Kind::Unsupported(format!(
+                            "COPY format {} is not supported: text, csv or binary",
+                            other.unwrap_or("")
+                        )));
+                    }
+                };
+                i += 1;
+            }
+            "csv" => {
+                format = CopyFormat::Csv {
+                    header: false,
+                    delimiter: ",".into(),
+                }
+            }
+            "binary" => format = CopyFormat::Binary,
+            "header" => {
+                header = !matches!(words.get(i + 1).copied(), Some("false" | "off" | "0"));
+                if matches!(
+                    words.get(i + 1).copied(),
+                    Some("true" | "on" | "1" | "false" | "off" | "0")
+                ) {
+                    i += 1;
+                }
+            }
+            "delimiter" => {
+                if let Some(d) = words.get(i + 1) {
+                    delimiter = d.trim_matches('\'').to_string();
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let CopyFormat::Csv { .. } = format {
+        format = CopyFormat::Csv { header, delimiter };
+    }
+    Some(Kind::CopyOut { query, format })
 }
 
 /// `SET [SESSION | LOCAL] name { TO | = } value` and `RESET name` of a
@@ -312,5 +411,25 @@ mod tests {
         ));
         assert!(matches!(classify("/* c */ SELECT 1"), Kind::Query));
         assert!(matches!(classify(" ; "), Kind::Empty));
+        assert!(matches!(
+            classify("COPY (SELECT 1) TO STDOUT"),
+            Kind::CopyOut { query, format: CopyFormat::Text } if query == "SELECT 1"
+        ));
+        assert!(matches!(
+            classify("copy ( SELECT a FROM t ) TO STDOUT WITH (FORMAT csv, HEADER true)"),
+            Kind::CopyOut { query, format: CopyFormat::Csv { header: true, .. } } if query == "SELECT a FROM t"
+        ));
+        assert!(matches!(
+            classify("COPY sales.orders (order_id, region) TO STDOUT (FORMAT binary)"),
+            Kind::CopyOut { query, format: CopyFormat::Binary } if query == "SELECT order_id, region FROM sales.orders"
+        ));
+        assert!(matches!(
+            classify("COPY sales.orders TO '/tmp/x'"),
+            Kind::Query
+        ));
+        assert!(matches!(
+            classify("COPY sales.orders FROM STDIN"),
+            Kind::Query
+        ));
     }
 }
