@@ -93,6 +93,23 @@ with psycopg.connect(dsn("eu_analyst"), autocommit=True) as conn:
     check(len(copied) == 50, f"binary COPY rows: {len(copied)}")
     check(all("***@" in r[1] and r[2] == "EU" for r in copied), f"binary COPY governed: {copied[:3]}")
 
+# A server-side cursor (DECLARE / FETCH) over a large result, read in
+# pieces, governed: eu_analyst's lines of EU orders only.
+with psycopg.connect(dsn("eu_analyst")) as conn:
+    with conn.cursor(name="lines") as cur:
+        cur.execute("SELECT i.order_id, o.region FROM sales.order_items i JOIN sales.orders o ON o.order_id = i.order_id")
+        fetched, pieces, regions = 0, 0, set()
+        while rows := cur.fetchmany(1000):
+            fetched += len(rows)
+            pieces += 1
+            regions |= {r[1] for r in rows}
+    expected = conn.execute("SELECT count(*) FROM sales.order_items").fetchone()[0]
+    check(fetched == expected and pieces > 1, f"the cursor read {fetched} of {expected} rows in {pieces} pieces")
+    check(regions == {"EU"}, f"the cursor's rows are EU's: {regions}")
+with psycopg.connect(dsn("analyst")) as conn:
+    everyone = conn.execute("SELECT count(*) FROM sales.order_items").fetchone()[0]
+    check(everyone > expected, f"the analyst counts more lines: {everyone} vs {expected}")
+
 # Transactions as drivers open them (psycopg's default is not autocommit).
 with psycopg.connect(dsn("eu_analyst")) as conn:
     with conn.transaction():

@@ -117,6 +117,7 @@ impl Startup {
             principal,
             session,
             settings: Mutex::new(Default::default()),
+            cursors: tokio::sync::Mutex::new(Default::default()),
         });
         let (pid, key) = self.keys.generate(client);
         client.set_pid_and_secret_key(pid, key.clone());

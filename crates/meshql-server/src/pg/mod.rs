@@ -51,6 +51,17 @@ pub(crate) struct Conn {
     /// `SET` values of the client (`application_name`, `DateStyle`, ...),
     /// answered by `SHOW`.
     pub(crate) settings: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Open cursors (`DECLARE`), by name: their queries run and wait for
+    /// `FETCH`; a transaction's end closes them.
+    pub(crate) cursors: tokio::sync::Mutex<std::collections::HashMap<String, Cursor>>,
+}
+
+/// A declared cursor: its query's schema and the rest of its batches.
+pub(crate) struct Cursor {
+    schema: SchemaRef,
+    batches: crate::service::BoxStream<RecordBatch>,
+    /// The part of a batch the last `FETCH` did not take.
+    pending: Option<RecordBatch>,
 }
 
 /// The handlers of every connection of one server.
@@ -246,6 +257,13 @@ impl QueryParser for Parser {
                 ))
             }
             Kind::Show(name) => Some((sql::show_schema(name), Vec::new())),
+            Kind::Fetch { name, .. } => {
+                let conn = conn(client)?;
+                let cursors = conn.cursors.lock().await;
+                cursors
+                    .get(name)
+                    .map(|c| (Arc::clone(&c.schema), Vec::new()))
+            }
             _ => None,
         };
         Ok(Prepared {
@@ -308,8 +326,96 @@ impl Queries {
         match kind {
             Kind::Empty => Ok(Response::EmptyQuery),
             Kind::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
-            Kind::Commit => Ok(Response::TransactionEnd(Tag::new("COMMIT"))),
-            Kind::Rollback => Ok(Response::TransactionEnd(Tag::new("ROLLBACK"))),
+            Kind::Commit => {
+                conn.cursors.lock().await.clear();
+                Ok(Response::TransactionEnd(Tag::new("COMMIT")))
+            }
+            Kind::Rollback => {
+                conn.cursors.lock().await.clear();
+                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+            }
+            Kind::Declare { name, query } => {
+                let query = catalog::rewrite(query);
+                let (schema, batches) = self
+                    .flight
+                    .batches(
+                        &conn.principal,
+                        &conn.session,
+                        &query,
+                        params,
+                        Some(client.socket_addr().to_string()),
+                    )
+                    .await
+                    .map_err(|s| status_error(&s))?;
+                let mut cursors = conn.cursors.lock().await;
+                if cursors.contains_key(name) {
+                    return Err(user_error(
+                        "42P03",
+                        format!("cursor \"{name}\" already exists"),
+                    ));
+                }
+                cursors.insert(
+                    name.clone(),
+                    Cursor {
+                        schema,
+                        batches,
+                        pending: None,
+                    },
+                );
+                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+            }
+            Kind::Close(name) => {
+                let mut cursors = conn.cursors.lock().await;
+                match name {
+                    None => cursors.clear(),
+                    Some(n) => {
+                        if cursors.remove(n).is_none() {
+                            return Err(user_error(
+                                "34000",
+                                format!("cursor \"{n}\" does not exist"),
+                            ));
+                        }
+                    }
+                }
+                Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+            }
+            Kind::Fetch { name, count } => {
+                let mut cursors = conn.cursors.lock().await;
+                let cursor = cursors.get_mut(name).ok_or_else(|| {
+                    user_error("34000", format!("cursor \"{name}\" does not exist"))
+                })?;
+                let mut taken = Vec::new();
+                let mut rows = 0usize;
+                let wanted = count.unwrap_or(usize::MAX);
+                while rows < wanted {
+                    let batch = match cursor.pending.take() {
+                        Some(b) => b,
+                        None => match cursor.batches.next().await {
+                            Some(Ok(b)) => b,
+                            Some(Err(status)) => return Err(status_error(&status)),
+                            None => break,
+                        },
+                    };
+                    let n = (wanted - rows).min(batch.num_rows());
+                    if n < batch.num_rows() {
+                        cursor.pending = Some(batch.slice(n, batch.num_rows() - n));
+                    }
+                    rows += n;
+                    taken.push(batch.slice(0, n));
+                }
+                let fields = Arc::new(arrow_schema_to_pg_fields(
+                    &cursor.schema,
+                    format,
+                    Some(options),
+                )?);
+                let encoded: Vec<PgWireResult<DataRow>> = taken
+                    .into_iter()
+                    .flat_map(|b| encode_recordbatch(Arc::clone(&fields), b))
+                    .collect();
+                let mut response = QueryResponse::new(fields, stream::iter(encoded));
+                response.set_command_tag("FETCH");
+                Ok(Response::Query(response))
+            }
             Kind::Done(tag) => Ok(Response::Execution(Tag::new(tag))),
             Kind::SearchPath(change) => {
                 conn.session
@@ -537,6 +643,39 @@ impl ExtendedQueryHandler for Queries {
             &portal.result_column_format,
         )
         .await
+    }
+
+    /// A portal's description; a cursor `DECLARE` opened is a portal of
+    /// the same name, as in PostgreSQL (psycopg describes it so).
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == pgwire::messages::extendedquery::TARGET_TYPE_BYTE_PORTAL
+            && let Some(name) = message.name.as_deref()
+            && client.portal_store().get_portal(name).is_none()
+        {
+            let conn = conn(&*client)?;
+            let schema = conn
+                .cursors
+                .lock()
+                .await
+                .get(name)
+                .map(|c| Arc::clone(&c.schema));
+            if let Some(schema) = schema {
+                let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?;
+                let response = DescribePortalResponse::new(fields);
+                return pgwire::api::query::send_describe_response(client, &response).await;
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     async fn do_describe_statement<C>(

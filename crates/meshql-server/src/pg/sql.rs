@@ -29,6 +29,18 @@ pub(crate) enum Kind {
         query: String,
         format: CopyFormat,
     },
+    /// `DECLARE name CURSOR FOR query`: the query starts; `FETCH` reads it.
+    Declare {
+        name: String,
+        query: String,
+    },
+    /// `FETCH [FORWARD] [n | ALL] [FROM | IN] name`; `None` is all.
+    Fetch {
+        name: String,
+        count: Option<usize>,
+    },
+    /// `CLOSE name` (or `CLOSE ALL`: `None`).
+    Close(Option<String>),
     Unsupported(String),
     /// Anything else: the engine (and its guard) decide.
     Query,
@@ -168,7 +180,7 @@ pub(crate) fn classify(sql: &str) -> Kind {
         ["release", ..] => Kind::Done("RELEASE".into()),
         ["discard", ..] => Kind::Done("DISCARD ALL".into()),
         ["deallocate", ..] => Kind::Done("DEALLOCATE".into()),
-        ["close", ..] => Kind::Done("CLOSE CURSOR".into()),
+        ["close", ..] => close(sql),
         ["unlisten", ..] => Kind::Done("UNLISTEN".into()),
         ["set", "transaction", ..] | ["set", "session", "characteristics"] => {
             Kind::Done("SET".into())
@@ -177,10 +189,84 @@ pub(crate) fn classify(sql: &str) -> Kind {
         ["copy", ..] => copy_out(sql).unwrap_or(Kind::Query),
         ["show", "transaction", "isolation"] => Kind::Show("transaction_isolation".into()),
         ["show", name, ..] => Kind::Show(name.trim_matches('"').to_string()),
-        ["declare", ..] | ["fetch", ..] | ["move", ..] => Kind::Unsupported(
-            "cursors declared in SQL are not supported yet: use the extended protocol's portals (a row limit on Execute)".into(),
-        ),
+        ["declare", ..] => declare(sql),
+        ["fetch", ..] => fetch(sql),
+        ["move", ..] => {
+            Kind::Unsupported("MOVE is not supported: cursors read forward with FETCH".into())
+        }
         _ => Kind::Query,
+    }
+}
+
+/// A cursor's name as written: quoted names keep their case.
+fn cursor_name(word: &str) -> String {
+    match word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => word.to_lowercase(),
+    }
+}
+
+fn declare(sql: &str) -> Kind {
+    let body = sql.trim().trim_end_matches(';').trim();
+    let mut parts = body.splitn(3, char::is_whitespace);
+    let (_, name, rest) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
+    let Some(name) = name else {
+        return Kind::Unsupported("DECLARE needs a cursor name".into());
+    };
+    let lower = rest.to_lowercase();
+    // `[BINARY] [INSENSITIVE] [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR query`
+    let Some(cursor) = lower.find("cursor") else {
+        return Kind::Unsupported("DECLARE ... CURSOR FOR query".into());
+    };
+    if lower[..cursor].contains("binary") {
+        return Kind::Unsupported(
+            "binary cursors are not supported: fetch with the binary result format instead".into(),
+        );
+    }
+    let after = &lower[cursor + "cursor".len()..];
+    let Some(for_at) = after.find("for") else {
+        return Kind::Unsupported("DECLARE ... CURSOR FOR query".into());
+    };
+    let start = cursor + "cursor".len() + for_at + "for".len();
+    Kind::Declare {
+        name: cursor_name(name),
+        query: rest[start..].trim().to_string(),
+    }
+}
+
+fn fetch(sql: &str) -> Kind {
+    let body = sql.trim().trim_end_matches(';').trim();
+    let words: Vec<&str> = body.split_whitespace().skip(1).collect();
+    let Some((name, rest)) = words.split_last() else {
+        return Kind::Unsupported("FETCH needs a cursor name".into());
+    };
+    let mut count = Some(1);
+    for w in rest {
+        match w.to_lowercase().as_str() {
+            "forward" | "next" | "from" | "in" => {}
+            "all" => count = None,
+            n => match n.parse::<usize>() {
+                Ok(n) => count = Some(n),
+                Err(_) => {
+                    return Kind::Unsupported(format!(
+                        "FETCH {w} is not supported: cursors read forward (FETCH [FORWARD] n | ALL FROM name)"
+                    ));
+                }
+            },
+        }
+    }
+    Kind::Fetch {
+        name: cursor_name(name),
+        count,
+    }
+}
+
+fn close(sql: &str) -> Kind {
+    let body = sql.trim().trim_end_matches(';').trim();
+    match body.split_whitespace().nth(1) {
+        Some(w) if w.eq_ignore_ascii_case("all") => Kind::Close(None),
+        Some(w) => Kind::Close(Some(cursor_name(w))),
+        None => Kind::Close(None),
     }
 }
 
