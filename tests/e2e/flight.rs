@@ -1139,6 +1139,41 @@ fn the_adbc_flight_sql_driver_works_against_meshql_serve() {
     assert!(stdout.contains("checks passed"), "{stdout}\n{stderr}");
 }
 
+/// flightsql-dbapi's SQLAlchemy dialect (Superset's for Flight SQL), in a
+/// venv of its own (`tests/python/setup-flightsql-dbapi.sh`, SQLAlchemy <
+/// 2) unless `MESHQL_TEST_FLIGHTSQL_DBAPI` names its Python: the inspector
+/// per principal and governed rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flightsql_dbapi_inspects_and_reads_as_each_principal() {
+    let python = match std::env::var("MESHQL_TEST_FLIGHTSQL_DBAPI") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let out =
+                std::process::Command::new(root().join("tests/python/setup-flightsql-dbapi.sh"))
+                    .output()
+                    .expect("runs tests/python/setup-flightsql-dbapi.sh");
+            assert!(
+                out.status.success(),
+                "installing flightsql-dbapi failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    let server = demo_server().await;
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(root().join("tests/python/flightsql_dbapi.py"))
+        .arg(server.addr.ip().to_string())
+        .arg(server.addr.port().to_string());
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs python"))
+        .await
+        .expect("joins");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("checks passed"), "{stdout}\n{stderr}");
+}
+
 #[test]
 fn serve_refuses_demo_secrets_on_a_public_address() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshql"))
