@@ -5,7 +5,6 @@
 //! in pairs, so that one principal's answer shows the check can fail.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use meshql_server::ServerOptions;
 use tonic::Code;
@@ -301,27 +300,7 @@ async fn the_attack_cases_hold_over_postgresql() {
 }
 
 async fn psql_answer(addr: SocketAddr, user: &str, password: String, sql: &str) -> Answer {
-    let mut cmd = Command::new("psql");
-    cmd.arg(format!(
-        "host={} port={} user={user} dbname=mesh sslmode=disable",
-        addr.ip(),
-        addr.port()
-    ))
-    .args([
-        "-X",
-        "-A",
-        "-t",
-        "-F",
-        "\t",
-        "-v",
-        "VERBOSITY=verbose",
-        "-c",
-        sql,
-    ])
-    .env("PGPASSWORD", password);
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs psql"))
-        .await
-        .expect("joins");
+    let out = crate::pg::psql(addr, user, &password, &["-F", "\t", "-c", sql]).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if out.status.success() {

@@ -80,7 +80,7 @@ pub(crate) fn psql_binary() -> Option<String> {
 
 /// Runs `psql` as `user` with `args`, unaligned and tuples-only, errors
 /// with their SQLSTATE.
-async fn psql(addr: SocketAddr, user: &str, password: &str, args: &[&str]) -> Output {
+pub(crate) async fn psql(addr: SocketAddr, user: &str, password: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new("psql");
     cmd.arg(format!(
         "host={} port={} user={user} dbname=mesh sslmode=disable",

@@ -309,6 +309,30 @@ pub struct Queries {
 }
 
 impl Queries {
+    /// Starts a query of a connection, in PostgreSQL's dialect, through
+    /// the Flight SQL run path as the connection's principal.
+    async fn start<C>(
+        &self,
+        client: &C,
+        conn: &Conn,
+        sql: &str,
+        params: Option<datafusion::common::ParamValues>,
+    ) -> PgWireResult<(SchemaRef, crate::service::BoxStream<RecordBatch>)>
+    where
+        C: ClientInfo + Send + Sync,
+    {
+        self.flight
+            .batches(
+                &conn.principal,
+                &conn.session,
+                &catalog::rewrite(sql),
+                params,
+                Some(client.socket_addr().to_string()),
+            )
+            .await
+            .map_err(|s| status_error(&s))
+    }
+
     /// Runs one statement of a connection.
     async fn run<C>(
         &self,
@@ -335,18 +359,7 @@ impl Queries {
                 Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
             }
             Kind::Declare { name, query } => {
-                let query = catalog::rewrite(query);
-                let (schema, batches) = self
-                    .flight
-                    .batches(
-                        &conn.principal,
-                        &conn.session,
-                        &query,
-                        params,
-                        Some(client.socket_addr().to_string()),
-                    )
-                    .await
-                    .map_err(|s| status_error(&s))?;
+                let (schema, batches) = self.start(client, &conn, query, params).await?;
                 let mut cursors = conn.cursors.lock().await;
                 if cursors.contains_key(name) {
                     return Err(user_error(
@@ -446,33 +459,11 @@ impl Queries {
                 Ok(Response::Query(response))
             }
             Kind::CopyOut { query, format } => {
-                let query = catalog::rewrite(query);
-                let (schema, batches) = self
-                    .flight
-                    .batches(
-                        &conn.principal,
-                        &conn.session,
-                        &query,
-                        params,
-                        Some(client.socket_addr().to_string()),
-                    )
-                    .await
-                    .map_err(|s| status_error(&s))?;
+                let (schema, batches) = self.start(client, &conn, query, params).await?;
                 Ok(Response::CopyOut(copy_out(schema, batches, format)?))
             }
             Kind::Query => {
-                let sql = catalog::rewrite(sql);
-                let (schema, batches) = self
-                    .flight
-                    .batches(
-                        &conn.principal,
-                        &conn.session,
-                        &sql,
-                        params,
-                        Some(client.socket_addr().to_string()),
-                    )
-                    .await
-                    .map_err(|s| status_error(&s))?;
+                let (schema, batches) = self.start(client, &conn, sql, params).await?;
                 if schema.fields().is_empty() {
                     return Ok(Response::Execution(Tag::new("SELECT").with_rows(0)));
                 }

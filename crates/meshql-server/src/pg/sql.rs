@@ -213,7 +213,7 @@ fn declare(sql: &str) -> Kind {
     let Some(name) = name else {
         return Kind::Unsupported("DECLARE needs a cursor name".into());
     };
-    let lower = rest.to_lowercase();
+    let lower = rest.to_ascii_lowercase();
     // `[BINARY] [INSENSITIVE] [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR query`
     let Some(cursor) = lower.find("cursor") else {
         return Kind::Unsupported("DECLARE ... CURSOR FOR query".into());
@@ -276,7 +276,8 @@ fn close(sql: &str) -> Kind {
 /// FROM) goes to the engine, whose guard refuses it.
 fn copy_out(sql: &str) -> Option<Kind> {
     let body = sql.trim().trim_end_matches(';').trim();
-    let lower = body.to_lowercase();
+    // ASCII case only: byte offsets in `lower` are offsets in `body`.
+    let lower = body.to_ascii_lowercase();
     let to = lower.rfind(" to stdout")?;
     let source = body[4..to].trim();
     let options = lower[to + " to stdout".len()..].trim().to_string();
@@ -516,6 +517,33 @@ mod tests {
         assert!(matches!(
             classify("COPY sales.orders FROM STDIN"),
             Kind::Query
+        ));
+    }
+
+    #[test]
+    fn cursors_and_non_ascii_statements_are_read_at_their_offsets() {
+        assert!(matches!(
+            classify("DECLARE \"c1\" NO SCROLL CURSOR WITHOUT HOLD FOR SELECT 1"),
+            Kind::Declare { name, query } if name == "c1" && query == "SELECT 1"
+        ));
+        assert!(matches!(
+            classify("FETCH FORWARD 100 FROM \"c1\""),
+            Kind::Fetch { name, count: Some(100) } if name == "c1"
+        ));
+        assert!(matches!(
+            classify("FETCH FORWARD ALL FROM c1"),
+            Kind::Fetch { count: None, .. }
+        ));
+        assert!(matches!(classify("CLOSE \"c1\""), Kind::Close(Some(n)) if n == "c1"));
+        // Letters whose lower case is longer than they are do not move the
+        // statement's offsets.
+        assert!(matches!(
+            classify("COPY (SELECT 'İİİİ' AS x) TO STDOUT"),
+            Kind::CopyOut { query, .. } if query == "SELECT 'İİİİ' AS x"
+        ));
+        assert!(matches!(
+            classify("DECLARE c CURSOR FOR SELECT 'İİİİ' AS x"),
+            Kind::Declare { query, .. } if query == "SELECT 'İİİİ' AS x"
         ));
     }
 }

@@ -388,11 +388,12 @@ impl Session {
     /// The first domain of the search path that this principal sees, as
     /// `current_schema()` answers.
     pub fn current_domain(&self) -> Option<String> {
+        let path = self.search_path();
+        if path.is_empty() {
+            return None;
+        }
         let domains = self.domains();
-        self.search_path()
-            .iter()
-            .find(|d| domains.contains(d))
-            .cloned()
+        path.iter().find(|d| domains.contains(d)).cloned()
     }
 
     /// The products this principal sees, `domain.product`, sorted.
