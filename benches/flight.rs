@@ -8,14 +8,11 @@
 //! With `MESHQL_BENCH_PYTHON` set to a Python that has the ADBC Flight SQL
 //! driver, the `adbc` section reads the large result through it as well.
 
-use meshql_bench::common;
+use meshql_bench::{common, flight_client};
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use futures::StreamExt;
 use futures::TryStreamExt;
 use meshql::Mesh;
 use meshql::manifest::Catalog;
@@ -30,31 +27,13 @@ const SCALE: u32 = 50;
 const TINY: &str = "SELECT product_id, name FROM catalog.products WHERE product_id = 1042";
 
 async fn client(addr: std::net::SocketAddr) -> FlightSqlServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .tcp_nodelay(true)
-        .initial_stream_window_size(Some(8 * 1024 * 1024))
-        .initial_connection_window_size(Some(16 * 1024 * 1024))
-        .max_frame_size(Some(1024 * 1024))
-        .connect()
+    flight_client::connect(addr, "admin", "admin-demo")
         .await
-        .expect("connects");
-    let mut c = FlightSqlServiceClient::new(channel);
-    c.handshake("admin", "admin-demo").await.expect("logs in");
-    c
+        .expect("logs in")
 }
 
 async fn run(c: &mut FlightSqlServiceClient<Channel>, sql: &str) -> (usize, usize) {
-    let info = c.execute(sql.to_string(), None).await.expect("plans");
-    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let mut stream = c.do_get(ticket).await.expect("runs");
-    let (mut rows, mut bytes) = (0, 0);
-    while let Some(b) = stream.next().await {
-        let b: RecordBatch = b.expect("batch");
-        rows += b.num_rows();
-        bytes += b.get_array_memory_size();
-    }
-    (rows, bytes)
+    flight_client::run(c, sql).await.expect("runs")
 }
 
 /// Whether a section runs: all of them, or those named on the command line
@@ -236,30 +215,15 @@ fn main() {
 
         if wanted("concurrent") {
             // 16 concurrent clients, tiny queries, for 5 seconds.
-            let mut clients = Vec::new();
-            for _ in 0..16 {
-                clients.push(client(addr).await);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let start = Instant::now();
-            let tasks: Vec<_> = clients
-                .into_iter()
-                .map(|mut c| {
-                    let done = Arc::clone(&done);
-                    tokio::spawn(async move {
-                        while Instant::now() < deadline {
-                            run(&mut c, TINY).await;
-                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.expect("client");
-            }
-            let qps = done.load(std::sync::atomic::Ordering::Relaxed) as f64
-                / start.elapsed().as_secs_f64();
+            let qps = flight_client::queries_per_second(
+                addr,
+                ("admin", "admin-demo"),
+                16,
+                Duration::from_secs(5),
+                TINY,
+            )
+            .await
+            .expect("clients");
             println!("| 16 concurrent clients, one-row queries | {qps:.0} queries/s |");
         }
     });

@@ -5,14 +5,19 @@
 //!   (and Iceberg), and a governed mesh over it;
 //! - [`compare`]: results of different engines compared, tolerant of float
 //!   rounding and of row order where the query has none;
-//! - [`measure`]: medians, geometric means, peak memory of a process.
+//! - [`measure`]: medians, geometric means, peak memory of a process;
+//! - [`flight_client`]: a Flight SQL client over loopback;
+//! - [`pg`]: the PostgreSQL protocol against Flight SQL and a real
+//!   PostgreSQL server.
 
 pub mod cluster;
 pub mod common;
 pub mod compare;
 pub mod duckdb;
+pub mod flight_client;
 pub mod measure;
 pub mod mesh_scale;
+pub mod pg;
 pub mod tpch;
 pub mod tpch_data;
 pub mod web;

@@ -5,6 +5,7 @@
 //! cargo run --profile bench -p meshql-bench -- mesh --sizes 100,1000,10000
 //! cargo run --profile bench -p meshql-bench -- tpch --scale 1 --workers 1,2,4
 //! cargo run --profile bench -p meshql-bench -- web --contracts 10000
+//! cargo run --profile bench -p meshql-bench -- pg --scale 50
 //! ```
 //!
 //! Results go to `benches/results/` unless `--out` says otherwise. The
@@ -99,6 +100,23 @@ enum Command {
         #[arg(long, default_value_os_t = default_out())]
         out: PathBuf,
     },
+    /// The PostgreSQL endpoint against Flight SQL and a real PostgreSQL
+    /// server (Debian's): one-row latency, a large result by binary COPY,
+    /// server-side cursor and Arrow, concurrent clients.
+    Pg {
+        /// The demo mesh's scale: 50 makes 2.35 million order lines.
+        #[arg(long, default_value_t = 50)]
+        scale: u32,
+        /// Numbers of concurrent clients.
+        #[arg(long, value_parser = parse_list, default_value = "16,64")]
+        clients: List,
+        /// Seconds each concurrency run lasts.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Where the results go.
+        #[arg(long, default_value_os_t = default_out())]
+        out: PathBuf,
+    },
     /// Generated meshes of growing size: open, session, plan, memory.
     Mesh {
         /// Numbers of contracts, across 100 domains.
@@ -164,6 +182,17 @@ fn main() -> Result<()> {
             runs,
             out,
         } => meshql_bench::web::run(&out, contracts, runs),
+        Command::Pg {
+            scale,
+            clients,
+            seconds,
+            out,
+        } => meshql_bench::pg::run(&meshql_bench::pg::Options {
+            scale,
+            clients,
+            seconds,
+            out,
+        }),
         Command::Mesh { sizes, out } => mesh_scale::run(&sizes, &out).map(|_| ()),
         Command::TpchMemory {
             scale,

@@ -1145,21 +1145,7 @@ fn the_adbc_flight_sql_driver_works_against_meshql_serve() {
 /// per principal and governed rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flightsql_dbapi_inspects_and_reads_as_each_principal() {
-    let python = match std::env::var("MESHQL_TEST_FLIGHTSQL_DBAPI") {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            let out =
-                std::process::Command::new(root().join("tests/python/setup-flightsql-dbapi.sh"))
-                    .output()
-                    .expect("runs tests/python/setup-flightsql-dbapi.sh");
-            assert!(
-                out.status.success(),
-                "installing flightsql-dbapi failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        }
-    };
+    let python = peer_venv("MESHQL_TEST_FLIGHTSQL_DBAPI", "setup-flightsql-dbapi.sh");
     let server = demo_server().await;
     let mut cmd = std::process::Command::new(&python);
     cmd.arg(root().join("tests/python/flightsql_dbapi.py"))

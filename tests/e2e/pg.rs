@@ -2,6 +2,7 @@
 //! a server on 127.0.0.1, as each demo principal.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -243,6 +244,8 @@ async fn psql_queries_as_each_principal_with_masks_filters_and_sqlstates() {
     )
     .await;
     assert!(copy.status.success(), "{}", err(&copy));
+    // The command tag counts rows, not the header.
+    assert_eq!(out(&copy).trim(), "COPY 5", "{}", out(&copy));
     let exported = std::fs::read_to_string(&file).expect("exported");
     let mut lines = exported.lines();
     assert_eq!(lines.next(), Some("email,region"), "{exported}");
@@ -490,26 +493,47 @@ async fn psql_describes_what_each_principal_may_see() {
 /// `MESHQL_TEST_PG_PYTHON` names a Python that has them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_drivers_read_governed_rows() {
-    let python = match std::env::var("MESHQL_TEST_PG_PYTHON") {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            let out = Command::new(root().join("tests/python/setup-pg.sh"))
-                .output()
-                .expect("runs tests/python/setup-pg.sh");
-            assert!(
-                out.status.success(),
-                "installing the PostgreSQL drivers failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        }
-    };
+    let python = peer_venv("MESHQL_TEST_PG_PYTHON", "setup-pg.sh");
     let server = start(demo_mesh(), ServerOptions::default()).await;
     let addr = server.addr;
     let mut cmd = Command::new(&python);
     cmd.arg(root().join("tests/python/pg_interop.py"))
         .arg(addr.ip().to_string())
         .arg(addr.port().to_string());
+    let output = tokio::task::spawn_blocking(move || cmd.output().expect("runs python"))
+        .await
+        .expect("joins");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        out(&output),
+        err(&output)
+    );
+    assert!(out(&output).contains("checks passed"), "{}", out(&output));
+}
+
+/// Apache Superset (from PyPI, in a venv of its own that
+/// `tests/python/setup-superset.sh` installs once, with its metadata
+/// database prepared) adds meshql as a PostgreSQL database per principal
+/// through its own REST API: the connection test, schemas, tables, table
+/// metadata (SQLAlchemy 1.4's inspector, which Superset pins), a dataset,
+/// and a chart's query, where `eu_analyst` sees only EU rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superset_connects_and_charts_as_each_principal() {
+    let python = peer_venv("MESHQL_TEST_SUPERSET", "setup-superset.sh");
+    let template = Path::new(&python)
+        .parent()
+        .and_then(Path::parent)
+        .expect("the venv")
+        .join("meshql-superset");
+    let server = start(demo_mesh(), ServerOptions::default()).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(&python);
+    cmd.arg(root().join("tests/python/superset_interop.py"))
+        .arg(server.addr.ip().to_string())
+        .arg(server.addr.port().to_string())
+        .arg(&template)
+        .arg(work.path());
     let output = tokio::task::spawn_blocking(move || cmd.output().expect("runs python"))
         .await
         .expect("joins");

@@ -86,24 +86,28 @@ pub fn allow_all(dir: &Path) {
 pub fn python_peers() -> String {
     static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PYTHON
-        .get_or_init(|| match std::env::var("MESHQL_TEST_PYTHON") {
-            Ok(p) if !p.is_empty() => p,
-            _ => {
-                let out = std::process::Command::new(root().join("tests/python/setup.sh"))
-                    .output()
-                    .expect("runs tests/python/setup.sh");
-                assert!(
-                    out.status.success(),
-                    "installing the Python test peers failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                String::from_utf8(out.stdout)
-                    .expect("path")
-                    .trim()
-                    .to_string()
-            }
-        })
+        .get_or_init(|| peer_venv("MESHQL_TEST_PYTHON", "setup.sh"))
         .clone()
+}
+
+/// The Python of a venv of test peers: the one the environment variable
+/// `var` names, or the one `tests/python/<setup>` installs (once per
+/// machine, into the cache) and prints.
+pub fn peer_venv(var: &str, setup: &str) -> String {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let out = std::process::Command::new(root().join("tests/python").join(setup))
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run tests/python/{setup}: {e}"));
+            assert!(
+                out.status.success(),
+                "tests/python/{setup} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    }
 }
 
 /// Runs `command` to its end; fails the test with its stderr, naming

@@ -160,6 +160,28 @@ for user in ["admin", "analyst", "guest"]:
     schemas[user] = set(inspector.get_schema_names())
     tables = inspector.get_table_names(schema="sales")
     check(set(tables) == {"orders", "order_items"}, f"{user}: sales tables: {tables}")
+    columns = inspector.get_columns("order_items", schema="sales")
+    check([c["name"] for c in columns] == ["order_id", "line_no", "product_id", "quantity", "unit_price"], f"{user}: order_items columns: {columns}")
+    types = {c["name"]: c["type"] for c in columns}
+    check(isinstance(types["order_id"], sqlalchemy.BigInteger) and isinstance(types["line_no"], sqlalchemy.Integer), f"{user}: types: {types}")
+    check(isinstance(types["unit_price"], sqlalchemy.Numeric) and (types["unit_price"].precision, types["unit_price"].scale) == (10, 2), f"{user}: unit_price: {types['unit_price']!r}")
+    check(not any(c["nullable"] for c in columns if c["name"] in ("order_id", "product_id")), f"{user}: required columns: {columns}")
+    key = inspector.get_pk_constraint("order_items", schema="sales")
+    check(key["constrained_columns"] == ["order_id", "line_no"], f"{user}: order_items key: {key}")
+    check(inspector.get_foreign_keys("order_items", schema="sales") == [], f"{user}: foreign keys")
+    check(inspector.get_indexes("order_items", schema="sales") == [], f"{user}: indexes")
+    campaigns = [c["name"] for c in inspector.get_columns("campaign_performance", schema="marketing")]
+    check("clicks" in campaigns and (("attributed_revenue" in campaigns) == (user != "guest")), f"{user}: campaign columns: {campaigns}")
+    if user == "guest":
+        for probe in ("customers", "customerz"):
+            try:
+                inspector.get_columns(probe, schema="customers")
+                check(False, f"guest inspected customers.{probe}")
+            except sqlalchemy.exc.NoSuchTableError as err:
+                check(str(err) == f"customers.{probe}", f"guest: {err}")
+    else:
+        described = {c["name"]: c.get("comment") for c in inspector.get_columns("customers", schema="customers")}
+        check(described.get("customer_id") == "Customer identifier", f"{user}: comments: {described}")
     e.dispose()
 check({"customers", "payments"} <= schemas["admin"], f"admin schemas: {schemas['admin']}")
 check(not ({"customers", "payments"} & schemas["guest"]), f"guest schemas: {schemas['guest']}")

@@ -44,67 +44,106 @@ fn constant(name: &str, value: &str) -> ScalarUDF {
 /// `to_regtype(name)`: the oid of a built-in type by its name, NULL for
 /// any other (drivers ask for extension types such as `hstore`).
 fn to_regtype() -> ScalarUDF {
+    by_name("to_regtype", |name| {
+        Some(match name {
+            "bool" | "boolean" => 16,
+            "bytea" => 17,
+            "int8" | "bigint" => 20,
+            "int2" | "smallint" => 21,
+            "int4" | "integer" | "int" => 23,
+            "text" => 25,
+            "oid" => 26,
+            "json" => 114,
+            "float4" | "real" => 700,
+            "float8" | "double precision" => 701,
+            "varchar" | "character varying" => 1043,
+            "date" => 1082,
+            "time" => 1083,
+            "timestamp" => 1114,
+            "timestamptz" => 1184,
+            "interval" => 1186,
+            "numeric" | "decimal" => 1700,
+            "uuid" => 2950,
+            "jsonb" => 3802,
+            _ => return None,
+        })
+    })
+}
+
+/// `to_regclass(name)`, what `CAST(x AS REGCLASS)` becomes: an oid given
+/// as text is itself, a catalog table (`'pg_catalog.pg_constraint'`, as
+/// queries name the class of a `pg_description` row) is PostgreSQL's oid
+/// of it; anything else NULL.
+fn to_regclass() -> ScalarUDF {
+    by_name("to_regclass", |name| {
+        if let Ok(oid) = name.parse::<i32>() {
+            return Some(oid);
+        }
+        Some(match name.trim_start_matches("pg_catalog.") {
+            "pg_class" => 1259,
+            "pg_type" => 1247,
+            "pg_proc" => 1255,
+            "pg_attribute" => 1249,
+            "pg_namespace" => 2615,
+            "pg_constraint" => 2606,
+            "pg_index" => 2610,
+            "pg_database" => 1262,
+            "pg_description" => 2609,
+            "pg_attrdef" => 2604,
+            "pg_am" => 2601,
+            "pg_trigger" => 2620,
+            "pg_rewrite" => 2618,
+            "pg_operator" => 2617,
+            "pg_depend" => 2608,
+            "pg_inherits" => 2611,
+            _ => return None,
+        })
+    })
+}
+
+/// A function of one text argument answering an oid (or NULL) by the
+/// argument's name, trimmed, unquoted and lower-cased.
+fn by_name(name: &str, oid: fn(&str) -> Option<i32>) -> ScalarUDF {
     use arrow::array::{Array, Int32Array, StringArray};
+    let lookup = move |s: &str| oid(&s.trim().trim_matches('"').to_lowercase());
     create_udf(
-        "to_regtype",
+        name,
         vec![DataType::Utf8],
         DataType::Int32,
         Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let oid = |name: &str| -> Option<i32> {
-                Some(match name.trim().to_lowercase().as_str() {
-                    "bool" | "boolean" => 16,
-                    "bytea" => 17,
-                    "int8" | "bigint" => 20,
-                    "int2" | "smallint" => 21,
-                    "int4" | "integer" | "int" => 23,
-                    "text" => 25,
-                    "oid" => 26,
-                    "json" => 114,
-                    "float4" | "real" => 700,
-                    "float8" | "double precision" => 701,
-                    "varchar" | "character varying" => 1043,
-                    "date" => 1082,
-                    "time" => 1083,
-                    "timestamp" => 1114,
-                    "timestamptz" => 1184,
-                    "interval" => 1186,
-                    "numeric" | "decimal" => 1700,
-                    "uuid" => 2950,
-                    "jsonb" => 3802,
-                    _ => return None,
-                })
-            };
-            match &args[0] {
-                ColumnarValue::Scalar(v) => {
-                    let name = match v {
-                        ScalarValue::Utf8(s)
-                        | ScalarValue::LargeUtf8(s)
-                        | ScalarValue::Utf8View(s) => s.clone(),
-                        _ => None,
-                    };
-                    Ok(ColumnarValue::Scalar(ScalarValue::Int32(
-                        name.as_deref().and_then(oid),
-                    )))
-                }
-                ColumnarValue::Array(a) => {
-                    let a = arrow::compute::cast(a, &DataType::Utf8)?;
-                    let names = a
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .expect("cast to Utf8");
-                    let out: Int32Array = (0..names.len())
-                        .map(|i| (!names.is_null(i)).then(|| oid(names.value(i))).flatten())
-                        .collect();
-                    Ok(ColumnarValue::Array(Arc::new(out)))
-                }
+        Arc::new(move |args: &[ColumnarValue]| match &args[0] {
+            ColumnarValue::Scalar(v) => {
+                let name = match v {
+                    ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => {
+                        s.clone()
+                    }
+                    _ => None,
+                };
+                Ok(ColumnarValue::Scalar(ScalarValue::Int32(
+                    name.as_deref().and_then(lookup),
+                )))
+            }
+            ColumnarValue::Array(a) => {
+                let a = arrow::compute::cast(a, &DataType::Utf8)?;
+                let names = a
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("cast to Utf8");
+                let out: Int32Array = (0..names.len())
+                    .map(|i| {
+                        (!names.is_null(i))
+                            .then(|| lookup(names.value(i)))
+                            .flatten()
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
             }
         }),
     )
 }
 
 /// `pg_catalog` with meshql's own rows beside PostgreSQL's: primary keys
-/// from the contracts in `pg_constraint`, descriptions in
+/// from the contracts in `pg_constraint` and `pg_index`, descriptions in
 /// `pg_description`, both for what the principal sees only.
 #[derive(Debug)]
 struct MeshPgCatalog {
@@ -143,6 +182,96 @@ impl SchemaProvider for MeshPgCatalog {
             .contains_key(&name.to_ascii_lowercase())
             || self.inner.table_exist(name)
     }
+}
+
+/// Every column of the session's catalog, name and type, in the order
+/// datafusion-pg-catalog lists them in `pg_attribute`.
+async fn column_types(session: &Session) -> Vec<(String, DataType)> {
+    use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
+    let list = session.catalog_list();
+    let mut out = Vec::new();
+    for catalog in list.catalog_names().await.unwrap_or_default() {
+        for schema in list
+            .schema_names(&catalog)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+        {
+            for table in list
+                .table_names(&catalog, &schema)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+            {
+                if let Ok(Some(s)) = list.table_schema(&catalog, &schema, &table).await {
+                    out.extend(
+                        s.fields()
+                            .iter()
+                            .map(|f| (f.name().clone(), f.data_type().clone())),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `pg_attribute` with PostgreSQL's type modifier of each decimal column
+/// (`numeric(10,2)` is `((10 << 16) | 2) + 4`), which datafusion-pg-catalog
+/// leaves at -1, so `format_type` and the drivers see precision and scale.
+/// `columns` lists the same columns in the same order; where it does not,
+/// the rows are left as they are.
+fn with_type_modifiers(
+    batches: Vec<RecordBatch>,
+    columns: Vec<(String, DataType)>,
+) -> Vec<RecordBatch> {
+    use arrow::array::{Array, AsArray, Int32Array};
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows != columns.len() {
+        return batches;
+    }
+    let mut at = columns.iter();
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let (Ok(names), Ok(modifiers)) = (
+            batch.schema().index_of("attname"),
+            batch.schema().index_of("atttypmod"),
+        ) else {
+            return batches;
+        };
+        let names = arrow::compute::cast(batch.column(names), &DataType::Utf8);
+        let Ok(names) = names else {
+            return batches;
+        };
+        let names = names.as_string::<i32>();
+        let old = batch
+            .column(modifiers)
+            .as_primitive::<arrow::datatypes::Int32Type>();
+        let mut new = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let Some((name, t)) = at.next() else {
+                return batches;
+            };
+            if names.is_null(i) || names.value(i) != name {
+                return batches;
+            }
+            new.push(match t {
+                DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => {
+                    ((i32::from(*p) << 16) | i32::from(*s).max(0)) + 4
+                }
+                _ => old.value(i),
+            });
+        }
+        let mut arrays = batch.columns().to_vec();
+        arrays[modifiers] = Arc::new(Int32Array::from(new));
+        match RecordBatch::try_new(batch.schema(), arrays) {
+            Ok(b) => out.push(b),
+            Err(_) => return batches,
+        }
+    }
+    out
 }
 
 /// The primary keys and descriptions of the products `session` sees, as
@@ -234,13 +363,34 @@ async fn mesh_facts(session: &Session) -> Result<(RecordBatch, RecordBatch), Str
 const CONSTRAINTS: &str = "SELECT CAST(c.oid + 1000000 AS INT) AS oid, concat(c.relname, '_pkey') AS conname, \
     CAST(c.relnamespace AS INT) AS connamespace, 'p' AS contype, false AS condeferrable, \
     false AS condeferred, true AS convalidated, CAST(c.oid AS INT) AS conrelid, \
-    CAST(0 AS INT) AS contypid, CAST(0 AS INT) AS conindid, CAST(0 AS INT) AS conparentid, \
+    CAST(0 AS INT) AS contypid, CAST(c.oid + 2000000 AS INT) AS conindid, CAST(0 AS INT) AS conparentid, \
     CAST(0 AS INT) AS confrelid, ' ' AS confupdtype, ' ' AS confdeltype, ' ' AS confmatchtype, \
     true AS conislocal, CAST(0 AS SMALLINT) AS coninhcount, true AS connoinherit, \
     k.conkey AS conkey, CAST(NULL AS VARCHAR) AS confkey, CAST(NULL AS VARCHAR) AS conpfeqop, \
     CAST(NULL AS VARCHAR) AS conppeqop, CAST(NULL AS VARCHAR) AS conffeqop, \
     CAST(NULL AS VARCHAR) AS confdelsetcols, CAST(NULL AS VARCHAR) AS conexclop, \
     CAST(NULL AS VARCHAR) AS conbin \
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    JOIN pg_catalog.meshql_keys k ON k.nspname = n.nspname AND k.relname = c.relname";
+
+/// `pg_class` with the column datafusion-pg-catalog's lacks and
+/// SQLAlchemy's index reflection reads: `reloptions` (none).
+const CLASSES: &str =
+    "SELECT *, CAST(NULL AS VARCHAR) AS reloptions FROM pg_catalog.pg_class_builtin";
+
+/// `pg_index`: the index behind each primary key of [`CONSTRAINTS`]
+/// (`indexrelid` its `conindid`; no `pg_class` row, as meshql has no
+/// indexes to list), `indkey` the key's column numbers as an array, as
+/// clients `unnest` it.
+const INDEXES: &str = "SELECT CAST(c.oid + 2000000 AS INT) AS indexrelid, CAST(c.oid AS INT) AS indrelid, \
+    CAST(cardinality(k.conkey) AS SMALLINT) AS indnatts, CAST(cardinality(k.conkey) AS SMALLINT) AS indnkeyatts, \
+    true AS indisunique, false AS indnullsnotdistinct, true AS indisprimary, false AS indisexclusion, \
+    true AS indimmediate, false AS indisclustered, true AS indisvalid, false AS indcheckxmin, \
+    true AS indisready, true AS indislive, false AS indisreplident, k.conkey AS indkey, \
+    array_repeat(CAST(0 AS INT), cardinality(k.conkey)) AS indcollation, \
+    array_repeat(CAST(0 AS INT), cardinality(k.conkey)) AS indclass, \
+    array_repeat(CAST(0 AS SMALLINT), cardinality(k.conkey)) AS indoption, \
+    CAST(NULL AS VARCHAR) AS indexprs, CAST(NULL AS VARCHAR) AS indpred \
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     JOIN pg_catalog.meshql_keys k ON k.nspname = n.nspname AND k.relname = c.relname";
 
@@ -262,7 +412,7 @@ pub(crate) async fn postgres_session(
     .map_err(|e| e.to_string())?;
     let inner: Arc<dyn SchemaProvider> = Arc::new(provider);
     let mut own: std::collections::HashMap<String, Arc<dyn TableProvider>> = Default::default();
-    for name in ["pg_description"] {
+    for name in ["pg_description", "pg_class"] {
         if let Some(t) = inner.table(name).await.map_err(|e| e.to_string())? {
             own.insert(format!("{name}_builtin"), t);
         }
@@ -283,8 +433,34 @@ pub(crate) async fn postgres_session(
             Arc::clone(&catalog) as Arc<dyn SchemaProvider>,
         )
         .map_err(|e| e.to_string())?;
+    // `pg_attribute`, read once: each read of datafusion-pg-catalog's own
+    // drops the oids of the catalog's schemas from the cache the tables
+    // share, so that `pg_namespace` and `pg_class` read after it (in the
+    // same query or a later one) number the schemas anew and joins on
+    // `relnamespace` find nothing. Read here, before anything else, and
+    // kept, every later read numbers alike: the session's catalog is fixed
+    // when it is built, as its keys and comments are.
+    let attributes = session
+        .sql("SELECT * FROM pg_catalog.pg_attribute")
+        .await
+        .map_err(|e| format!("pg_catalog.pg_attribute: {e}"))?
+        .collect()
+        .await
+        .map_err(|e| format!("pg_catalog.pg_attribute: {e}"))?;
+    let attributes = with_type_modifiers(attributes, column_types(&session).await);
+    if let Some(first) = attributes.first() {
+        let table = datafusion::datasource::MemTable::try_new(first.schema(), vec![attributes])
+            .map_err(|e| e.to_string())?;
+        catalog
+            .own
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert("pg_attribute".to_string(), Arc::new(table));
+    }
     for (name, sql) in [
+        ("pg_class", CLASSES),
         ("pg_constraint", CONSTRAINTS),
+        ("pg_index", INDEXES),
         ("pg_description", DESCRIPTIONS),
     ] {
         let plan = session
@@ -311,6 +487,7 @@ pub(crate) async fn postgres_session(
         constant("current_catalog", meshql::CATALOG_NAME),
         constant("session_user", &principal.user),
         to_regtype(),
+        to_regclass(),
         pg::create_current_schemas_udf(),
         pg::create_pg_get_userbyid_udf(),
         pg::create_pg_table_is_visible(),
@@ -366,12 +543,14 @@ pub(crate) fn rewrite(sql: &str) -> String {
         return sql.to_string();
     }
     let parser = PARSER.get_or_init(datafusion_pg_catalog::sql::PostgresCompatibilityParser::new);
-    match parser.parse(sql) {
+    match parser.parse(&regclass_as_text(sql)) {
         Ok(mut statements) if statements.len() == 1 => {
             backslash_escapes(&mut statements[0]);
-            regclass_as_text(&mut statements[0]);
             descriptions_from_the_catalog(&mut statements[0]);
+            subscripts_as_unnest(&mut statements[0]);
+            boolean_literals(&mut statements[0]);
             if reads_the_catalog(sql) {
+                guarded_subqueries(&mut statements[0]);
                 one_row_subqueries(&mut statements[0]);
             }
             statements[0].to_string()
@@ -432,19 +611,69 @@ fn backslash_escapes(statement: &mut datafusion::sql::sqlparser::ast::Statement)
     });
 }
 
-/// `CAST(x AS REGCLASS)` (SQLAlchemy's inspector writes it) as text: the
-/// engine has no `regclass`; where the catalog queries use it, its value
-/// only reaches functions that answer NULL here.
-fn regclass_as_text(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
-    use datafusion::sql::sqlparser::ast::{DataType as SqlType, Expr, visit_expressions_mut};
-    let _ = visit_expressions_mut(statement, |expr| {
-        if let Expr::Cast { data_type, .. } = expr
-            && matches!(data_type, SqlType::Regclass)
-        {
-            *data_type = SqlType::Text;
+/// `CAST(x AS REGCLASS)` (SQLAlchemy's inspector writes it, to name the
+/// class of a `pg_description` row) as `to_regclass(CAST(x AS TEXT))`,
+/// before datafusion-pg-catalog's rewrite would drop the cast and compare
+/// an oid with a name. `x::regclass::oid`, which that rewrite turns into a
+/// lookup of the relation by name, is left to it. The SQL unchanged where
+/// it does not parse.
+fn regclass_as_text(sql: &str) -> String {
+    use datafusion::sql::sqlparser::ast::{
+        CastKind, DataType as SqlType, Expr, VisitMut, VisitorMut,
+    };
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    fn regclass(t: &SqlType) -> bool {
+        matches!(t, SqlType::Regclass) || t.to_string().eq_ignore_ascii_case("pg_catalog.regclass")
+    }
+    fn oid(t: &SqlType) -> bool {
+        let t = t.to_string().to_ascii_lowercase();
+        t == "oid" || t == "pg_catalog.oid"
+    }
+    #[derive(Default)]
+    struct Casts {
+        keep_next: bool,
+    }
+    impl VisitorMut for Casts {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> std::ops::ControlFlow<()> {
+            if let Expr::Cast {
+                kind,
+                data_type,
+                expr: x,
+                ..
+            } = e
+            {
+                if *kind == CastKind::DoubleColon
+                    && oid(data_type)
+                    && matches!(x.as_ref(), Expr::Cast { kind: CastKind::DoubleColon, data_type, .. } if regclass(data_type))
+                {
+                    self.keep_next = true;
+                } else if regclass(data_type) {
+                    if std::mem::take(&mut self.keep_next) {
+                        return std::ops::ControlFlow::Continue(());
+                    }
+                    if let Ok(call) = Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(&format!("to_regclass(CAST({x} AS TEXT))"))
+                        .and_then(|mut p| p.parse_expr())
+                    {
+                        *e = call;
+                    }
+                }
+            }
+            std::ops::ControlFlow::Continue(())
         }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
+    }
+    if !sql.to_ascii_lowercase().contains("regclass") {
+        return sql.to_string();
+    }
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(mut statements) if statements.len() == 1 => {
+            let _ = statements[0].visit(&mut Casts::default());
+            statements[0].to_string()
+        }
+        _ => sql.to_string(),
+    }
 }
 
 /// Functions of PostgreSQL that catalog queries call about what meshql
@@ -491,6 +720,7 @@ fn absent_features() -> Vec<ScalarUDF> {
         f("pg_collation_is_visible", ScalarValue::Boolean(Some(true))),
         f("pg_type_is_visible", ScalarValue::Boolean(Some(true))),
         f("shobj_description", ScalarValue::Utf8(None)),
+        f("pg_get_indexdef", ScalarValue::Utf8(None)),
     ]
 }
 
@@ -498,6 +728,145 @@ fn absent_features() -> Vec<ScalarUDF> {
 fn reads_the_catalog(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
     lower.contains("pg_catalog.") || lower.contains("information_schema.")
+}
+
+/// `CASE WHEN c THEN (SELECT x FROM t WHERE p) ELSE NULL END` (the shape
+/// of SQLAlchemy's column reflection: a default, an identity or a
+/// collation looked up only where the column has one) as `(SELECT x FROM t
+/// WHERE p AND (c))`, which the engine decorrelates: the same value, as a
+/// subquery without an aggregate yields NULL where `c` does not hold.
+fn guarded_subqueries(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        BinaryOperator, Expr, GroupByExpr, SelectItem, SetExpr, Value, visit_expressions_mut,
+    };
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Case {
+            operand: None,
+            conditions,
+            else_result,
+            ..
+        } = expr
+            && conditions.len() == 1
+            && else_result
+                .as_deref()
+                .is_none_or(|e| matches!(e, Expr::Value(v) if matches!(v.value, Value::Null)))
+            && let Expr::Subquery(query) = &conditions[0].result
+            && query.limit_clause.is_none()
+            && let SetExpr::Select(select) = query.body.as_ref()
+            && matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty())
+            && select.having.is_none()
+            && select.projection.len() == 1
+            && matches!(
+                &select.projection[0],
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if !aggregated(e)
+            )
+        {
+            let when = conditions.remove(0);
+            let Expr::Subquery(mut query) = when.result else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            if let SetExpr::Select(select) = query.body.as_mut() {
+                let guard = Expr::Nested(Box::new(when.condition));
+                select.selection = Some(match select.selection.take() {
+                    Some(p) => Expr::BinaryOp {
+                        left: Box::new(Expr::Nested(Box::new(p))),
+                        op: BinaryOperator::And,
+                        right: Box::new(guard),
+                    },
+                    None => guard,
+                });
+            }
+            *expr = Expr::Subquery(query);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `column = 'f'` (PostgreSQL reads `'t'` and `'f'` as booleans where a
+/// boolean is compared; SQLAlchemy 1.4's index reflection writes
+/// `ix.indisprimary = 'f'`) as `CAST(column AS TEXT) IN ('f', 'false')`,
+/// which holds for the boolean and for a character column alike.
+fn boolean_literals(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Value, visit_expressions_mut};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::BinaryOp { left, op, right } = expr
+            && matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq)
+            && matches!(
+                left.as_ref(),
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_)
+            )
+            && let Expr::Value(v) = right.as_ref()
+            && let Value::SingleQuotedString(text) = &v.value
+            && let Some(word) = match text.as_str() {
+                "t" | "true" => Some("('t', 'true')"),
+                "f" | "false" => Some("('f', 'false')"),
+                _ => None,
+            }
+        {
+            let not = if matches!(op, BinaryOperator::NotEq) {
+                " NOT"
+            } else {
+                ""
+            };
+            if let Ok(e) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("CAST({left} AS TEXT){not} IN {word}"))
+                .and_then(|mut p| p.parse_expr())
+            {
+                *expr = e;
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `generate_subscripts(a, 1)` (the positions of an array's elements, which
+/// catalog queries pair with `unnest(a)`) as `unnest(range(1,
+/// cardinality(a) + 1))`, which the engine has: two `unnest`s of one
+/// select list advance together.
+fn subscripts_as_unnest(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions_mut,
+    };
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Function(f) = expr
+            && f.name
+                .to_string()
+                .eq_ignore_ascii_case("generate_subscripts")
+            && let FunctionArguments::List(list) = &f.args
+            && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(array)), _] = list.args.as_slice()
+            && let Ok(e) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!(
+                    "unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))"
+                ))
+                .and_then(|mut p| p.parse_expr())
+        {
+            *expr = e;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Whether an expression is an aggregate call (a subquery of one has a row
+/// even where nothing matches).
+fn aggregated(e: &datafusion::sql::sqlparser::ast::Expr) -> bool {
+    let text = e.to_string().to_lowercase();
+    [
+        "count(",
+        "max(",
+        "min(",
+        "sum(",
+        "avg(",
+        "array_agg(",
+        "string_agg(",
+        "bool_or(",
+        "bool_and(",
+    ]
+    .iter()
+    .any(|a| text.starts_with(a))
 }
 
 /// A scalar subquery of a catalog query (`(SELECT description FROM
@@ -524,22 +893,6 @@ fn one_row_subqueries(statement: &mut datafusion::sql::sqlparser::ast::Statement
             over: None,
             within_group: vec![],
         })
-    };
-    let aggregated = |e: &Expr| {
-        let text = e.to_string().to_lowercase();
-        [
-            "count(",
-            "max(",
-            "min(",
-            "sum(",
-            "avg(",
-            "array_agg(",
-            "string_agg(",
-            "bool_or(",
-            "bool_and(",
-        ]
-        .iter()
-        .any(|a| text.starts_with(a))
     };
     let _ = visit_expressions_mut(statement, |expr| {
         if let Expr::Subquery(query) = expr

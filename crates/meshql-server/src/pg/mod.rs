@@ -233,24 +233,36 @@ impl QueryParser for Parser {
         &self,
         client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Prepared>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let kind = sql::classify(sql);
-        let sql = match &kind {
+        let mut sql = match &kind {
             Kind::Query => catalog::rewrite(sql),
             _ => sql.to_string(),
         };
         let described = match &kind {
             Kind::Query => {
                 let conn = conn(client)?;
-                let (schema, params) = conn
-                    .session
-                    .describe(&sql)
-                    .await
-                    .map_err(|e| meshql_error(&e))?;
+                let (schema, params) = match conn.session.describe(&sql).await {
+                    Ok(described) => described,
+                    // The engine could not type a parameter by itself:
+                    // with the types the client declared, if it did.
+                    Err(e) => match sql::typed_placeholders(&sql, types) {
+                        Some(typed) => {
+                            let described = conn
+                                .session
+                                .describe(&typed)
+                                .await
+                                .map_err(|_| meshql_error(&e))?;
+                            sql = typed;
+                            described
+                        }
+                        None => return Err(meshql_error(&e)),
+                    },
+                };
                 Some((
                     schema,
                     params.iter().map(|f| f.data_type().clone()).collect(),
@@ -503,7 +515,7 @@ fn copy_out(
         } => {
             if *h {
                 let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-                header = Some(CopyData::new(format!("{}\n", names.join(delimiter)).into()));
+                header = Some(format!("{}\n", names.join(delimiter)).into_bytes());
             }
             CopyEncoder::new_csv(
                 Arc::clone(&fields),
@@ -515,6 +527,10 @@ fn copy_out(
         }
     };
     let code = i8::from(matches!(format, sql::CopyFormat::Binary));
+    // The header goes out in the first row's message, as the command tag
+    // counts messages as rows; alone when there is no row.
+    let header = Arc::new(std::sync::Mutex::new(header));
+    let last = Arc::clone(&header);
     let rows = batches
         .map(move |batch| {
             let out: Vec<PgWireResult<CopyData>> = match batch {
@@ -533,7 +549,12 @@ fn copy_out(
                                 break 'rows;
                             }
                         }
-                        out.push(Ok(encoder.take_copy()));
+                        let row = encoder.take_copy();
+                        let first = header.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        out.push(Ok(match first {
+                            Some(h) => CopyData::new([h.as_slice(), &row.data].concat().into()),
+                            None => row,
+                        }));
                     }
                     out
                 }
@@ -542,8 +563,13 @@ fn copy_out(
             stream::iter(out)
         })
         .flatten();
-    let data = stream::iter(header.map(Ok)).chain(rows);
-    Ok(CopyResponse::new(code, columns, data))
+    let alone = stream::iter(std::iter::from_fn(move || {
+        last.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|h| Ok(CopyData::new(h.into())))
+    }));
+    Ok(CopyResponse::new(code, columns, rows.chain(alone)))
 }
 
 /// The data rows of a stream of batches.

@@ -547,3 +547,50 @@ mod tests {
         ));
     }
 }
+
+/// `sql` with each parameter whose type the client declared (in `Parse`)
+/// cast to that type, `$1` as `CAST($1 AS BOOLEAN)`: for a statement the
+/// engine cannot type by itself, such as a parameter passed to a function
+/// with several signatures. `None` when no parameter changes or the
+/// statement does not parse.
+pub(crate) fn typed_placeholders(sql: &str, types: &[Option<pgwire::api::Type>]) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use pgwire::api::Type;
+    let name = |t: &Type| {
+        Some(match *t {
+            Type::BOOL => "BOOLEAN",
+            Type::INT2 => "SMALLINT",
+            Type::INT4 => "INTEGER",
+            Type::INT8 => "BIGINT",
+            Type::FLOAT4 => "REAL",
+            Type::FLOAT8 => "DOUBLE PRECISION",
+            Type::TEXT | Type::VARCHAR => "TEXT",
+            Type::DATE => "DATE",
+            Type::TIMESTAMP => "TIMESTAMP",
+            _ => return None,
+        })
+    };
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [statement] = statements.as_mut_slice() else {
+        return None;
+    };
+    let mut changed = false;
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Value(v) = expr
+            && let Value::Placeholder(p) = &v.value
+            && let Some(i) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+            && let Some(Some(t)) = types.get(i.wrapping_sub(1))
+            && let Some(ty) = name(t)
+            && let Ok(cast) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("CAST({p} AS {ty})"))
+                .and_then(|mut p| p.parse_expr())
+        {
+            *expr = cast;
+            changed = true;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    changed.then(|| statement.to_string())
+}

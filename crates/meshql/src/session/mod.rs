@@ -704,13 +704,30 @@ impl Session {
                 id.clone(),
             )
         });
-        let parameters = named
-            .into_iter()
-            .map(|(id, f)| {
-                let t = f.map_or(arrow::datatypes::DataType::Null, |f| f.data_type().clone());
-                arrow::datatypes::Field::new(id, t, true)
-            })
+        let field = |id: String, f: Option<arrow::datatypes::FieldRef>| {
+            let t = f.map_or(arrow::datatypes::DataType::Null, |f| f.data_type().clone());
+            arrow::datatypes::Field::new(id, t, true)
+        };
+        let numbers: Option<Vec<usize>> = named
+            .iter()
+            .map(|(id, _)| id.strip_prefix('$').and_then(|n| n.parse().ok()))
             .collect();
+        // `$1 ... $n` by position, a number the statement does not use
+        // (or no longer uses, after a rewrite) of unknown type, so that the
+        // n-th value a client binds is the n-th parameter.
+        let parameters = match numbers {
+            Some(numbers) if numbers.iter().all(|n| (1..=65_535).contains(n)) => {
+                let mut by_number: BTreeMap<usize, Option<arrow::datatypes::FieldRef>> = numbers
+                    .into_iter()
+                    .zip(named.into_iter().map(|(_, f)| f))
+                    .collect();
+                let last = by_number.keys().next_back().copied().unwrap_or(0);
+                (1..=last)
+                    .map(|n| field(format!("${n}"), by_number.remove(&n).flatten()))
+                    .collect()
+            }
+            _ => named.into_iter().map(|(id, f)| field(id, f)).collect(),
+        };
         Ok((schema, parameters))
     }
 
