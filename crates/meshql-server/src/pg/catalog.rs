@@ -614,9 +614,9 @@ fn backslash_escapes(statement: &mut datafusion::sql::sqlparser::ast::Statement)
 /// `CAST(x AS REGCLASS)` (SQLAlchemy's inspector writes it, to name the
 /// class of a `pg_description` row) as `to_regclass(CAST(x AS TEXT))`,
 /// before datafusion-pg-catalog's rewrite would drop the cast and compare
-/// an oid with a name. `x::regclass::oid`, which that rewrite turns into a
-/// lookup of the relation by name, is left to it. The SQL unchanged where
-/// it does not parse.
+/// an oid with a name. `x::regclass` (psql's spelling, which that rewrite
+/// knows, `x::regclass::oid` as a lookup of the relation by name) is left
+/// to it. The SQL unchanged where it does not parse.
 fn regclass_as_text(sql: &str) -> String {
     use datafusion::sql::sqlparser::ast::{
         CastKind, DataType as SqlType, Expr, VisitMut, VisitorMut,
@@ -626,40 +626,23 @@ fn regclass_as_text(sql: &str) -> String {
     fn regclass(t: &SqlType) -> bool {
         matches!(t, SqlType::Regclass) || t.to_string().eq_ignore_ascii_case("pg_catalog.regclass")
     }
-    fn oid(t: &SqlType) -> bool {
-        let t = t.to_string().to_ascii_lowercase();
-        t == "oid" || t == "pg_catalog.oid"
-    }
-    #[derive(Default)]
-    struct Casts {
-        keep_next: bool,
-    }
+    struct Casts(bool);
     impl VisitorMut for Casts {
         type Break = ();
         fn pre_visit_expr(&mut self, e: &mut Expr) -> std::ops::ControlFlow<()> {
             if let Expr::Cast {
-                kind,
+                kind: CastKind::Cast,
                 data_type,
                 expr: x,
                 ..
             } = e
+                && regclass(data_type)
+                && let Ok(call) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&format!("to_regclass(CAST({x} AS TEXT))"))
+                    .and_then(|mut p| p.parse_expr())
             {
-                if *kind == CastKind::DoubleColon
-                    && oid(data_type)
-                    && matches!(x.as_ref(), Expr::Cast { kind: CastKind::DoubleColon, data_type, .. } if regclass(data_type))
-                {
-                    self.keep_next = true;
-                } else if regclass(data_type) {
-                    if std::mem::take(&mut self.keep_next) {
-                        return std::ops::ControlFlow::Continue(());
-                    }
-                    if let Ok(call) = Parser::new(&PostgreSqlDialect {})
-                        .try_with_sql(&format!("to_regclass(CAST({x} AS TEXT))"))
-                        .and_then(|mut p| p.parse_expr())
-                    {
-                        *e = call;
-                    }
-                }
+                *e = call;
+                self.0 = true;
             }
             std::ops::ControlFlow::Continue(())
         }
@@ -669,8 +652,15 @@ fn regclass_as_text(sql: &str) -> String {
     }
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(mut statements) if statements.len() == 1 => {
-            let _ = statements[0].visit(&mut Casts::default());
-            statements[0].to_string()
+            let mut casts = Casts(false);
+            let _ = statements[0].visit(&mut casts);
+            // Unchanged, the text stays as the client wrote it: the
+            // compatibility rewrite knows some of psql's queries by it.
+            if casts.0 {
+                statements[0].to_string()
+            } else {
+                sql.to_string()
+            }
         }
         _ => sql.to_string(),
     }
