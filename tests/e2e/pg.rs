@@ -634,3 +634,64 @@ async fn over_tls_a_password_or_an_identity_provider_token_logs_in() {
         err(&wrong)
     );
 }
+
+/// Connections over the limit, logged in or not, are refused as PostgreSQL
+/// refuses them (`53300`), so that no one can take every file descriptor
+/// of the process; a slot freed takes the next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_with_53300() {
+    if psql_binary().is_none() {
+        return;
+    }
+    let options = ServerOptions {
+        max_pg_connections: 2,
+        ..ServerOptions::default()
+    };
+    let server = start(demo_mesh(), options).await;
+    let addr = server.addr;
+    // Two connections that never log in hold both slots.
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connects"))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = psql(addr, "analyst", "analyst-demo", &["-c", "SELECT 1"]).await;
+    assert!(!refused.status.success(), "{}", out(&refused));
+    assert!(
+        err(&refused).contains("FATAL:  sorry, too many clients already"),
+        "{}",
+        err(&refused)
+    );
+    // The SQLSTATE, as the server sends it.
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut third = std::net::TcpStream::connect(addr).expect("connects");
+        third
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut bytes = Vec::new();
+        let _ = third.read_to_end(&mut bytes);
+        bytes
+    })
+    .await
+    .expect("joins");
+    assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer).contains("C53300\0"),
+        "{answer:?}"
+    );
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = psql(addr, "analyst", "analyst-demo", &["-c", "SELECT 41 + 1"]).await;
+        if ok.status.success() {
+            assert_eq!(out(&ok).trim(), "42");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a freed slot takes no connection: {}",
+            err(&ok)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -210,6 +210,9 @@ struct ServeArgs {
     /// Seconds a query waits for its turn before it is refused.
     #[arg(long)]
     queue_timeout_seconds: Option<u64>,
+    /// PostgreSQL connections open at once; another is refused [default: 256].
+    #[arg(long)]
+    max_pg_connections: Option<usize>,
     /// Memory one query may use, in MiB.
     #[arg(long)]
     query_memory_mb: Option<usize>,

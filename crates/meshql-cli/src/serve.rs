@@ -67,6 +67,9 @@ pub(crate) fn serve(
     if let Some(n) = args.max_queries_per_user {
         options.max_queries_per_user = Some(n.max(1));
     }
+    if let Some(n) = args.max_pg_connections {
+        options.max_pg_connections = n.max(1);
+    }
     if let Some(s) = args.queue_timeout_seconds {
         options.queue_timeout = std::time::Duration::from_secs(s);
     }

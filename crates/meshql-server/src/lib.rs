@@ -53,6 +53,10 @@ pub struct ServerOptions {
     pub audit: Option<PathBuf>,
     /// Single sign-on with an identity provider's JWTs.
     pub jwt: Option<meshql::manifest::JwtConfig>,
+    /// PostgreSQL connections open at once, logged in or not; another is
+    /// refused (`53300`) rather than taking the process's file descriptors
+    /// from Flight SQL and the web catalog.
+    pub max_pg_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +71,7 @@ impl Default for ServerOptions {
             max_result_rows: None,
             audit: None,
             jwt: None,
+            max_pg_connections: 256,
         }
     }
 }
@@ -104,6 +109,7 @@ impl ServerOptions {
             max_result_rows: config.max_result_rows,
             audit: mesh.catalog().mesh.audit.clone(),
             jwt: config.jwt.clone(),
+            max_pg_connections: d.max_pg_connections,
         }
     }
 }

@@ -952,3 +952,65 @@ fn descriptions_from_the_catalog(statement: &mut datafusion::sql::sqlparser::ast
         std::ops::ControlFlow::<()>::Continue(())
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn apply(sql: &str, rule: fn(&mut Statement)) -> String {
+        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses");
+        rule(&mut statements[0]);
+        statements[0].to_string()
+    }
+
+    #[test]
+    fn a_case_guarded_lookup_becomes_a_filtered_subquery() {
+        assert_eq!(
+            apply(
+                "SELECT CASE WHEN a.atthasdef THEN (SELECT d.adbin FROM d WHERE d.adnum = a.attnum) ELSE NULL END FROM a",
+                guarded_subqueries
+            ),
+            "SELECT (SELECT d.adbin FROM d WHERE (d.adnum = a.attnum) AND (a.atthasdef)) FROM a"
+        );
+        // An aggregate has a row where nothing matches: left as it is, as
+        // is a CASE with another ELSE.
+        for sql in [
+            "SELECT CASE WHEN c THEN (SELECT count(*) FROM d) END FROM a",
+            "SELECT CASE WHEN c THEN (SELECT x FROM d) ELSE 1 END FROM a",
+        ] {
+            assert_eq!(apply(sql, guarded_subqueries), sql);
+        }
+    }
+
+    #[test]
+    fn subscripts_and_boolean_literals() {
+        assert_eq!(
+            apply(
+                "SELECT generate_subscripts(i.indkey, 1) FROM i",
+                subscripts_as_unnest
+            ),
+            "SELECT unnest(range(1, CAST(cardinality(i.indkey) AS BIGINT) + 1)) FROM i"
+        );
+        assert_eq!(
+            apply(
+                "SELECT 1 FROM i WHERE i.indisprimary = 'f' AND i.x <> 't' AND k = 'p'",
+                boolean_literals
+            ),
+            "SELECT 1 FROM i WHERE CAST(i.indisprimary AS TEXT) IN ('f', 'false') AND CAST(i.x AS TEXT) NOT IN ('t', 'true') AND k = 'p'"
+        );
+    }
+
+    #[test]
+    fn only_cast_to_regclass_is_rewritten_and_other_text_is_kept() {
+        assert_eq!(
+            regclass_as_text("SELECT 1 FROM d WHERE d.classoid = CAST($1 AS REGCLASS)"),
+            "SELECT 1 FROM d WHERE d.classoid = to_regclass(CAST($1 AS TEXT))"
+        );
+        // psql's spelling, which the compatibility rewrite knows by its text.
+        let psql = "SELECT oid, stxrelid::pg_catalog.regclass FROM pg_catalog.pg_statistic_ext\nWHERE stxrelid = '16386'";
+        assert_eq!(regclass_as_text(psql), psql);
+    }
+}

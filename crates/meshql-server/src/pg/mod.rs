@@ -132,6 +132,9 @@ pub async fn serve(
         Some(tls) => Some(crate::web::tls_acceptor(tls, &[b"postgresql"])?),
         None => None,
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        flight.options().max_pg_connections.max(1),
+    ));
     let handlers = Arc::new(PgHandlers::new(flight));
     tokio::pin!(stop);
     loop {
@@ -146,14 +149,46 @@ pub async fn serve(
             _ = &mut stop => return Ok(()),
         };
         let _ = socket.set_nodelay(true);
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!("postgres: refused a connection from {addr}: too many connections");
+            tokio::spawn(too_many_connections(socket));
+            continue;
+        };
         let handlers = Arc::clone(&handlers);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
                 tracing::debug!("postgres connection from {addr}: {e}");
             }
+            drop(slot);
         });
     }
+}
+
+/// What PostgreSQL answers a connection over its limit, before reading
+/// anything from it: a FATAL `53300` ErrorResponse, then the end.
+async fn too_many_connections(mut socket: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', "sorry, too many clients already"),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut message = vec![b'E'];
+    message.extend_from_slice(&(fields.len() as i32 + 4).to_be_bytes());
+    message.extend_from_slice(&fields);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = socket.write_all(&message).await;
+        let _ = socket.shutdown().await;
+    })
+    .await;
 }
 
 /// The error a PostgreSQL client gets for a status of the shared path:

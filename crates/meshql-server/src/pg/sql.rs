@@ -451,6 +451,53 @@ pub(crate) fn show<C: ClientInfo + ?Sized>(
     }
 }
 
+/// `sql` with each parameter whose type the client declared (in `Parse`)
+/// cast to that type, `$1` as `CAST($1 AS BOOLEAN)`: for a statement the
+/// engine cannot type by itself, such as a parameter passed to a function
+/// with several signatures. `None` when no parameter changes or the
+/// statement does not parse.
+pub(crate) fn typed_placeholders(sql: &str, types: &[Option<pgwire::api::Type>]) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use pgwire::api::Type;
+    let name = |t: &Type| {
+        Some(match *t {
+            Type::BOOL => "BOOLEAN",
+            Type::INT2 => "SMALLINT",
+            Type::INT4 => "INTEGER",
+            Type::INT8 => "BIGINT",
+            Type::FLOAT4 => "REAL",
+            Type::FLOAT8 => "DOUBLE PRECISION",
+            Type::TEXT | Type::VARCHAR => "TEXT",
+            Type::DATE => "DATE",
+            Type::TIMESTAMP => "TIMESTAMP",
+            _ => return None,
+        })
+    };
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [statement] = statements.as_mut_slice() else {
+        return None;
+    };
+    let mut changed = false;
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let Expr::Value(v) = expr
+            && let Value::Placeholder(p) = &v.value
+            && let Some(i) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+            && let Some(Some(t)) = types.get(i.wrapping_sub(1))
+            && let Some(ty) = name(t)
+            && let Ok(cast) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("CAST({p} AS {ty})"))
+                .and_then(|mut p| p.parse_expr())
+        {
+            *expr = cast;
+            changed = true;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    changed.then(|| statement.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,51 +593,21 @@ mod tests {
             Kind::Declare { query, .. } if query == "SELECT 'İİİİ' AS x"
         ));
     }
-}
 
-/// `sql` with each parameter whose type the client declared (in `Parse`)
-/// cast to that type, `$1` as `CAST($1 AS BOOLEAN)`: for a statement the
-/// engine cannot type by itself, such as a parameter passed to a function
-/// with several signatures. `None` when no parameter changes or the
-/// statement does not parse.
-pub(crate) fn typed_placeholders(sql: &str, types: &[Option<pgwire::api::Type>]) -> Option<String> {
-    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    use pgwire::api::Type;
-    let name = |t: &Type| {
-        Some(match *t {
-            Type::BOOL => "BOOLEAN",
-            Type::INT2 => "SMALLINT",
-            Type::INT4 => "INTEGER",
-            Type::INT8 => "BIGINT",
-            Type::FLOAT4 => "REAL",
-            Type::FLOAT8 => "DOUBLE PRECISION",
-            Type::TEXT | Type::VARCHAR => "TEXT",
-            Type::DATE => "DATE",
-            Type::TIMESTAMP => "TIMESTAMP",
-            _ => return None,
-        })
-    };
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    let [statement] = statements.as_mut_slice() else {
-        return None;
-    };
-    let mut changed = false;
-    let _ = visit_expressions_mut(statement, |expr| {
-        if let Expr::Value(v) = expr
-            && let Value::Placeholder(p) = &v.value
-            && let Some(i) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
-            && let Some(Some(t)) = types.get(i.wrapping_sub(1))
-            && let Some(ty) = name(t)
-            && let Ok(cast) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&format!("CAST({p} AS {ty})"))
-                .and_then(|mut p| p.parse_expr())
-        {
-            *expr = cast;
-            changed = true;
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    changed.then(|| statement.to_string())
+    #[test]
+    fn declared_parameter_types_become_casts() {
+        use pgwire::api::Type;
+        let typed = typed_placeholders(
+            "SELECT pg_get_constraintdef(oid, $1) FROM t WHERE a = $2",
+            &[Some(Type::BOOL), None],
+        );
+        assert_eq!(
+            typed.as_deref(),
+            Some("SELECT pg_get_constraintdef(oid, CAST($1 AS BOOLEAN)) FROM t WHERE a = $2")
+        );
+        // Nothing declared, or a type not mapped: nothing to change.
+        assert_eq!(typed_placeholders("SELECT $1", &[None]), None);
+        assert_eq!(typed_placeholders("SELECT $1", &[Some(Type::JSONB)]), None);
+        assert_eq!(typed_placeholders("SELEC $1", &[Some(Type::BOOL)]), None);
+    }
 }
