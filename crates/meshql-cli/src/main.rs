@@ -156,7 +156,7 @@ enum Sub {
         cmd: ProductsCmd,
     },
     /// Serve the mesh over Arrow Flight SQL to BI tools, drivers and remote shells.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run plan fragments for coordinators (`meshql serve` or the shell
     /// with --workers). Calls must carry the cluster token derived from
     /// MESHQL_CLUSTER_SECRET (or MESHQL_CLUSTER_SECRET_FILE), which is
