@@ -1147,17 +1147,11 @@ fn the_adbc_flight_sql_driver_works_against_meshql_serve() {
 async fn flightsql_dbapi_inspects_and_reads_as_each_principal() {
     let python = peer_venv("MESHQL_TEST_FLIGHTSQL_DBAPI", "setup-flightsql-dbapi.sh");
     let server = demo_server().await;
-    let mut cmd = std::process::Command::new(&python);
-    cmd.arg(root().join("tests/python/flightsql_dbapi.py"))
-        .arg(server.addr.ip().to_string())
-        .arg(server.addr.port().to_string());
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs python"))
-        .await
-        .expect("joins");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("checks passed"), "{stdout}\n{stderr}");
+    let args = vec![
+        server.addr.ip().to_string().into(),
+        server.addr.port().to_string().into(),
+    ];
+    python_checks_pass(&python, "flightsql_dbapi.py", args).await;
 }
 
 #[test]

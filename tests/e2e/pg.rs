@@ -496,20 +496,8 @@ async fn postgresql_drivers_read_governed_rows() {
     let python = peer_venv("MESHQL_TEST_PG_PYTHON", "setup-pg.sh");
     let server = start(demo_mesh(), ServerOptions::default()).await;
     let addr = server.addr;
-    let mut cmd = Command::new(&python);
-    cmd.arg(root().join("tests/python/pg_interop.py"))
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string());
-    let output = tokio::task::spawn_blocking(move || cmd.output().expect("runs python"))
-        .await
-        .expect("joins");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        out(&output),
-        err(&output)
-    );
-    assert!(out(&output).contains("checks passed"), "{}", out(&output));
+    let args = vec![addr.ip().to_string().into(), addr.port().to_string().into()];
+    python_checks_pass(&python, "pg_interop.py", args).await;
 }
 
 /// Apache Superset (from PyPI, in a venv of its own that
@@ -528,22 +516,13 @@ async fn superset_connects_and_charts_as_each_principal() {
         .join("meshql-superset");
     let server = start(demo_mesh(), ServerOptions::default()).await;
     let work = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new(&python);
-    cmd.arg(root().join("tests/python/superset_interop.py"))
-        .arg(server.addr.ip().to_string())
-        .arg(server.addr.port().to_string())
-        .arg(&template)
-        .arg(work.path());
-    let output = tokio::task::spawn_blocking(move || cmd.output().expect("runs python"))
-        .await
-        .expect("joins");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        out(&output),
-        err(&output)
-    );
-    assert!(out(&output).contains("checks passed"), "{}", out(&output));
+    let args = vec![
+        server.addr.ip().to_string().into(),
+        server.addr.port().to_string().into(),
+        template.into_os_string(),
+        work.path().as_os_str().to_owned(),
+    ];
+    python_checks_pass(&python, "superset_interop.py", args).await;
 }
 
 /// Over TLS the client sends the password itself: the users.yaml password,

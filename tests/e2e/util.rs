@@ -110,6 +110,21 @@ pub fn peer_venv(var: &str, setup: &str) -> String {
     }
 }
 
+/// Runs `tests/python/<script>` with `python` and `args` off the test's
+/// runtime; fails the test with its output unless it succeeds and reports
+/// its checks passed.
+pub async fn python_checks_pass(python: &str, script: &str, args: Vec<std::ffi::OsString>) {
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(root().join("tests/python").join(script)).args(args);
+    let output = tokio::task::spawn_blocking(move || cmd.output().expect("runs python"))
+        .await
+        .expect("joins");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("checks passed"), "{stdout}\n{stderr}");
+}
+
 /// Runs `command` to its end; fails the test with its stderr, naming
 /// `what`, unless it succeeds. Returns its stdout.
 pub fn run_ok(command: &mut std::process::Command, what: &str) -> Vec<u8> {

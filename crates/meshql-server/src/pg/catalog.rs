@@ -17,6 +17,8 @@ use datafusion_pg_catalog::pg_catalog::{
 };
 use meshql::{Principal, Session};
 
+use super::sql::parse_expr;
+
 /// The tables of `pg_catalog` that do not depend on the mesh (types,
 /// operators, ...), read once.
 fn static_tables() -> Result<Arc<PgCatalogStaticTables>, String> {
@@ -637,9 +639,7 @@ fn regclass_as_text(sql: &str) -> String {
                 ..
             } = e
                 && regclass(data_type)
-                && let Ok(call) = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(&format!("to_regclass(CAST({x} AS TEXT))"))
-                    .and_then(|mut p| p.parse_expr())
+                && let Some(call) = parse_expr(&format!("to_regclass(CAST({x} AS TEXT))"))
             {
                 *e = call;
                 self.0 = true;
@@ -778,8 +778,6 @@ fn guarded_subqueries(statement: &mut datafusion::sql::sqlparser::ast::Statement
 /// which holds for the boolean and for a character column alike.
 fn boolean_literals(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
     use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Value, visit_expressions_mut};
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
     let _ = visit_expressions_mut(statement, |expr| {
         if let Expr::BinaryOp { left, op, right } = expr
             && matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq)
@@ -800,10 +798,7 @@ fn boolean_literals(statement: &mut datafusion::sql::sqlparser::ast::Statement) 
             } else {
                 ""
             };
-            if let Ok(e) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&format!("CAST({left} AS TEXT){not} IN {word}"))
-                .and_then(|mut p| p.parse_expr())
-            {
+            if let Some(e) = parse_expr(&format!("CAST({left} AS TEXT){not} IN {word}")) {
                 *expr = e;
             }
         }
@@ -819,8 +814,6 @@ fn subscripts_as_unnest(statement: &mut datafusion::sql::sqlparser::ast::Stateme
     use datafusion::sql::sqlparser::ast::{
         Expr, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions_mut,
     };
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
     let _ = visit_expressions_mut(statement, |expr| {
         if let Expr::Function(f) = expr
             && f.name
@@ -828,11 +821,9 @@ fn subscripts_as_unnest(statement: &mut datafusion::sql::sqlparser::ast::Stateme
                 .eq_ignore_ascii_case("generate_subscripts")
             && let FunctionArguments::List(list) = &f.args
             && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(array)), _] = list.args.as_slice()
-            && let Ok(e) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&format!(
-                    "unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))"
-                ))
-                .and_then(|mut p| p.parse_expr())
+            && let Some(e) = parse_expr(&format!(
+                "unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))"
+            ))
         {
             *expr = e;
         }
@@ -915,8 +906,6 @@ fn descriptions_from_the_catalog(statement: &mut datafusion::sql::sqlparser::ast
     use datafusion::sql::sqlparser::ast::{
         Expr, FunctionArg, FunctionArgExpr, FunctionArguments, visit_expressions_mut,
     };
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
     let _ = visit_expressions_mut(statement, |expr| {
         if let Expr::Function(f) = expr {
             let name = f.name.to_string().to_lowercase();
@@ -942,9 +931,7 @@ fn descriptions_from_the_catalog(statement: &mut datafusion::sql::sqlparser::ast
                 _ => None,
             };
             if let Some(sql) = sql
-                && let Ok(e) = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(&sql)
-                    .and_then(|mut p| p.parse_expr())
+                && let Some(e) = parse_expr(&sql)
             {
                 *expr = e;
             }

@@ -451,6 +451,17 @@ pub(crate) fn show<C: ClientInfo + ?Sized>(
     }
 }
 
+/// One SQL expression in PostgreSQL's dialect, as the rewrites of client
+/// statements build their replacements; `None` where it does not parse.
+pub(crate) fn parse_expr(sql: &str) -> Option<datafusion::sql::sqlparser::ast::Expr> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
 /// `sql` with each parameter whose type the client declared (in `Parse`)
 /// cast to that type, `$1` as `CAST($1 AS BOOLEAN)`: for a statement the
 /// engine cannot type by itself, such as a parameter passed to a function
@@ -486,9 +497,7 @@ pub(crate) fn typed_placeholders(sql: &str, types: &[Option<pgwire::api::Type>])
             && let Some(i) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
             && let Some(Some(t)) = types.get(i.wrapping_sub(1))
             && let Some(ty) = name(t)
-            && let Ok(cast) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&format!("CAST({p} AS {ty})"))
-                .and_then(|mut p| p.parse_expr())
+            && let Some(cast) = parse_expr(&format!("CAST({p} AS {ty})"))
         {
             *expr = cast;
             changed = true;
