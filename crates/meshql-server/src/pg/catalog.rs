@@ -528,6 +528,7 @@ pub(crate) fn needs_rewrite(sql: &str) -> bool {
         "pg_",
         "operator(",
         "::reg",
+        "regclass",
         "information_schema",
         "current_",
         "collate",
@@ -997,6 +998,7 @@ mod tests {
             "SELECT 1 FROM d WHERE d.classoid = to_regclass(CAST($1 AS TEXT))"
         );
         // psql's spelling, which the compatibility rewrite knows by its text.
+        assert!(needs_rewrite("SELECT CAST('x' AS REGCLASS)"));
         let psql = "SELECT oid, stxrelid::pg_catalog.regclass FROM pg_catalog.pg_statistic_ext\nWHERE stxrelid = '16386'";
         assert_eq!(regclass_as_text(psql), psql);
     }
