@@ -81,6 +81,10 @@ enum Command {
         /// Skip the per-system peak memory runs.
         #[arg(long)]
         no_memory: bool,
+        /// Break down and write the analyzed plan of every query, not only
+        /// of those DuckDB answers faster.
+        #[arg(long)]
+        explain: bool,
         /// Instead of the engine comparison: meshql in-process against
         /// clusters of this many local `meshql worker` processes (the
         /// `meshql` binary of the same build), e.g. `1,2,4`.
@@ -152,6 +156,7 @@ fn main() -> Result<()> {
             settings,
             sweep,
             no_memory,
+            explain,
             workers,
         } => {
             if let Some(q) = queries.iter().find(|q| !(1..=22).contains(*q)) {
@@ -175,6 +180,7 @@ fn main() -> Result<()> {
                 settings,
                 sweep,
                 memory: !no_memory,
+                explain,
             })
         }
         Command::Web {

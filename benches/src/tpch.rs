@@ -45,6 +45,9 @@ pub struct Options {
     pub sweep: bool,
     /// Runs each system once more in a process of its own for its peak memory.
     pub memory: bool,
+    /// Collects the breakdown and the analyzed plan of every query, not
+    /// only of those DuckDB answers faster.
+    pub explain: bool,
 }
 
 /// The systems, in the order of the tables.
@@ -197,6 +200,8 @@ impl Row {
 struct Breakdown {
     plan: Duration,
     operators: BTreeMap<&'static str, Duration>,
+    /// The physical plan with its metrics, as `EXPLAIN ANALYZE` shows it.
+    analyzed: String,
 }
 
 impl Breakdown {
@@ -272,7 +277,16 @@ async fn breakdown(session: &Session, sql: &str) -> Result<Breakdown> {
     let _: Vec<RecordBatch> = query.execute()?.try_collect().await?;
     let mut operators = BTreeMap::new();
     add_operator_times(query.physical_plan(), &mut operators);
-    Ok(Breakdown { plan, operators })
+    let analyzed = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+        query.physical_plan().as_ref(),
+    )
+    .indent(true)
+    .to_string();
+    Ok(Breakdown {
+        plan,
+        operators,
+        analyzed,
+    })
 }
 
 /// Runs the comparison and writes its results; fails when results differ.
@@ -326,9 +340,10 @@ pub fn run(opts: &Options) -> Result<()> {
             }
         }
         row.medians = times.into_iter().map(|(s, t)| (s, median(t))).collect();
-        if row
-            .ratio(System::Admin, System::DuckDb)
-            .is_some_and(|r| r > 1.0)
+        if opts.explain
+            || row
+                .ratio(System::Admin, System::DuckDb)
+                .is_some_and(|r| r > 1.0)
         {
             row.breakdown =
                 Some(runtime.block_on(breakdown(&engines.admin, &tpch_data::query(n, "tpch")))?);
@@ -507,6 +522,7 @@ pub fn memory_child(scale: f64, system: System, queries: &[usize]) -> Result<()>
         settings: Vec::new(),
         sweep: false,
         memory: false,
+        explain: false,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -593,6 +609,15 @@ impl Report<'_> {
         let md = self.opts.out.join(format!("{}.md", self.stem()));
         std::fs::write(&md, self.markdown())?;
         eprintln!("wrote {} and {}", md.display(), csv.display());
+        // The analyzed plans of the queries DuckDB wins, where the causes
+        // in benches/README.md are read from.
+        let plans = self.opts.out.join(format!("{}-plans", self.stem()));
+        for row in self.rows {
+            if let Some(b) = &row.breakdown {
+                std::fs::create_dir_all(&plans)?;
+                std::fs::write(plans.join(format!("q{:02}.txt", row.n)), &b.analyzed)?;
+            }
+        }
         if self.opts.duckdb {
             let png = self.opts.out.join(format!("{}.png", self.stem()));
             chart(&csv, &png, &format!("TPC-H SF{}", self.opts.scale))?;
@@ -703,7 +728,15 @@ impl Report<'_> {
             }
         }
         md.push('\n');
-        let losing: Vec<&Row> = self.rows.iter().filter(|r| r.breakdown.is_some()).collect();
+        let losing: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| {
+                r.breakdown.is_some()
+                    && r.ratio(System::Admin, System::DuckDb)
+                        .is_some_and(|x| x > 1.0)
+            })
+            .collect();
         if !losing.is_empty() {
             md.push_str("## Where DuckDB is faster\n\n");
             md.push_str("For each query meshql answers slower than DuckDB: meshql's planning time and the compute time of its operators by kind, summed over partitions, from the plan's metrics after one more run. The largest kind is named as the cause.\n\n| query | admin / DuckDB | cause | breakdown |\n| --- | --: | --- | --- |\n");

@@ -1,3 +1,4 @@
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
 /// Errors of the meshql engine.
@@ -58,12 +59,54 @@ pub(crate) fn clean_datafusion_message(e: &DataFusionError) -> String {
             }
             DataFusionError::ArrowError(inner, _) => return required_but_null(inner.to_string()),
             DataFusionError::ObjectStore(inner) => return inner.to_string(),
+            DataFusionError::ParquetError(inner) => return parquet_message(inner),
             DataFusionError::Plan(m) | DataFusionError::Execution(m) => return m.clone(),
             DataFusionError::SQL(inner, _) => return inner.to_string(),
             DataFusionError::SchemaError(inner, _) => return inner.to_string(),
             other => return other.strip_backtrace(),
         }
     }
+}
+
+/// The Parquet reader's error. A filter evaluated while the file is decoded
+/// comes back as text (`Error evaluating filter predicate: <the error's
+/// Debug form>`); the user gets the failure in the words the same filter
+/// has when it runs above the scan.
+fn parquet_message(e: &datafusion::parquet::errors::ParquetError) -> String {
+    use datafusion::parquet::errors::ParquetError;
+    let text = match e {
+        ParquetError::External(inner) => inner.to_string(),
+        other => return other.to_string(),
+    };
+    let Some((_, debug)) = text.split_once("Error evaluating filter predicate: ") else {
+        return text;
+    };
+    predicate_failure(debug).unwrap_or(text)
+}
+
+/// The message inside the Debug form of a DataFusion error raised by a
+/// filter, for the errors a filter raises: Arrow's (division by zero,
+/// overflow, casts) and DataFusion's execution errors.
+fn predicate_failure(debug: &str) -> Option<String> {
+    if debug.starts_with("ArrowError(DivideByZero") {
+        return Some(ArrowError::DivideByZero.to_string());
+    }
+    let inner = debug
+        .strip_prefix("ArrowError(")
+        .or_else(|| debug.strip_prefix("Execution("))?;
+    let start = inner.find('"')?;
+    let message = &inner[start + 1..];
+    // The message ends at the first quote that is not escaped.
+    let mut out = String::new();
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            '"' => return Some(out),
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 /// Arrow's refusal of NULLs in a column the schema declares non-nullable,
@@ -100,5 +143,44 @@ pub(crate) fn product_error(e: &DataFusionError) -> Option<&Error> {
             }
             _ => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::parquet::errors::ParquetError;
+
+    /// How the Parquet reader reports a failed filter.
+    fn from_reader(e: DataFusionError) -> DataFusionError {
+        let text = format!("Error evaluating filter predicate: {e:?}");
+        DataFusionError::ParquetError(Box::new(ParquetError::External(Box::new(
+            ArrowError::ComputeError(text),
+        ))))
+    }
+
+    #[test]
+    fn a_filter_failing_inside_the_parquet_reader_says_what_failed() {
+        let divide = from_reader(DataFusionError::ArrowError(
+            Box::new(ArrowError::DivideByZero),
+            Some(String::new()),
+        ));
+        assert_eq!(clean_datafusion_message(&divide), "Divide by zero error");
+        let cast = from_reader(DataFusionError::ArrowError(
+            Box::new(ArrowError::CastError(
+                "Cannot cast string \"x\" to Int64".into(),
+            )),
+            None,
+        ));
+        assert_eq!(
+            clean_datafusion_message(&cast),
+            "Cannot cast string \"x\" to Int64"
+        );
+        let execution = from_reader(DataFusionError::Execution("no such value".into()));
+        assert_eq!(clean_datafusion_message(&execution), "no such value");
+        // Anything else keeps the reader's own words.
+        let other =
+            DataFusionError::ParquetError(Box::new(ParquetError::General("bad page".into())));
+        assert!(clean_datafusion_message(&other).contains("bad page"));
     }
 }
