@@ -9,6 +9,7 @@
 mod guard;
 pub(crate) mod limits;
 mod scan_filters;
+mod semi_join;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -178,6 +179,7 @@ impl Mesh {
             .with_default_features()
             .with_query_planner(Arc::new(MeshQueryPlanner))
             .with_analyzer_rules(rules)
+            .with_optimizer_rule(Arc::new(semi_join::SemiJoinOnUniqueKeys))
             .with_physical_optimizer_rule(Arc::new(scan_filters::ScanFilters));
         if let Some(cluster) = self.cluster() {
             builder = cluster.configure(builder, &principal, secret);
