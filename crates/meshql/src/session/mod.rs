@@ -100,11 +100,6 @@ impl Mesh {
             .with_information_schema(true);
         // Spans let errors point at the place in the statement.
         config.options_mut().sql_parser.collect_spans = true;
-        // Filters are evaluated while Parquet is decoded, so the columns
-        // they do not need are decoded only for the rows that pass; with
-        // the dynamic filters of joins made cheap (`scan_filters`) this
-        // is what answers TPC-H fastest as a whole (benches/README.md).
-        config.options_mut().execution.parquet.pushdown_filters = true;
 
         let mut provider = MeshCatalog::default();
         let mut policies = BTreeMap::new();
