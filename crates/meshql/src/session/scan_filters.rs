@@ -8,10 +8,11 @@
 //! expression (remapping its columns to the file's) on every batch; for a
 //! filter that holds an `IN` list that rewrite rebuilds the list's hash set
 //! each time, and costs more than the filter saves (TPC-H Q17: 0.9 s of
-//! filter time for 6 M rows). [`ScanFilters`] wraps every dynamic filter of
-//! a Parquet scan in an [`AdaptiveFilter`], which takes the filter's
+//! filter time for 6 M rows). [`ScanFilters`] wraps the dynamic filters of
+//! the Parquet scans that evaluate them while they decode (below) in
+//! [`AdaptiveFilter`]s, which take the filter's
 //! current expression once per generation (each update of the filter), and
-//! stops evaluating it for the rest of that generation once it has seen
+//! stop evaluating it for the rest of that generation once it has seen
 //! [`PROBE_ROWS`] rows and let more than [`KEEP_SHARE`] of them through: a
 //! dynamic filter never decides a result (the join or the top-k above it
 //! does), so passing every row is always correct, and a filter that keeps
@@ -39,7 +40,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::ColumnarValue;
-use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr};
 use datafusion::physical_expr::split_conjunction;
 use datafusion::physical_expr_common::physical_expr::snapshot_physical_expr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -120,10 +121,7 @@ fn carried_columns(config: &FileScanConfig, predicate: &Arc<dyn PhysicalExpr>) -
     let schema = config.projected_schema()?;
     let mut filtered = std::collections::HashSet::new();
     predicate.apply(|e| {
-        if let Some(c) = e
-            .as_any()
-            .downcast_ref::<datafusion::physical_expr::expressions::Column>()
-        {
+        if let Some(c) = e.as_any().downcast_ref::<Column>() {
             filtered.insert(c.name().to_string());
         }
         Ok(TreeNodeRecursion::Continue)
@@ -296,7 +294,7 @@ mod tests {
     use datafusion::arrow::array::{Array, Int64Array};
     use datafusion::arrow::datatypes::Field;
     use datafusion::logical_expr::Operator;
-    use datafusion::physical_expr::expressions::{BinaryExpr, Column, lit};
+    use datafusion::physical_expr::expressions::{BinaryExpr, lit};
 
     fn batch(values: impl IntoIterator<Item = i64>) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
@@ -304,7 +302,10 @@ mod tests {
         RecordBatch::try_new(schema, vec![Arc::new(values)]).expect("a batch")
     }
 
-    fn kept(value: ColumnarValue, rows: usize) -> usize {
+    /// The rows of `batch` that `filter` keeps.
+    fn kept(filter: &dyn PhysicalExpr, batch: &RecordBatch) -> usize {
+        let rows = batch.num_rows();
+        let value = filter.evaluate(batch).expect("evaluates");
         let array = value.into_array(rows).expect("an array");
         let array = array
             .as_any()
@@ -336,22 +337,13 @@ mod tests {
         let adaptive = AdaptiveFilter::new(Arc::clone(&filter) as Arc<dyn PhysicalExpr>);
         let rows = batch(0..10_000);
         // Before the join has built its side, every row passes.
-        assert_eq!(
-            kept(adaptive.evaluate(&rows).expect("evaluates"), 10_000),
-            10_000
-        );
+        assert_eq!(kept(&adaptive, &rows), 10_000);
         filter.update(below(100)).expect("updates");
         for _ in 0..20 {
-            assert_eq!(
-                kept(adaptive.evaluate(&rows).expect("evaluates"), 10_000),
-                100
-            );
+            assert_eq!(kept(&adaptive, &rows), 100);
         }
         filter.update(below(10)).expect("test step");
-        assert_eq!(
-            kept(adaptive.evaluate(&rows).expect("evaluates"), 10_000),
-            10
-        );
+        assert_eq!(kept(&adaptive, &rows), 10);
     }
 
     #[test]
@@ -363,22 +355,13 @@ mod tests {
         // Evaluated until it has seen enough rows to judge...
         let batches = PROBE_ROWS.div_ceil(10_000) as usize;
         for _ in 0..batches {
-            assert_eq!(
-                kept(adaptive.evaluate(&rows).expect("evaluates"), 10_000),
-                9_990
-            );
+            assert_eq!(kept(&adaptive, &rows), 9_990);
         }
         // ...then every row passes, which the join above makes correct.
-        assert_eq!(
-            kept(adaptive.evaluate(&rows).expect("evaluates"), 10_000),
-            10_000
-        );
+        assert_eq!(kept(&adaptive, &rows), 10_000);
         // A new generation is judged afresh.
         filter.update(below(50)).expect("test step");
-        assert_eq!(
-            kept(adaptive.evaluate(&rows).expect("evaluates"), 10_000),
-            50
-        );
+        assert_eq!(kept(&adaptive, &rows), 50);
     }
 
     #[test]
@@ -396,7 +379,7 @@ mod tests {
         let again = wrap_dynamic_filters(Arc::clone(&wrapped)).expect("test step");
         assert!(!again.transformed, "a wrapped filter is not wrapped twice");
         let rows = batch(0..100);
-        assert_eq!(kept(wrapped.evaluate(&rows).expect("evaluates"), 100), 7);
+        assert_eq!(kept(wrapped.as_ref(), &rows), 7);
         // What is shipped to workers or shown is the filter's expression now.
         let snapshot = snapshot_physical_expr(wrapped).expect("test step");
         assert_eq!(snapshot.to_string(), "k@0 < 1000 AND k@0 < 7");

@@ -125,21 +125,16 @@ mod tests {
             .with_optimizer_rule(Arc::new(SemiJoinOnUniqueKeys))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.sql("CREATE TABLE t (k INT, v INT) AS VALUES (1, 10), (1, 11), (2, 20), (3, 30), (NULL, 40)")
-            .await
-            .expect("t")
-            .collect()
-            .await
-            .expect("t");
-        ctx.sql("CREATE TABLE u (k INT, w INT) AS VALUES (1, 5), (1, 6), (3, 7), (NULL, 8)")
-            .await
-            .expect("u")
-            .collect()
-            .await
-            .expect("u");
+        rows(&ctx, "CREATE TABLE t (k INT, v INT) AS VALUES (1, 10), (1, 11), (2, 20), (3, 30), (NULL, 40)").await;
+        rows(
+            &ctx,
+            "CREATE TABLE u (k INT, w INT) AS VALUES (1, 5), (1, 6), (3, 7), (NULL, 8)",
+        )
+        .await;
         ctx
     }
 
+    /// The rows of `sql`, as a table.
     async fn rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
         let batches = ctx
             .sql(sql)
@@ -154,17 +149,24 @@ mod tests {
         text.lines().map(str::to_string).collect()
     }
 
+    /// The optimized plan of `sql` and its rows, as tables.
+    async fn planned_and_run(sql: &str) -> (String, Vec<String>) {
+        let ctx = context().await;
+        (optimized(&ctx, sql).await, rows(&ctx, sql).await)
+    }
+
     #[tokio::test]
     async fn in_a_grouped_subquery_is_an_inner_join_with_the_same_rows() {
-        let ctx = context().await;
-        let sql = "SELECT k, v FROM t WHERE k IN (SELECT k FROM u GROUP BY k HAVING count(*) > 1) ORDER BY v";
-        let plan = optimized(&ctx, sql).await;
+        let (plan, rows) = planned_and_run(
+            "SELECT k, v FROM t WHERE k IN (SELECT k FROM u GROUP BY k HAVING count(*) > 1) ORDER BY v",
+        )
+        .await;
         assert!(plan.contains("Inner Join"), "{plan}");
         assert!(!plan.contains("LeftSemi"), "{plan}");
         // Duplicates on the left stay; the key 1 appears twice in u but once
         // in the grouped subquery, so no row is doubled.
         assert_eq!(
-            rows(&ctx, sql).await,
+            rows,
             [
                 "+---+----+",
                 "| k | v  |",
@@ -178,12 +180,11 @@ mod tests {
 
     #[tokio::test]
     async fn in_a_subquery_with_repeated_keys_stays_a_semi_join() {
-        let ctx = context().await;
-        let sql = "SELECT k, v FROM t WHERE k IN (SELECT k FROM u) ORDER BY v";
-        let plan = optimized(&ctx, sql).await;
+        let (plan, rows) =
+            planned_and_run("SELECT k, v FROM t WHERE k IN (SELECT k FROM u) ORDER BY v").await;
         assert!(plan.contains("LeftSemi Join"), "{plan}");
         assert_eq!(
-            rows(&ctx, sql).await,
+            rows,
             [
                 "+---+----+",
                 "| k | v  |",
