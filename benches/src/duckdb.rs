@@ -43,11 +43,22 @@ pub struct DuckDb {
 impl DuckDb {
     /// Starts DuckDB over the Parquet files of `tables` under `data_dir`.
     pub fn start(python: &Path, data_dir: &Path, tables: &[&str]) -> Result<DuckDb> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb_runner.py");
+        let data_dir = data_dir.to_string_lossy();
+        Self::spawn(python, "duckdb_runner.py", &[&data_dir, &tables.join(",")])
+    }
+
+    /// Starts a client of meshql's Flight SQL server at `addr`: the Python
+    /// ADBC driver (`benches/adbc_runner.py`), which answers the same
+    /// commands; its `version` is the driver's.
+    pub fn start_adbc(python: &Path, addr: &str, user: &str, password: &str) -> Result<DuckDb> {
+        Self::spawn(python, "adbc_runner.py", &[addr, user, password])
+    }
+
+    fn spawn(python: &Path, script: &str, args: &[&str]) -> Result<DuckDb> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
         let mut child = Command::new(python)
             .arg(&script)
-            .arg(data_dir)
-            .arg(tables.join(","))
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -71,11 +82,11 @@ impl DuckDb {
     fn read(&mut self) -> Result<Value> {
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
-            bail!("the DuckDB runner exited");
+            bail!("the Python runner exited");
         }
         let value: Value = serde_json::from_str(&line)?;
         if let Some(e) = value.get("error") {
-            bail!("DuckDB: {}", e.as_str().unwrap_or("?"));
+            bail!("{}", e.as_str().unwrap_or("?"));
         }
         Ok(value)
     }
@@ -84,6 +95,12 @@ impl DuckDb {
         writeln!(self.stdin, "{command}")?;
         self.stdin.flush()?;
         self.read()
+    }
+
+    /// Runs a `SET` statement.
+    pub fn set(&mut self, sql: &str) -> Result<()> {
+        self.call(json!({"op": "set", "sql": sql}))?;
+        Ok(())
     }
 
     /// Runs `sql`; the time DuckDB took to answer it.
@@ -104,6 +121,15 @@ impl DuckDb {
             )?
             .build()?;
         Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Queries per second of `clients` threads of DuckDB's process, each
+    /// with a cursor of its own, running `sql` over and over for `seconds`.
+    pub fn concurrent(&mut self, sql: &str, clients: usize, seconds: u64) -> Result<f64> {
+        let answer = self.call(json!({
+            "op": "concurrent", "sql": sql, "clients": clients, "seconds": seconds
+        }))?;
+        answer["qps"].as_f64().ok_or_else(|| anyhow!("no qps"))
     }
 
     /// Peak resident memory of the DuckDB process so far, in bytes.

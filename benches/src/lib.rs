@@ -7,6 +7,8 @@
 //!   rounding and of row order where the query has none;
 //! - [`measure`]: medians, geometric means, peak memory of a process;
 //! - [`flight_client`]: a Flight SQL client over loopback;
+//! - [`flight`]: the serving path over Flight SQL against in-process
+//!   meshql and DuckDB;
 //! - [`pg`]: the PostgreSQL protocol against Flight SQL and a real
 //!   PostgreSQL server.
 
@@ -14,6 +16,7 @@ pub mod cluster;
 pub mod common;
 pub mod compare;
 pub mod duckdb;
+pub mod flight;
 pub mod flight_client;
 pub mod measure;
 pub mod mesh_scale;

@@ -68,9 +68,12 @@ enum Command {
         /// Where the results go.
         #[arg(long, default_value_os_t = default_out())]
         out: PathBuf,
-        /// Leave DuckDB out (no Python needed).
+        /// Leave DuckDB out (no Python needed; leaves Flight SQL out too).
         #[arg(long)]
         no_duckdb: bool,
+        /// Leave out meshql over Flight SQL with the Python ADBC driver.
+        #[arg(long)]
+        no_flight: bool,
         /// A DataFusion setting for meshql's and DataFusion's sessions,
         /// e.g. `datafusion.execution.target_partitions=4`; repeatable.
         #[arg(long = "set", value_parser = parse_setting)]
@@ -78,6 +81,10 @@ enum Command {
         /// Retime the queries DuckDB wins under other session settings.
         #[arg(long)]
         sweep: bool,
+        /// Memory one query may use, in MiB, on every system; operators
+        /// that can spill to disk do so.
+        #[arg(long)]
+        memory_limit: Option<usize>,
         /// Skip the per-system peak memory runs.
         #[arg(long)]
         no_memory: bool,
@@ -121,6 +128,26 @@ enum Command {
         #[arg(long, default_value_os_t = default_out())]
         out: PathBuf,
     },
+    /// The serving path: Flight SQL over loopback (one-row latency, a
+    /// large result, 16 and 64 concurrent clients) against meshql and
+    /// DuckDB in-process.
+    Flight {
+        /// The demo mesh's scale: 50 makes 2.35 million order lines.
+        #[arg(long, default_value_t = 50)]
+        scale: u32,
+        /// Timed one-row queries, after 50 warm-ups.
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// Numbers of concurrent clients.
+        #[arg(long, value_parser = parse_list, default_value = "16,64")]
+        clients: List,
+        /// Seconds each concurrency run lasts.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Where the results go.
+        #[arg(long, default_value_os_t = default_out())]
+        out: PathBuf,
+    },
     /// Generated meshes of growing size: open, session, plan, memory.
     Mesh {
         /// Numbers of contracts, across 100 domains.
@@ -139,6 +166,8 @@ enum Command {
         system: String,
         #[arg(long, value_parser = parse_list)]
         queries: List,
+        #[arg(long)]
+        memory_limit: Option<usize>,
     },
     /// (internal) one mesh size.
     #[command(hide = true)]
@@ -153,11 +182,13 @@ fn main() -> Result<()> {
             queries,
             out,
             no_duckdb,
+            no_flight,
             settings,
             sweep,
             no_memory,
             explain,
             workers,
+            memory_limit,
         } => {
             if let Some(q) = queries.iter().find(|q| !(1..=22).contains(*q)) {
                 anyhow::bail!("there is no TPC-H query {q}: queries are 1 to 22");
@@ -177,10 +208,12 @@ fn main() -> Result<()> {
                 queries,
                 out,
                 duckdb: !no_duckdb,
+                flight: !no_duckdb && !no_flight && settings.is_empty(),
                 settings,
                 sweep,
                 memory: !no_memory,
                 explain,
+                memory_limit: memory_limit.map(|m| m << 20),
             })
         }
         Command::Web {
@@ -188,6 +221,19 @@ fn main() -> Result<()> {
             runs,
             out,
         } => meshql_bench::web::run(&out, contracts, runs),
+        Command::Flight {
+            scale,
+            runs,
+            clients,
+            seconds,
+            out,
+        } => meshql_bench::flight::run(&meshql_bench::flight::Options {
+            scale,
+            runs,
+            clients,
+            seconds,
+            out,
+        }),
         Command::Pg {
             scale,
             clients,
@@ -204,7 +250,13 @@ fn main() -> Result<()> {
             scale,
             system,
             queries,
-        } => tpch::memory_child(scale, tpch::System::parse(&system)?, &queries),
+            memory_limit,
+        } => tpch::memory_child(
+            scale,
+            tpch::System::parse(&system)?,
+            &queries,
+            memory_limit.map(|m| m << 20),
+        ),
         Command::MeshChild { contracts } => mesh_scale::child(contracts),
     }
 }

@@ -5,9 +5,12 @@
 //! 2. meshql as `analyst`, with `customer.c_phone` / `c_address` masked and
 //!    `nation` filtered ([`crate::tpch_data::POLICIES`]);
 //! 3. a bare DataFusion `SessionContext` with the files registered;
-//! 4. DuckDB (its Python package) with views over the files.
+//! 4. DuckDB (its Python package) with views over the files;
+//! 5. meshql as `admin` over Flight SQL, as a new user reaches it from
+//!    Python: `meshql serve`'s defaults in this process, the ADBC Flight
+//!    SQL driver in another, each result fetched as one Arrow table.
 //!
-//! The warm-up results of 1, 3 and 4 must be equal ([`crate::compare`]);
+//! The warm-up results of 1, 3, 4 and 5 must be equal ([`crate::compare`]);
 //! a difference fails the run. Results go to `<out>/tpch-sf<scale>.md`,
 //! `.csv` and `.png`.
 
@@ -39,6 +42,8 @@ pub struct Options {
     /// Where the results go.
     pub out: PathBuf,
     pub duckdb: bool,
+    /// Runs meshql over Flight SQL with the Python ADBC driver too.
+    pub flight: bool,
     /// `SET` statements for meshql's and DataFusion's sessions.
     pub settings: Vec<(String, String)>,
     /// Retimes the queries meshql loses to DuckDB under other settings.
@@ -48,6 +53,10 @@ pub struct Options {
     /// Collects the breakdown and the analyzed plan of every query, not
     /// only of those DuckDB answers faster.
     pub explain: bool,
+    /// Memory one query may use, in bytes, on every system (meshql's
+    /// per-query limit, DataFusion's memory pool, DuckDB's
+    /// `memory_limit`); operators that can spill to disk do so.
+    pub memory_limit: Option<usize>,
 }
 
 /// The systems, in the order of the tables.
@@ -57,14 +66,17 @@ pub enum System {
     Analyst,
     DataFusion,
     DuckDb,
+    /// meshql (admin) over Flight SQL, read with the Python ADBC driver.
+    Flight,
 }
 
 impl System {
-    pub const ALL: [System; 4] = [
+    pub const ALL: [System; 5] = [
         System::Admin,
         System::Analyst,
         System::DataFusion,
         System::DuckDb,
+        System::Flight,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +85,7 @@ impl System {
             System::Analyst => "analyst",
             System::DataFusion => "datafusion",
             System::DuckDb => "duckdb",
+            System::Flight => "flight",
         }
     }
 
@@ -80,7 +93,9 @@ impl System {
         System::ALL
             .into_iter()
             .find(|x| x.name() == s)
-            .ok_or_else(|| anyhow!("unknown system {s}: admin, analyst, datafusion or duckdb"))
+            .ok_or_else(|| {
+                anyhow!("unknown system {s}: admin, analyst, datafusion, duckdb or flight")
+            })
     }
 }
 
@@ -90,18 +105,30 @@ struct Engines {
     analyst: Session,
     bare: SessionContext,
     duck: Option<DuckDb>,
+    /// The ADBC client of the Flight SQL server this process serves.
+    flight: Option<DuckDb>,
+    /// meshql's per-query options: the memory limit.
+    query: QueryOptions,
     scratch: tempfile::TempDir,
     _mesh_dir: tempfile::TempDir,
 }
 
 impl Engines {
-    async fn start(opts: &Options, data: &Path, duckdb: bool) -> Result<Engines> {
+    async fn start(opts: &Options, data: &Path, duckdb: bool, flight: bool) -> Result<Engines> {
         let mesh_dir = tempfile::tempdir()?;
         tpch_data::write_mesh(mesh_dir.path(), data, false);
         let mesh = Mesh::open_strict(mesh_dir.path()).context("the TPC-H mesh")?;
         let admin = mesh.session(mesh.principal("admin")?);
         let analyst = mesh.session(mesh.principal("analyst")?);
-        let bare = SessionContext::new();
+        let bare = match opts.memory_limit {
+            Some(limit) => SessionContext::new_with_config_rt(
+                datafusion::prelude::SessionConfig::new(),
+                datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                    .with_memory_limit(limit, 1.0)
+                    .build_arc()?,
+            ),
+            None => SessionContext::new(),
+        };
         for (table, _) in TABLES {
             let file = tpch_data::parquet_file(data, table);
             bare.register_parquet(
@@ -121,7 +148,16 @@ impl Engines {
         }
         let duck = if duckdb {
             let tables: Vec<&str> = TABLES.iter().map(|(t, _)| *t).collect();
-            Some(DuckDb::start(&crate::duckdb::python()?, data, &tables)?)
+            let mut duck = DuckDb::start(&crate::duckdb::python()?, data, &tables)?;
+            if let Some(limit) = opts.memory_limit {
+                duck.set(&format!("SET memory_limit = '{}MiB'", limit >> 20))?;
+            }
+            Some(duck)
+        } else {
+            None
+        };
+        let flight = if flight {
+            Some(serve_flight(&mesh, &opts.settings).await?)
         } else {
             None
         };
@@ -130,6 +166,11 @@ impl Engines {
             analyst,
             bare,
             duck,
+            flight,
+            query: QueryOptions {
+                memory_limit: opts.memory_limit,
+                params: None,
+            },
             scratch: tempfile::tempdir()?,
             _mesh_dir: mesh_dir,
         })
@@ -139,8 +180,12 @@ impl Engines {
     async fn run(&mut self, system: System, n: usize) -> Result<(Vec<RecordBatch>, Duration)> {
         let started = Instant::now();
         let batches = match system {
-            System::Admin => self.admin.collect(&tpch_data::query(n, "tpch")).await?,
-            System::Analyst => self.analyst.collect(&tpch_data::query(n, "tpch")).await?,
+            System::Admin => {
+                collect(&self.admin, &tpch_data::query(n, "tpch"), &self.query).await?
+            }
+            System::Analyst => {
+                collect(&self.analyst, &tpch_data::query(n, "tpch"), &self.query).await?
+            }
             System::DataFusion => {
                 self.bare
                     .sql(&tpch_data::query_text(n))
@@ -152,6 +197,13 @@ impl Engines {
                 let duck = self.duck.as_mut().ok_or_else(|| anyhow!("no DuckDB"))?;
                 return Ok((Vec::new(), duck.run(&tpch_data::query_text(n))?));
             }
+            System::Flight => {
+                let client = self
+                    .flight
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("no Flight SQL"))?;
+                return Ok((Vec::new(), client.run(&tpch_data::query(n, "tpch"))?));
+            }
         };
         Ok((batches, started.elapsed()))
     }
@@ -161,6 +213,51 @@ impl Engines {
         let duck = self.duck.as_mut().ok_or_else(|| anyhow!("no DuckDB"))?;
         duck.results(&tpch_data::query_text(n), self.scratch.path())
     }
+
+    /// The results of query `n` as the ADBC client received them.
+    fn flight_results(&mut self, n: usize) -> Result<Vec<RecordBatch>> {
+        let client = self
+            .flight
+            .as_mut()
+            .ok_or_else(|| anyhow!("no Flight SQL"))?;
+        client.results(&tpch_data::query(n, "tpch"), self.scratch.path())
+    }
+}
+
+/// Plans `sql` with the run's per-query options and collects its results.
+async fn collect(session: &Session, sql: &str, options: &QueryOptions) -> Result<Vec<RecordBatch>> {
+    if options.memory_limit.is_none() {
+        return Ok(session.collect(sql).await?);
+    }
+    let query = session.plan(sql, options).await?;
+    Ok(query.execute()?.try_collect().await?)
+}
+
+/// Serves `mesh` over Flight SQL on 127.0.0.1 with the options `meshql
+/// serve` takes from its `mesh.yaml` (the settings of the run applied to
+/// the server's sessions too) and starts the ADBC client, logged in as
+/// admin.
+async fn serve_flight(mesh: &Mesh, settings: &[(String, String)]) -> Result<DuckDb> {
+    if !settings.is_empty() {
+        bail!("--set applies to in-process sessions only; run with --no-flight");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let options = meshql_server::ServerOptions::from_mesh(mesh);
+    tokio::spawn(meshql_server::serve(
+        listener,
+        mesh.clone(),
+        options,
+        None,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    DuckDb::start_adbc(
+        &crate::duckdb::python()?,
+        &addr.to_string(),
+        "admin",
+        "admin-demo",
+    )
 }
 
 /// The measurements of one query.
@@ -184,6 +281,7 @@ impl Row {
         cells.push(fmt_ratio(self.ratio(System::Admin, System::DataFusion)));
         cells.push(fmt_ratio(self.ratio(System::Analyst, System::Admin)));
         cells.push(fmt_ratio(self.ratio(System::Admin, System::DuckDb)));
+        cells.push(fmt_ratio(self.ratio(System::Flight, System::DuckDb)));
         cells.push(self.rows.to_string());
         cells
     }
@@ -295,10 +393,14 @@ pub fn run(opts: &Options) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut engines = runtime.block_on(Engines::start(opts, &data, opts.duckdb))?;
+    let mut engines = runtime.block_on(Engines::start(opts, &data, opts.duckdb, opts.flight))?;
     let systems: Vec<System> = System::ALL
         .into_iter()
-        .filter(|s| opts.duckdb || *s != System::DuckDb)
+        .filter(|s| match s {
+            System::DuckDb => opts.duckdb,
+            System::Flight => opts.flight,
+            _ => true,
+        })
         .collect();
     let mut rows = Vec::new();
     let mut mismatches = Vec::new();
@@ -320,9 +422,12 @@ pub fn run(opts: &Options) -> Result<()> {
         if opts.duckdb {
             results.insert(System::DuckDb, engines.duckdb_results(n)?);
         }
+        if opts.flight {
+            results.insert(System::Flight, engines.flight_results(n)?);
+        }
         let admin = &results[&System::Admin];
         row.rows = admin.iter().map(RecordBatch::num_rows).sum();
-        for s in [System::DataFusion, System::DuckDb] {
+        for s in [System::DataFusion, System::DuckDb, System::Flight] {
             if let Some(other) = results.get(&s)
                 && let Err(e) = same_results(admin, other, ordered)
             {
@@ -349,13 +454,19 @@ pub fn run(opts: &Options) -> Result<()> {
                 Some(runtime.block_on(breakdown(&engines.admin, &tpch_data::query(n, "tpch")))?);
         }
         eprintln!(
-            "Q{n:02}: admin {:.1} ms, analyst {:.1} ms, DataFusion {:.1} ms{}",
+            "Q{n:02}: admin {:.1} ms, analyst {:.1} ms, DataFusion {:.1} ms{}{}",
             row.medians.get(&System::Admin).map_or(0.0, |d| ms(*d)),
             row.medians.get(&System::Analyst).map_or(0.0, |d| ms(*d)),
             row.medians.get(&System::DataFusion).map_or(0.0, |d| ms(*d)),
             row.medians
                 .get(&System::DuckDb)
                 .map_or(String::new(), |d| format!(", DuckDB {:.1} ms", ms(*d))),
+            row.medians
+                .get(&System::Flight)
+                .map_or(String::new(), |d| format!(
+                    ", Flight SQL + ADBC {:.1} ms",
+                    ms(*d)
+                )),
         );
         rows.push(row);
     }
@@ -393,7 +504,14 @@ pub fn run(opts: &Options) -> Result<()> {
     };
     drop(engines);
     let memory = if opts.memory {
-        memory_pass(opts, &systems)?
+        // The Flight SQL server shares the harness's process: its memory
+        // is admin's plus the server's, not measured apart.
+        let alone: Vec<System> = systems
+            .iter()
+            .copied()
+            .filter(|s| *s != System::Flight)
+            .collect();
+        memory_pass(opts, &alone)?
     } else {
         BTreeMap::new()
     };
@@ -441,7 +559,7 @@ async fn settings_sweep(
         return Ok(Vec::new());
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let baseline = Engines::start(opts, data, false).await?;
+    let baseline = Engines::start(opts, data, false, false).await?;
     let mut out = Vec::new();
     for (name, settings) in SWEEP {
         let mut variant_opts = opts.clone();
@@ -451,7 +569,7 @@ async fn settings_sweep(
                 v.replace("{2cores}", &(2 * cores).to_string()),
             )
         }));
-        let variant = Engines::start(&variant_opts, data, false).await?;
+        let variant = Engines::start(&variant_opts, data, false, false).await?;
         let mut per_query = Vec::new();
         for &n in queries {
             let sql = tpch_data::query(n, "tpch");
@@ -494,6 +612,11 @@ fn memory_pass(opts: &Options, systems: &[System]) -> Result<BTreeMap<System, u6
             .args(["tpch-memory", "--system", s.name(), "--scale"])
             .arg(opts.scale.to_string())
             .args(["--queries", &queries.join(",")])
+            .args(
+                opts.memory_limit
+                    .map(|l| vec!["--memory-limit".to_string(), (l >> 20).to_string()])
+                    .unwrap_or_default(),
+            )
             .stderr(std::process::Stdio::inherit())
             .output()?;
         if !output.status.success() {
@@ -511,7 +634,12 @@ fn memory_pass(opts: &Options, systems: &[System]) -> Result<BTreeMap<System, u6
 
 /// The child of [`memory_pass`]: runs every query once on `system` and
 /// prints the process's peak resident memory in bytes.
-pub fn memory_child(scale: f64, system: System, queries: &[usize]) -> Result<()> {
+pub fn memory_child(
+    scale: f64,
+    system: System,
+    queries: &[usize],
+    memory_limit: Option<usize>,
+) -> Result<()> {
     let data = tpch_data::ensure_parquet(scale);
     let opts = Options {
         scale,
@@ -519,15 +647,20 @@ pub fn memory_child(scale: f64, system: System, queries: &[usize]) -> Result<()>
         queries: queries.to_vec(),
         out: PathBuf::new(),
         duckdb: system == System::DuckDb,
+        flight: false,
         settings: Vec::new(),
         sweep: false,
         memory: false,
         explain: false,
+        memory_limit,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut engines = runtime.block_on(Engines::start(&opts, &data, opts.duckdb))?;
+    if system == System::Flight {
+        bail!("the memory run measures in-process systems and DuckDB, not flight");
+    }
+    let mut engines = runtime.block_on(Engines::start(&opts, &data, opts.duckdb, false))?;
     for &n in queries {
         runtime.block_on(engines.run(system, n))?;
     }
@@ -628,7 +761,7 @@ impl Report<'_> {
 
     fn csv(&self) -> String {
         let mut out = String::from(
-            "query,admin_ms,analyst_ms,datafusion_ms,duckdb_ms,admin_over_datafusion,analyst_over_admin,admin_over_duckdb,rows,analyst_result_differs\n",
+            "query,admin_ms,analyst_ms,datafusion_ms,duckdb_ms,flight_ms,admin_over_datafusion,analyst_over_admin,admin_over_duckdb,flight_over_duckdb,rows,analyst_result_differs\n",
         );
         for r in self.rows {
             let mut cells = r.cells();
@@ -649,11 +782,13 @@ impl Report<'_> {
         );
         let _ = writeln!(
             md,
-            "Run on {} ({}). `meshql-bench tpch --scale {} --runs {}`{}. Medians of {} timed runs per query and system after one warm-up, the systems alternating in rotated order; DataFusion {}{}.\n",
+            "Run on {} ({}). `meshql-bench tpch --scale {} --runs {}{}`{}. Medians of {} timed runs per query and system after one warm-up, the systems alternating in rotated order; DataFusion {}{}.\n",
             today(),
             machine(),
             o.scale,
             o.runs,
+            o.memory_limit
+                .map_or(String::new(), |l| format!(" --memory-limit {}", l >> 20)),
             if o.settings.is_empty() {
                 String::new()
             } else {
@@ -672,6 +807,13 @@ impl Report<'_> {
                 .as_ref()
                 .map_or(String::new(), |v| format!(", DuckDB {v}")),
         );
+        if let Some(l) = o.memory_limit {
+            let _ = writeln!(
+                md,
+                "Every query of every system ran under a memory limit of {} MiB: meshql's per-query limit, DataFusion's memory pool, DuckDB's `memory_limit`; what can spill to disk, spills.\n",
+                l >> 20
+            );
+        }
         let _ = writeln!(
             md,
             "- admin / DataFusion, geometric mean: **{}** (target at most 1.03)",
@@ -689,18 +831,30 @@ impl Report<'_> {
                 fmt_ratio(self.geomean_of(System::Admin, System::DuckDb))
             );
         }
+        if o.flight && o.duckdb {
+            let _ = writeln!(
+                md,
+                "- meshql over Flight SQL, read with the Python ADBC driver (`meshql serve`'s defaults, admin) / DuckDB in-process, geometric mean: **{}** (target at most 1.05)",
+                fmt_ratio(self.geomean_of(System::Flight, System::DuckDb))
+            );
+        }
         let _ = writeln!(
             md,
-            "- results of meshql (admin), DataFusion{} {}\n",
-            if o.duckdb { " and DuckDB" } else { "" },
+            "- results of meshql (admin), DataFusion{}{} {}\n",
+            if o.duckdb { ", DuckDB" } else { "" },
+            if o.flight {
+                ", meshql over Flight SQL"
+            } else {
+                ""
+            },
             if self.mismatches.is_empty() {
                 "equal for every query".to_string()
             } else {
                 format!("DIFFER: {}", self.mismatches.join("; "))
             }
         );
-        md.push_str("| query | admin ms | analyst ms | DataFusion ms | DuckDB ms | admin / DataFusion | analyst / admin | admin / DuckDB | rows | analyst sees other rows |\n");
-        md.push_str("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --- |\n");
+        md.push_str("| query | admin ms | analyst ms | DataFusion ms | DuckDB ms | Flight SQL + ADBC ms | admin / DataFusion | analyst / admin | admin / DuckDB | Flight SQL / DuckDB | rows | analyst sees other rows |\n");
+        md.push_str("| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --- |\n");
         for r in self.rows {
             let mut cells = r.cells();
             cells.push(if r.analyst_differs { "yes" } else { "no" }.into());
@@ -708,10 +862,11 @@ impl Report<'_> {
         }
         let _ = writeln!(
             md,
-            "| geometric mean | | | | | {} | {} | {} | | |\n",
+            "| geometric mean | | | | | | {} | {} | {} | {} | | |\n",
             fmt_ratio(self.geomean_of(System::Admin, System::DataFusion)),
             fmt_ratio(self.geomean_of(System::Analyst, System::Admin)),
             fmt_ratio(self.geomean_of(System::Admin, System::DuckDb)),
+            fmt_ratio(self.geomean_of(System::Flight, System::DuckDb)),
         );
         md.push_str("## Peak memory\n\n");
         let _ = writeln!(

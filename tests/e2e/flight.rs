@@ -512,6 +512,76 @@ async fn tickets_and_prepared_handles_cannot_be_forged_or_shared() {
         .expect("closes");
 }
 
+/// The time `SELECT now()` answered, in nanoseconds since 1970: fixed when
+/// the statement is planned.
+fn planned_at(batches: &[RecordBatch]) -> i64 {
+    let column = batches[0].column(0);
+    column
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+        .unwrap_or_else(|| panic!("a timestamp, not {}", column.data_type()))
+        .value(0)
+}
+
+fn nanos_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_is_planned_once_and_its_ticket_stays_stateless() {
+    let server = demo_server().await;
+    let mut admin = demo_login(server.addr, "admin").await;
+    let mut guest = demo_login(server.addr, "guest").await;
+    let now = CommandStatementQuery {
+        query: "SELECT now() AS t".into(),
+        transaction_id: None,
+    };
+    let info = admin.info(now.clone()).await.expect("plans");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Someone else's DoGet of the ticket is refused and leaves the plan be.
+    let err = guest.fetch(&info).await.expect_err("not guest's ticket");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let before_first = nanos_now();
+    let first = planned_at(&admin.fetch(&info).await.expect("runs"));
+    assert!(
+        first < before_first - 200_000_000,
+        "the DoGet ran the plan GetFlightInfo made: now() is of the planning, {} ms before the fetch",
+        (before_first - first) / 1_000_000
+    );
+    // The plan was taken; the same ticket fetched again plans anew.
+    let before_second = nanos_now();
+    let second = planned_at(&admin.fetch(&info).await.expect("runs again"));
+    assert!(
+        second >= before_second - 5_000_000,
+        "a second fetch plans again: {} ms before it",
+        (before_second - second) / 1_000_000
+    );
+
+    // Kept plans answer as the principal who planned them: eu_analyst's
+    // row filter holds in the plan GetFlightInfo made, and admin's plan of
+    // the same statement sees every region.
+    let mut eu = demo_login(server.addr, "eu_analyst").await;
+    let outside = CommandStatementQuery {
+        query: "SELECT count(*) AS n FROM customers.customers WHERE region <> 'EU'".into(),
+        transaction_id: None,
+    };
+    let count = |batches: Vec<RecordBatch>| {
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("count")
+            .value(0)
+    };
+    let eu_info = eu.info(outside.clone()).await.expect("plans");
+    let admin_info = admin.info(outside).await.expect("plans");
+    assert_eq!(count(eu.fetch(&eu_info).await.expect("runs")), 0);
+    assert!(count(admin.fetch(&admin_info).await.expect("runs")) > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_bind_parameters() {
     let server = demo_server().await;

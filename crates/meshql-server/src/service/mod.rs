@@ -54,6 +54,7 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 mod auth;
 mod catalog;
 mod limits;
+mod planned;
 mod prepared;
 mod session_options;
 mod statements;
@@ -81,6 +82,8 @@ pub struct MeshFlightSql {
     running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
     /// Queries cancelled before they started, by id.
     cancelled_early: Mutex<HashMap<String, Instant>>,
+    /// Statements `GetFlightInfo` planned, waiting for their `DoGet`.
+    planned: planned::PlannedStatements,
     /// Each client's search path.
     paths: session_options::ClientPaths,
     audit: Option<Arc<AuditLog>>,
@@ -128,6 +131,7 @@ impl MeshFlightSql {
             sessions: Mutex::new(HashMap::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
             cancelled_early: Mutex::new(HashMap::new()),
+            planned: planned::PlannedStatements::default(),
             paths: session_options::ClientPaths::default(),
             audit,
         })
@@ -363,6 +367,42 @@ impl MeshFlightSql {
             .await
             .map_err(|e| to_status(&e, &claims.id))?;
         Ok((schema, parameters.len()))
+    }
+
+    /// Plans a statement for its ticket and keeps the plan for the ticket's
+    /// `DoGet` ([`planned`]): its schema. Planned where the call is
+    /// answered or on the caller's query lane, as [`Self::describe`].
+    async fn plan_for_ticket(
+        &self,
+        principal: &Principal,
+        session: &Arc<Session>,
+        claims: &HandleClaims,
+    ) -> Result<SchemaRef, Status> {
+        let session = Self::statement_session(session, claims);
+        let options = self.query_options(None);
+        let query = if meshql::is_small_statement(&claims.q) {
+            answered_here(session.plan(&claims.q, &options), &claims.id, "planning").await
+        } else {
+            let sql = claims.q.clone();
+            self.executor
+                .run(&principal.user, async move {
+                    session.plan(&sql, &options).await
+                })
+                .await
+                .unwrap_or_else(|e| Err(crashed(&claims.id, &e)))
+        }
+        .map_err(|e| to_status(&e, &claims.id))?;
+        let schema = Arc::clone(&query.schema);
+        self.planned.keep(&claims.id, principal, query);
+        Ok(schema)
+    }
+
+    /// The limits of one query, with its placeholders' values.
+    fn query_options(&self, params: Option<ParamValues>) -> QueryOptions {
+        QueryOptions {
+            memory_limit: self.options.query_memory,
+            params,
+        }
     }
 
     /// [`Session::describe`]: a small statement where the call is

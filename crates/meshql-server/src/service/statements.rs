@@ -32,8 +32,10 @@ impl MeshFlightSql {
             p: None,
             d: Some(self.client_path(request.metadata())),
         };
-        let (schema, _) = self
-            .plan_schema(&session, &claims)
+        // Planned here and kept for the ticket's DoGet, which then only
+        // runs it.
+        let schema = self
+            .plan_for_ticket(&principal, &session, &claims)
             .await
             .map_err(|s| self.refused(&principal, &request, &claims, s))?;
         let info = self.flight_info(&schema, &claims, request.into_inner())?;
@@ -197,10 +199,7 @@ impl MeshFlightSql {
                 return Err(status);
             }
         };
-        let options = QueryOptions {
-            memory_limit: self.options.query_memory,
-            params,
-        };
+        let options = self.query_options(params);
         let deadline = self
             .options
             .query_timeout
@@ -210,7 +209,12 @@ impl MeshFlightSql {
         // others are planned on the query runtime. Every statement runs
         // there; batches come back through a channel of eight, so a slow
         // client holds up its own query only.
-        let inline = if meshql::is_small_statement(&claims.q) {
+        // The plan GetFlightInfo kept for this ticket is run as it is;
+        // without one, the statement is planned now.
+        let kept = self.planned.take(&id, &principal);
+        let inline = if kept.is_some() {
+            kept
+        } else if meshql::is_small_statement(&claims.q) {
             match answered_here(session.plan(&claims.q, &options), &id, "planning").await {
                 Ok(q) => Some(q),
                 Err(e) => {
