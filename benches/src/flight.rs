@@ -125,16 +125,7 @@ pub fn run(o: &Options) -> Result<()> {
         ..ServerOptions::from_mesh(&mesh)
     };
     let report = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(meshql_server::serve(
-            listener,
-            mesh.clone(),
-            options,
-            None,
-            std::future::pending(),
-            Duration::from_secs(1),
-        ));
+        let addr = flight_client::serve(&mesh, options).await?;
         let mut c = flight_client::connect(addr, "admin", "admin-demo").await?;
         let session = mesh.session(mesh.principal("admin")?);
         let mut md = String::new();

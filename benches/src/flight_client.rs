@@ -12,6 +12,25 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::StreamExt;
 use tonic::transport::Channel;
 
+/// Serves `mesh` over Flight SQL on 127.0.0.1 (a port the system picks)
+/// on the current runtime until the process ends; its address.
+pub async fn serve(
+    mesh: &meshql::Mesh,
+    options: meshql_server::ServerOptions,
+) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(meshql_server::serve(
+        listener,
+        mesh.clone(),
+        options,
+        None,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    Ok(addr)
+}
+
 /// A client of the server at `addr`, logged in as `user`.
 pub async fn connect(
     addr: SocketAddr,

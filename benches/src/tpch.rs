@@ -241,17 +241,8 @@ async fn serve_flight(mesh: &Mesh, settings: &[(String, String)]) -> Result<Duck
     if !settings.is_empty() {
         bail!("--set applies to in-process sessions only; run with --no-flight");
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let options = meshql_server::ServerOptions::from_mesh(mesh);
-    tokio::spawn(meshql_server::serve(
-        listener,
-        mesh.clone(),
-        options,
-        None,
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    let addr =
+        crate::flight_client::serve(mesh, meshql_server::ServerOptions::from_mesh(mesh)).await?;
     DuckDb::start_adbc(
         &crate::duckdb::python()?,
         &addr.to_string(),
