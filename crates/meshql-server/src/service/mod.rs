@@ -371,7 +371,7 @@ impl MeshFlightSql {
 
     /// Plans a statement for its ticket and keeps the plan for the ticket's
     /// `DoGet` ([`planned`]): its schema. Planned where the call is
-    /// answered or on the caller's query lane, as [`Self::describe`].
+    /// answered or on the caller's query lane ([`Self::here_or_on_lane`]).
     async fn plan_for_ticket(
         &self,
         principal: &Principal,
@@ -380,18 +380,17 @@ impl MeshFlightSql {
     ) -> Result<SchemaRef, Status> {
         let session = Self::statement_session(session, claims);
         let options = self.query_options(None);
-        let query = if meshql::is_small_statement(&claims.q) {
-            answered_here(session.plan(&claims.q, &options), &claims.id, "planning").await
-        } else {
-            let sql = claims.q.clone();
-            self.executor
-                .run(&principal.user, async move {
-                    session.plan(&sql, &options).await
-                })
-                .await
-                .unwrap_or_else(|e| Err(crashed(&claims.id, &e)))
-        }
-        .map_err(|e| to_status(&e, &claims.id))?;
+        let sql = claims.q.clone();
+        let query = self
+            .here_or_on_lane(
+                &principal.user,
+                &claims.q,
+                &claims.id,
+                "planning",
+                async move { session.plan(&sql, &options).await },
+            )
+            .await
+            .map_err(|e| to_status(&e, &claims.id))?;
         let schema = Arc::clone(&query.schema);
         self.planned.keep(&claims.id, principal, query);
         Ok(schema)
@@ -405,24 +404,40 @@ impl MeshFlightSql {
         }
     }
 
-    /// [`Session::describe`]: a small statement where the call is
-    /// answered (describing reads no storage, and the hop to a query lane
-    /// would cost more than the work), any other on the caller's query
-    /// lane. A panic fails the call only.
+    /// [`Session::describe`], where [`Self::here_or_on_lane`] says
+    /// (describing reads no storage).
     async fn describe(
         &self,
         session: &Arc<Session>,
         sql: &str,
         id: &str,
     ) -> meshql::Result<(SchemaRef, Vec<arrow::datatypes::Field>)> {
-        if meshql::is_small_statement(sql) {
-            return answered_here(session.describe(sql), id, "describing").await;
-        }
         let user = session.principal().user.clone();
         let session = Arc::clone(session);
-        let sql = sql.to_string();
+        let owned = sql.to_string();
+        self.here_or_on_lane(&user, sql, id, "describing", async move {
+            session.describe(&owned).await
+        })
+        .await
+    }
+
+    /// Runs `work` on statement `sql`: where the call is answered when the
+    /// statement is small (`meshql::is_small_statement`: the hop to a
+    /// query lane would cost more than the work), otherwise on `user`'s
+    /// query lane. A panic fails the call only.
+    async fn here_or_on_lane<T: Send + 'static>(
+        &self,
+        user: &str,
+        sql: &str,
+        id: &str,
+        what: &str,
+        work: impl Future<Output = meshql::Result<T>> + Send + 'static,
+    ) -> meshql::Result<T> {
+        if meshql::is_small_statement(sql) {
+            return answered_here(work, id, what).await;
+        }
         self.executor
-            .run(&user, async move { session.describe(&sql).await })
+            .run(user, work)
             .await
             .unwrap_or_else(|e| Err(crashed(id, &e)))
     }

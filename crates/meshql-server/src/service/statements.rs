@@ -208,9 +208,9 @@ impl MeshFlightSql {
         // described (quick and shallow, see `meshql::is_small_statement`);
         // others are planned on the query runtime. Every statement runs
         // there; batches come back through a channel of eight, so a slow
-        // client holds up its own query only.
-        // The plan GetFlightInfo kept for this ticket is run as it is;
-        // without one, the statement is planned now.
+        // client holds up its own query only. The plan GetFlightInfo kept
+        // for this ticket is run as it is; without one, the statement is
+        // planned now.
         let kept = self.planned.take(&id, &principal);
         let inline = if kept.is_some() {
             kept
