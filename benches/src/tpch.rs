@@ -261,6 +261,8 @@ struct Row {
     analyst_differs: bool,
     /// Where meshql's time goes, for the queries DuckDB wins.
     breakdown: Option<Breakdown>,
+    /// The systems that failed the query under the memory limit, and how.
+    failed: BTreeMap<System, String>,
 }
 
 impl Row {
@@ -268,7 +270,13 @@ impl Row {
     /// ratios, rows.
     fn cells(&self) -> Vec<String> {
         let mut cells = vec![format!("Q{}", self.n)];
-        cells.extend(System::ALL.map(|s| fmt_ms(self.medians.get(&s))));
+        cells.extend(System::ALL.map(|s| {
+            if self.failed.contains_key(&s) {
+                "failed".to_string()
+            } else {
+                fmt_ms(self.medians.get(&s))
+            }
+        }));
         cells.push(fmt_ratio(self.ratio(System::Admin, System::DataFusion)));
         cells.push(fmt_ratio(self.ratio(System::Analyst, System::Admin)));
         cells.push(fmt_ratio(self.ratio(System::Admin, System::DuckDb)));
@@ -365,7 +373,7 @@ async fn breakdown(session: &Session, sql: &str) -> Result<Breakdown> {
     let plan = started.elapsed();
     let _: Vec<RecordBatch> = query.execute()?.try_collect().await?;
     let mut operators = BTreeMap::new();
-    add_operator_times(query.physical_plan(), &mut operators);
+    add_operator_times(&query.physical_plan(), &mut operators);
     let analyzed = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
         query.physical_plan().as_ref(),
     )
@@ -402,44 +410,63 @@ pub fn run(opts: &Options) -> Result<()> {
             n,
             ..Row::default()
         };
-        // Warm-up, whose results are checked.
+        // Warm-up, whose results are checked. Under a memory limit a
+        // system that fails a query is recorded as failing it, and the run
+        // goes on without it for that query.
         let mut results = BTreeMap::new();
         for &s in &systems {
-            let (batches, _) = runtime
+            let warmed = runtime
                 .block_on(engines.run(s, n))
-                .with_context(|| format!("Q{n} on {}", s.name()))?;
-            results.insert(s, batches);
-        }
-        if opts.duckdb {
-            results.insert(System::DuckDb, engines.duckdb_results(n)?);
-        }
-        if opts.flight {
-            results.insert(System::Flight, engines.flight_results(n)?);
-        }
-        let admin = &results[&System::Admin];
-        row.rows = admin.iter().map(RecordBatch::num_rows).sum();
-        for s in [System::DataFusion, System::DuckDb, System::Flight] {
-            if let Some(other) = results.get(&s)
-                && let Err(e) = same_results(admin, other, ordered)
-            {
-                mismatches.push(format!("Q{n}: meshql and {} differ: {e}", s.name()));
+                .with_context(|| format!("Q{n} on {}", s.name()));
+            let fetched = match (warmed, s) {
+                (Ok(_), System::DuckDb) => engines.duckdb_results(n),
+                (Ok(_), System::Flight) => engines.flight_results(n),
+                (Ok((batches, _)), _) => Ok(batches),
+                (Err(e), _) => Err(e),
+            };
+            match fetched {
+                Ok(batches) => {
+                    results.insert(s, batches);
+                }
+                Err(e) if opts.memory_limit.is_some() => {
+                    let message = format!("{e:#}");
+                    eprintln!("Q{n:02} failed on {}: {message}", s.name());
+                    row.failed.insert(s, message);
+                }
+                Err(e) => return Err(e),
             }
         }
-        row.analyst_differs = same_results(admin, &results[&System::Analyst], ordered).is_err();
+        if let Some(admin) = results.get(&System::Admin) {
+            row.rows = admin.iter().map(RecordBatch::num_rows).sum();
+            for s in [System::DataFusion, System::DuckDb, System::Flight] {
+                if let Some(other) = results.get(&s)
+                    && let Err(e) = same_results(admin, other, ordered)
+                {
+                    mismatches.push(format!("Q{n}: meshql and {} differ: {e}", s.name()));
+                }
+            }
+            row.analyst_differs = results
+                .get(&System::Analyst)
+                .is_some_and(|analyst| same_results(admin, analyst, ordered).is_err());
+        }
         // Timed runs, each round in a rotated order.
         let mut times: BTreeMap<System, Vec<Duration>> = BTreeMap::new();
         for round in 0..opts.runs {
             for i in 0..systems.len() {
                 let s = systems[(round + i) % systems.len()];
+                if row.failed.contains_key(&s) {
+                    continue;
+                }
                 let (_, t) = runtime.block_on(engines.run(s, n))?;
                 times.entry(s).or_default().push(t);
             }
         }
         row.medians = times.into_iter().map(|(s, t)| (s, median(t))).collect();
-        if opts.explain
-            || row
-                .ratio(System::Admin, System::DuckDb)
-                .is_some_and(|r| r > 1.0)
+        if !row.failed.contains_key(&System::Admin)
+            && (opts.explain
+                || row
+                    .ratio(System::Admin, System::DuckDb)
+                    .is_some_and(|r| r > 1.0))
         {
             row.breakdown =
                 Some(runtime.block_on(breakdown(&engines.admin, &tpch_data::query(n, "tpch")))?);
@@ -653,7 +680,16 @@ pub fn memory_child(
     }
     let mut engines = runtime.block_on(Engines::start(&opts, &data, opts.duckdb, false))?;
     for &n in queries {
-        runtime.block_on(engines.run(system, n))?;
+        // A query the system fails under the limit is reported by the
+        // timing run; the peak of the others is still measured.
+        match runtime.block_on(engines.run(system, n)) {
+            Err(e) if memory_limit.is_some() => {
+                eprintln!("Q{n:02} failed on {}: {e:#}", system.name());
+            }
+            other => {
+                other?;
+            }
+        }
     }
     let peak = match system {
         System::DuckDb => engines
@@ -859,6 +895,23 @@ impl Report<'_> {
             fmt_ratio(self.geomean_of(System::Admin, System::DuckDb)),
             fmt_ratio(self.geomean_of(System::Flight, System::DuckDb)),
         );
+        let failures: Vec<String> = self
+            .rows
+            .iter()
+            .flat_map(|r| {
+                r.failed.iter().map(move |(s, e)| {
+                    let first = e.lines().next().unwrap_or_default().replace('|', "\\|");
+                    format!("| Q{} | {} | {first} |", r.n, s.name())
+                })
+            })
+            .collect();
+        if !failures.is_empty() {
+            md.push_str("## Failed under the memory limit\n\n| query | system | error |\n| --- | --- | --- |\n");
+            for f in &failures {
+                let _ = writeln!(md, "{f}");
+            }
+            md.push('\n');
+        }
         md.push_str("## Peak memory\n\n");
         let _ = writeln!(
             md,

@@ -1019,6 +1019,144 @@ async fn a_query_over_its_memory_limit_fails_and_the_server_stays_up() {
     assert_eq!(n[0].num_rows(), 1);
 }
 
+/// Lines paired with the other lines of their order, per ship mode, and
+/// the longest comment of all: at TPC-H scale 0.3 the pairs' hash join
+/// needs more than [`JOIN_MEMORY`] for its build side, which sort-merge
+/// joins answer within it by spilling.
+const OVER_MEMORY_JOIN: &str = "SELECT a.l_shipmode, count(*) AS pairs, \
+     (SELECT max(l_comment) FROM tpch.lineitem) AS comment \
+     FROM tpch.lineitem a JOIN tpch.lineitem b ON a.l_orderkey = b.l_orderkey \
+     GROUP BY a.l_shipmode ORDER BY a.l_shipmode";
+const JOIN_MEMORY: usize = 48 << 20;
+
+/// A TPC-H mesh at `scale` whose region-bound analysts (`eu_analyst`) see
+/// no lines shipped by mail and lines' comments redacted.
+fn tpch_mesh_with_line_policy(scale: f64) -> (tempfile::TempDir, Mesh) {
+    let data = meshql_bench::tpch_data::ensure_parquet(scale);
+    let dir = tempfile::tempdir().expect("tempdir");
+    meshql_bench::tpch_data::write_mesh(dir.path(), &data, false);
+    let policies = dir.path().join("policies.yaml");
+    let rule = "  - name: region-bound analysts see no mail lines, comments redacted
+    role: analyst
+    hasAttribute: region
+    domain: tpch
+    product: lineitem
+    columns:
+      - name: l_comment
+        mask: redact
+    rowFilter: l_shipmode <> 'MAIL'
+";
+    let text = std::fs::read_to_string(&policies).expect("policies");
+    let at = text
+        .find("  - name: analysts see customers'")
+        .expect("the analysts' rules");
+    std::fs::write(&policies, format!("{}{rule}{}", &text[..at], &text[at..])).expect("policies");
+    let mesh = Mesh::open_strict(dir.path()).expect("mesh");
+    (dir, mesh)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_join_over_the_memory_limit_is_answered_by_sort_merge_as_the_principal_asking() {
+    let (_dir, mesh) = tokio::task::spawn_blocking(|| tpch_mesh_with_line_policy(0.3))
+        .await
+        .expect("the TPC-H mesh");
+    let audit_dir = tempfile::tempdir().expect("tempdir");
+    let audit = audit_dir.path().join("audit.jsonl");
+    let unlimited = start(mesh.clone(), ServerOptions::default()).await;
+    let limited = start(
+        mesh,
+        ServerOptions {
+            query_memory: Some(JOIN_MEMORY),
+            audit: Some(audit.clone()),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    let mut answers = Vec::new();
+    for user in ["admin", "eu_analyst"] {
+        let expected = demo_login(unlimited.addr, user)
+            .await
+            .sql(OVER_MEMORY_JOIN)
+            .await
+            .expect("runs without a limit");
+        let mut client = demo_login(limited.addr, user).await;
+        let got = client
+            .sql(OVER_MEMORY_JOIN)
+            .await
+            .expect("answers under the limit");
+        assert_eq!(rows(&got), rows(&expected), "{user}: the same answer");
+        // The plan shown is the second one, and says why.
+        let explained = client
+            .sql(&format!("EXPLAIN ANALYZE {OVER_MEMORY_JOIN}"))
+            .await
+            .expect("explains");
+        let text = strings(&explained, "plan").join("\n");
+        assert!(text.contains("SortMergeJoin"), "{user}: {text}");
+        assert!(
+            text.contains("planned again with sort-merge joins"),
+            "{user}: {text}"
+        );
+        assert!(!text.contains("HashJoinExec"), "{user}: {text}");
+        answers.push((got, text));
+    }
+    let (admin, _) = &answers[0];
+    let (eu, eu_plan) = &answers[1];
+    // Both sides: the admin's answer has every ship mode and the raw
+    // comment; the EU analyst's no mail lines, fewer pairs, the comment
+    // redacted.
+    let admin_modes = strings(admin, "l_shipmode");
+    let eu_modes = strings(eu, "l_shipmode");
+    assert!(admin_modes.contains(&"MAIL".to_string()), "{admin_modes:?}");
+    assert!(
+        !eu_modes.is_empty() && !eu_modes.contains(&"MAIL".to_string()),
+        "{eu_modes:?}"
+    );
+    let raw = strings(admin, "comment");
+    let masked = strings(eu, "comment");
+    assert!(
+        raw.iter().all(|c| !c.is_empty() && c != "[REDACTED]"),
+        "{raw:?}"
+    );
+    assert!(masked.iter().all(|c| c == "[REDACTED]"), "{masked:?}");
+    // Nor does the second plan show the EU analyst what is below the policy
+    // boundary.
+    assert!(eu_plan.contains("MeshPolicy"), "{eu_plan}");
+    assert!(!eu_plan.contains("DataSourceExec"), "{eu_plan}");
+    for c in &raw {
+        assert!(
+            !eu_plan.contains(c.as_str()),
+            "the raw comment in {eu_plan}"
+        );
+    }
+    drop(limited);
+
+    let text = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let text = std::fs::read_to_string(&audit).unwrap_or_default();
+            if text.lines().count() >= 4 {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("four records");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(records.len(), 4, "{text}");
+    for record in &records {
+        assert_eq!(record["outcome"], "ok", "{record}");
+        let why = record["replanned"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("48 MiB") && why.contains("sort-merge"),
+            "{record}"
+        );
+    }
+    assert!(!text.contains(&raw[0]), "no row values in the audit log");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_queries_queue_then_are_refused_and_a_disconnect_frees_the_slot() {
     let server = start(

@@ -80,6 +80,11 @@ pub struct AuditRecord {
     pub bytes: u64,
     pub duration_ms: f64,
     pub outcome: Outcome,
+    /// Why the statement ran on a second plan, when it did: its hash join
+    /// did not fit in its memory limit and it was planned again with
+    /// sort-merge joins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replanned: Option<String>,
 }
 
 impl AuditRecord {
@@ -103,6 +108,7 @@ impl AuditRecord {
             bytes: 0,
             duration_ms: 0.0,
             outcome: Outcome::Ok,
+            replanned: None,
         }
     }
 
@@ -176,6 +182,7 @@ pub(crate) struct AuditedStream {
     pub(crate) record: Option<AuditRecord>,
     pub(crate) started: std::time::Instant,
     pub(crate) outcome: Option<Outcome>,
+    pub(crate) replanned: crate::session::Replanned,
 }
 
 impl AuditedStream {
@@ -183,6 +190,7 @@ impl AuditedStream {
         if let Some(mut record) = self.record.take() {
             let outcome = self.outcome.take().unwrap_or(Outcome::Cancelled);
             record.finish(self.started.elapsed(), outcome);
+            record.replanned = self.replanned.get().map(str::to_owned);
             // An audit failure must not pass silently, but cannot fail a
             // result already delivered: it goes to the process's log.
             if let Err(e) = self.log.write(&record) {

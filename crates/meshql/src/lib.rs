@@ -44,7 +44,7 @@ pub use error::{Error, Result};
 pub use mesh::Mesh;
 pub use meshql_manifest as manifest;
 pub use principal::Principal;
-pub use session::{PathChange, Query, QueryOptions, Session, search_path_change};
+pub use session::{PathChange, Query, QueryOptions, Replanned, Session, search_path_change};
 
 /// Whether `sql` is a small statement: within the limits, with few
 /// operators, so planning it is quick and shallow on any thread. A server

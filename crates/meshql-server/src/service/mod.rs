@@ -632,6 +632,9 @@ struct AuditGuard {
     bytes: u64,
     state: Arc<Mutex<RunState>>,
     written: AtomicBool,
+    /// Whether the statement ran on a second plan (see
+    /// [`meshql::Query::replanned`]).
+    replanned: meshql::Replanned,
 }
 
 impl AuditGuard {
@@ -644,6 +647,7 @@ impl AuditGuard {
             bytes: 0,
             state: Arc::default(),
             written: AtomicBool::new(false),
+            replanned: meshql::Replanned::default(),
         }
     }
 
@@ -678,6 +682,7 @@ impl AuditGuard {
         self.record.rows = self.rows.load(Ordering::Relaxed);
         self.record.bytes = self.bytes;
         self.record.finish(self.started.elapsed(), o);
+        self.record.replanned = self.replanned.get().map(str::to_owned);
         tracing::info!(
             query_id = self.record.query_id,
             user = self.record.user,

@@ -225,7 +225,7 @@ impl MeshFlightSql {
         } else {
             None
         };
-        let inline_access = inline.as_ref().map(|q| q.access.clone());
+        let inline_access = inline.as_ref().map(|q| (q.access.clone(), q.replanned()));
         let (planned_tx, planned_rx) = tokio::sync::oneshot::channel();
         let (batches_tx, batches_rx) = tokio::sync::mpsc::channel(8);
         let task = {
@@ -239,11 +239,11 @@ impl MeshFlightSql {
                 };
                 let stream = query.and_then(|q| {
                     let stream = q.execute()?;
-                    Ok((q.access.clone(), q.schema.clone(), stream))
+                    Ok((q.access.clone(), q.replanned(), q.schema.clone(), stream))
                 });
                 let (schema, stream) = match stream {
-                    Ok((access, schema, stream)) => {
-                        if !planned_inline && planned_tx.send(Ok(access)).is_err() {
+                    Ok((access, replanned, schema, stream)) => {
+                        if !planned_inline && planned_tx.send(Ok((access, replanned))).is_err() {
                             return;
                         }
                         (schema, stream)
@@ -314,7 +314,7 @@ impl MeshFlightSql {
                 _ = until(deadline) => Err(timed_out(deadline)),
             },
         };
-        let access = match planned {
+        let (access, replanned) = match planned {
             Ok(p) => p,
             Err(e) => {
                 guard.fail(Outcome::from_error(&e));
@@ -322,6 +322,7 @@ impl MeshFlightSql {
             }
         };
         guard.record.products = access;
+        guard.replanned = replanned;
         let (cancel_tx, cancel_rx) = watch::channel(false);
         self.running
             .lock()

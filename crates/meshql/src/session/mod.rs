@@ -6,6 +6,7 @@
 //! Sessions are built on the mesh, governance, storage, discovery and
 //! audit; only `meshql check` and the crates above use them.
 
+mod fallback;
 mod guard;
 pub(crate) mod limits;
 mod scan_filters;
@@ -45,6 +46,7 @@ use crate::governance::{ColumnDecision, ProductPolicy, decide};
 use crate::mesh::Mesh;
 use crate::mesh::catalog::{MeshCatalog, ProductTable};
 use crate::principal::Principal;
+pub use fallback::Replanned;
 pub use guard::{PathChange, search_path_change};
 use guard::{check_statement, name_recursive_columns, number_placeholders, path_change};
 
@@ -198,7 +200,10 @@ impl Mesh {
 #[derive(Clone, Debug, Default)]
 pub struct QueryOptions {
     /// Memory the query may use, in bytes; over it, it fails with
-    /// [`Error::ResourcesExhausted`] and nothing else is affected.
+    /// [`Error::ResourcesExhausted`] and nothing else is affected. A query
+    /// whose hash join fails for memory before it has delivered a row is
+    /// planned again with sort-merge joins, which spill (see
+    /// [`Query::replanned`]).
     pub memory_limit: Option<usize>,
     /// Values of the statement's placeholders.
     pub params: Option<ParamValues>,
@@ -210,8 +215,15 @@ pub struct Query {
     pub schema: SchemaRef,
     /// What it reads, product by product.
     pub access: Vec<ProductAccess>,
-    plan: Arc<dyn ExecutionPlan>,
+    plan: Plan,
     task: Arc<TaskContext>,
+    replanned: Replanned,
+}
+
+/// A query's physical plan: one, or one with a second to fall back on.
+enum Plan {
+    Fixed(Arc<dyn ExecutionPlan>),
+    Replannable(Arc<fallback::Fallback>),
 }
 
 impl std::fmt::Debug for Query {
@@ -227,16 +239,39 @@ impl Query {
     /// Starts the query; results stream batch by batch. Dropping the stream
     /// stops its work.
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
-        execute_stream(Arc::clone(&self.plan), Arc::clone(&self.task))
-            .map(delivered)
-            .map_err(Error::Execution)
+        let stream = match &self.plan {
+            Plan::Fixed(plan) => execute_stream(Arc::clone(plan), Arc::clone(&self.task)),
+            Plan::Replannable(f) => {
+                let (plan, task) = f.current();
+                execute_stream(plan, Arc::clone(&task)).map(|stream| {
+                    if f.replaced() {
+                        stream
+                    } else {
+                        fallback::retrying(stream, Arc::clone(f), task, self.replanned.clone())
+                    }
+                })
+            }
+        }
+        .map_err(Error::Execution)?;
+        Ok(delivered(stream))
     }
 
-    /// The physical plan, policies applied. After the stream of
-    /// [`Query::execute`] is done, its operators carry their metrics (rows,
-    /// compute time), as `EXPLAIN ANALYZE` shows them.
-    pub fn physical_plan(&self) -> &Arc<dyn ExecutionPlan> {
-        &self.plan
+    /// The physical plan, policies applied: the second plan once the query
+    /// has run on it. After the stream of [`Query::execute`] is done, its
+    /// operators carry their metrics (rows, compute time), as `EXPLAIN
+    /// ANALYZE` shows them.
+    pub fn physical_plan(&self) -> Arc<dyn ExecutionPlan> {
+        match &self.plan {
+            Plan::Replannable(f) => f.current().0,
+            Plan::Fixed(plan) => Arc::clone(plan),
+        }
+    }
+
+    /// Why the query ran on a second plan, once it has: its hash join did
+    /// not fit in the memory limit, and it was planned again with
+    /// sort-merge joins. The handle stays valid after the query is gone.
+    pub fn replanned(&self) -> Replanned {
+        self.replanned.clone()
     }
 }
 
@@ -589,9 +624,9 @@ impl Session {
         let planned = self
             .plan(sql, &QueryOptions::default())
             .await
-            .and_then(|q| Ok((q.access.clone(), q.execute()?)));
+            .and_then(|q| Ok((q.access.clone(), q.replanned(), q.execute()?)));
         match planned {
-            Ok((access, stream)) => {
+            Ok((access, replanned, stream)) => {
                 record.products = access;
                 Ok(Box::pin(AuditedStream {
                     inner: stream,
@@ -599,6 +634,7 @@ impl Session {
                     record: Some(record),
                     started,
                     outcome: None,
+                    replanned,
                 }))
             }
             Err(e) => {
@@ -663,6 +699,12 @@ impl Session {
             {
                 limits.max_value_bytes = limit as u64;
             }
+            // Each sort sets aside memory for merging its sorted runs up
+            // front (10 MiB by default): at most a sixteenth of the limit,
+            // so that a plan's sorts on every core fit under a small one.
+            let execution = &mut config.options_mut().execution;
+            execution.sort_spill_reservation_bytes =
+                execution.sort_spill_reservation_bytes.min(limit / 16);
             crate::cluster::limit_task_memory(&mut config, limit);
             state = SessionStateBuilder::new_from_existing(state)
                 .with_config(config)
@@ -678,11 +720,25 @@ impl Session {
             .await
             .map_err(|e| self.explain(sql, e))?;
         let physical = limits::yielding(physical).map_err(|e| self.explain(sql, e))?;
+        let access = self.access(&optimized);
+        let task = state.task_ctx();
+        let schema = crate::types::result_schema(&physical.schema());
+        let plan = match fallback::Fallback::for_plan(
+            &physical,
+            &task,
+            state,
+            optimized,
+            options.memory_limit,
+        ) {
+            Some(f) => Plan::Replannable(f),
+            None => Plan::Fixed(physical),
+        };
         Ok(Query {
-            schema: crate::types::result_schema(&physical.schema()),
-            access: self.access(&optimized),
-            plan: physical,
-            task: state.task_ctx(),
+            schema,
+            access,
+            plan,
+            task,
+            replanned: Replanned::default(),
         })
     }
 
