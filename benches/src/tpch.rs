@@ -786,6 +786,81 @@ impl Report<'_> {
         Ok(())
     }
 
+    /// How each query's time grew from the SF1 run whose results are in
+    /// the same directory (`tpch-sf1.csv`), for meshql (admin) and DuckDB.
+    fn growth(&self, md: &mut String) {
+        if self.opts.scale == 1.0 {
+            return;
+        }
+        let Ok(text) = std::fs::read_to_string(self.opts.out.join("tpch-sf1.csv")) else {
+            return;
+        };
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+        let column = |name: &str| header.iter().position(|h| *h == name);
+        let (Some(q), Some(admin), Some(duck)) =
+            (column("query"), column("admin_ms"), column("duckdb_ms"))
+        else {
+            return;
+        };
+        let base: BTreeMap<String, (Option<f64>, Option<f64>)> = lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|c| c.len() == header.len())
+            .map(|c| {
+                (
+                    c[q].to_string(),
+                    (c[admin].parse().ok(), c[duck].parse().ok()),
+                )
+            })
+            .collect();
+        let mut growths: (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+        let mut table = String::new();
+        for r in self.rows {
+            let Some((sf1_admin, sf1_duck)) = base.get(&format!("Q{}", r.n)) else {
+                continue;
+            };
+            let now = |s: System| {
+                (!r.failed.contains_key(&s))
+                    .then(|| r.medians.get(&s).map(|d| ms(*d)))
+                    .flatten()
+            };
+            let grow = |then: &Option<f64>, now: Option<f64>, into: &mut Vec<f64>| {
+                let g = now.zip(*then).map(|(n, t)| n / t);
+                into.extend(g);
+                g.map_or(String::new(), |g| format!("{g:.2}"))
+            };
+            let admin_now = now(System::Admin);
+            let duck_now = now(System::DuckDb);
+            let _ = writeln!(
+                table,
+                "| Q{} | {} | {} | {} | {} | {} | {} |",
+                r.n,
+                sf1_admin.map_or(String::new(), |t| format!("{t:.1}")),
+                admin_now.map_or(String::new(), |t| format!("{t:.1}")),
+                grow(sf1_admin, admin_now, &mut growths.0),
+                sf1_duck.map_or(String::new(), |t| format!("{t:.1}")),
+                duck_now.map_or(String::new(), |t| format!("{t:.1}")),
+                grow(sf1_duck, duck_now, &mut growths.1),
+            );
+        }
+        if growths.0.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "## Growth from SF1\n\nEach query's median here over its median in `tpch-sf1.csv` (the SF1 run in this directory; a {}-fold scale).\n\n| query | admin SF1 ms | admin ms | admin growth | DuckDB SF1 ms | DuckDB ms | DuckDB growth |\n| --- | --: | --: | --: | --: | --: | --: |",
+            self.opts.scale
+        );
+        md.push_str(&table);
+        let mean = |g: &[f64]| (!g.is_empty()).then(|| geomean(g));
+        let _ = writeln!(
+            md,
+            "| geometric mean | | | {} | | | {} |\n",
+            mean(&growths.0).map_or(String::new(), |g| format!("{g:.2}")),
+            mean(&growths.1).map_or(String::new(), |g| format!("{g:.2}")),
+        );
+    }
+
     fn csv(&self) -> String {
         let mut out = String::from(
             "query,admin_ms,analyst_ms,datafusion_ms,duckdb_ms,flight_ms,admin_over_datafusion,analyst_over_admin,admin_over_duckdb,flight_over_duckdb,rows,analyst_result_differs\n",
@@ -912,6 +987,7 @@ impl Report<'_> {
             }
             md.push('\n');
         }
+        self.growth(&mut md);
         md.push_str("## Peak memory\n\n");
         let _ = writeln!(
             md,
