@@ -1019,6 +1019,27 @@ async fn a_query_over_its_memory_limit_fails_and_the_server_stays_up() {
     assert_eq!(n[0].num_rows(), 1);
 }
 
+/// The audit log at `path` once it holds `n` records (within 5 s): its
+/// text and its records.
+async fn audit_records(path: &std::path::Path, n: usize) -> (String, Vec<serde_json::Value>) {
+    let text = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() >= n {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{n} audit records"));
+    let records = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    (text, records)
+}
+
 /// Lines paired with the other lines of their order, per ship mode, and
 /// the longest comment of all: at TPC-H scale 0.3 the pairs' hash join
 /// needs more than [`JOIN_MEMORY`] for its build side, which sort-merge
@@ -1130,21 +1151,7 @@ async fn a_hash_join_over_the_memory_limit_is_answered_by_sort_merge_as_the_prin
     }
     drop(limited);
 
-    let text = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let text = std::fs::read_to_string(&audit).unwrap_or_default();
-            if text.lines().count() >= 4 {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("four records");
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let (text, records) = audit_records(&audit, 4).await;
     assert_eq!(records.len(), 4, "{text}");
     for record in &records {
         assert_eq!(record["outcome"], "ok", "{record}");
@@ -1275,25 +1282,11 @@ async fn every_statement_is_audited_without_row_values() {
         .collect("SELECT email FROM customers.customers ORDER BY customer_id LIMIT 7")
         .await
         .expect("raw");
-    let text = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let text = std::fs::read_to_string(&audit).unwrap_or_default();
-            if text.lines().count() >= 3 {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("three records");
+    let (text, records) = audit_records(&audit, 3).await;
     for email in strings(&raw, "email") {
         assert!(!text.contains(&email), "{email} leaked into the audit log");
     }
     assert!(!text.contains("analyst-demo"), "no passwords");
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
     let first = &records[0];
     assert_eq!(first["user"], "analyst");
     assert_eq!(first["roles"][0], "analyst");

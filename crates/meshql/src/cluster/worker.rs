@@ -10,7 +10,7 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::internal_err;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -189,10 +189,8 @@ impl WorkerSessionBuilder for WorkerSessions {
         if task.memory_limit > 0 {
             // The query's memory limit, for this task.
             let mut runtime = self.runtime.as_ref().clone();
-            runtime.memory_pool = Arc::new(TrackConsumersPool::new(
-                GreedyMemoryPool::new(task.memory_limit),
-                std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
-            ));
+            runtime.memory_pool =
+                crate::session::limits::tracked_pool(GreedyMemoryPool::new(task.memory_limit));
             builder = builder.with_runtime_env(Arc::new(runtime));
         }
         builder.scalar_functions().get_or_insert_default().extend(

@@ -21,7 +21,7 @@ use std::time::Duration;
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
@@ -62,8 +62,8 @@ pub(crate) struct Fallback {
     /// in its plan node (shared by the partitions that probe it) until the
     /// node is dropped.
     current: Mutex<Running>,
-    /// Whether the second plan has replaced the first.
-    replaced: OnceLock<()>,
+    /// Set, with the reason, when the second plan replaces the first.
+    replanned: Replanned,
 }
 
 impl Fallback {
@@ -85,8 +85,27 @@ impl Fallback {
             logical,
             limit,
             current: Mutex::new((Arc::clone(physical), Arc::clone(task))),
-            replaced: OnceLock::new(),
+            replanned: Replanned::default(),
         }))
+    }
+
+    /// Starts the query: on its second plan once it has one, else on the
+    /// first, ready to fall back to the second.
+    pub(crate) fn execute(self: &Arc<Self>) -> Result<SendableRecordBatchStream> {
+        let replaced = self.replaced();
+        let (plan, task) = self.current();
+        let stream = execute_stream(plan, Arc::clone(&task))?;
+        if replaced {
+            return Ok(stream);
+        }
+        let schema = stream.schema();
+        let attempt = futures::stream::once(attempt(stream, Arc::clone(self), task)).try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, attempt)))
+    }
+
+    /// Why the query ran on its second plan, once it has.
+    pub(crate) fn replanned(&self) -> Replanned {
+        self.replanned.clone()
     }
 
     /// The plan the query runs now.
@@ -97,9 +116,8 @@ impl Fallback {
             .clone()
     }
 
-    /// Whether the second plan has replaced the first.
-    pub(crate) fn replaced(&self) -> bool {
-        self.replaced.get().is_some()
+    fn replaced(&self) -> bool {
+        self.replanned.get().is_some()
     }
 
     /// Plans the query again with sort-merge joins and makes that its
@@ -119,9 +137,7 @@ impl Fallback {
         // the same limit answers or fails by chance. Under the fair pool it
         // does one or the other every time.)
         let mut runtime = self.state.runtime_env().as_ref().clone();
-        let top = std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN);
-        runtime.memory_pool =
-            Arc::new(TrackConsumersPool::new(FairSpillPool::new(self.limit), top));
+        runtime.memory_pool = limits::tracked_pool(FairSpillPool::new(self.limit));
         let state = SessionStateBuilder::new_from_existing(self.state.clone())
             .with_config(config)
             .with_runtime_env(Arc::new(runtime))
@@ -136,7 +152,7 @@ impl Fallback {
             second.clone(),
         );
         drop(first);
-        let _ = self.replaced.set(());
+        let _ = self.replanned.0.set(self.reason());
         Ok(second)
     }
 
@@ -163,24 +179,13 @@ fn joins_by_hash(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.as_any().is::<HashJoinExec>() || plan.children().into_iter().any(joins_by_hash)
 }
 
-/// `first`, the stream of the query's first plan; when it fails for memory
-/// before its first batch, the stream of the second plan instead.
-pub(crate) fn retrying(
-    first: SendableRecordBatchStream,
-    fallback: Arc<Fallback>,
-    task: Arc<TaskContext>,
-    replanned: Replanned,
-) -> SendableRecordBatchStream {
-    let schema = first.schema();
-    let attempt = futures::stream::once(attempt(first, fallback, task, replanned)).try_flatten();
-    Box::pin(RecordBatchStreamAdapter::new(schema, attempt))
-}
-
+/// `first`, the stream of the query's first plan (run in `task`); when it
+/// fails for memory held by hash joins before its first batch, the stream
+/// of the second plan instead.
 async fn attempt(
     mut first: SendableRecordBatchStream,
     fallback: Arc<Fallback>,
     task: Arc<TaskContext>,
-    replanned: Replanned,
 ) -> Result<SendableRecordBatchStream> {
     let failure = match first.next().await {
         Some(Err(e)) if held_by_hash_joins(&e) => e,
@@ -197,11 +202,9 @@ async fn attempt(
         .await
         .map_err(|e| DataFusionError::Context(format!("{e}"), Box::new(failure)))?;
     settle(task.memory_pool().as_ref()).await;
-    let reason = fallback.reason();
-    let _ = replanned.0.set(reason.clone());
     let stream = execute_stream(plan, second)?;
     if fallback.analyzes() {
-        return Ok(annotated(stream, reason));
+        return Ok(annotated(stream, &fallback.reason()));
     }
     Ok(stream)
 }
@@ -236,11 +239,11 @@ async fn settle(pool: &dyn MemoryPool) {
     }
 }
 
-/// `EXPLAIN ANALYZE`'s rows and one more, `Plan with Metrics (second
-/// plan)`: why the plan shown is the second one.
-fn annotated(stream: SendableRecordBatchStream, reason: String) -> SendableRecordBatchStream {
+/// `EXPLAIN ANALYZE`'s rows and one more, `Memory fallback`: why the plan
+/// shown is the second one.
+fn annotated(stream: SendableRecordBatchStream, reason: &str) -> SendableRecordBatchStream {
     let schema = stream.schema();
-    let note = note_batch(&schema, &reason);
+    let note = note_batch(&schema, reason);
     let rest = futures::stream::iter(note.map(Ok));
     Box::pin(RecordBatchStreamAdapter::new(schema, stream.chain(rest)))
 }

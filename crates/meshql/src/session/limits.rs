@@ -139,6 +139,17 @@ pub(crate) fn check_statement(sql: &str) -> crate::Result<Depth> {
 /// thread for as long as it runs, other queries wait, and an abort (at the
 /// timeout, on cancel) takes effect only when it ends. A cooperative
 /// boundary above each one takes budget for every batch it passes up.
+/// A query's own memory pool, `pool`, whose errors name its three
+/// largest holders.
+pub(crate) fn tracked_pool(
+    pool: impl datafusion::execution::memory_pool::MemoryPool + 'static,
+) -> Arc<dyn datafusion::execution::memory_pool::MemoryPool> {
+    let top = std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN);
+    Arc::new(datafusion::execution::memory_pool::TrackConsumersPool::new(
+        pool, top,
+    ))
+}
+
 pub(crate) fn yielding(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     plan.transform_up(|node| {

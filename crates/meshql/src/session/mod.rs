@@ -32,7 +32,7 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::Analyzer;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -216,13 +216,12 @@ pub struct Query {
     /// What it reads, product by product.
     pub access: Vec<ProductAccess>,
     plan: Plan,
-    task: Arc<TaskContext>,
-    replanned: Replanned,
 }
 
-/// A query's physical plan: one, or one with a second to fall back on.
+/// A query's physical plan and the context it runs in: one, or one with a
+/// second to fall back on.
 enum Plan {
-    Fixed(Arc<dyn ExecutionPlan>),
+    Fixed(Arc<dyn ExecutionPlan>, Arc<TaskContext>),
     Replannable(Arc<fallback::Fallback>),
 }
 
@@ -240,17 +239,8 @@ impl Query {
     /// stops its work.
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
         let stream = match &self.plan {
-            Plan::Fixed(plan) => execute_stream(Arc::clone(plan), Arc::clone(&self.task)),
-            Plan::Replannable(f) => {
-                let (plan, task) = f.current();
-                execute_stream(plan, Arc::clone(&task)).map(|stream| {
-                    if f.replaced() {
-                        stream
-                    } else {
-                        fallback::retrying(stream, Arc::clone(f), task, self.replanned.clone())
-                    }
-                })
-            }
+            Plan::Fixed(plan, task) => execute_stream(Arc::clone(plan), Arc::clone(task)),
+            Plan::Replannable(f) => f.execute(),
         }
         .map_err(Error::Execution)?;
         Ok(delivered(stream))
@@ -263,7 +253,7 @@ impl Query {
     pub fn physical_plan(&self) -> Arc<dyn ExecutionPlan> {
         match &self.plan {
             Plan::Replannable(f) => f.current().0,
-            Plan::Fixed(plan) => Arc::clone(plan),
+            Plan::Fixed(plan, _) => Arc::clone(plan),
         }
     }
 
@@ -271,7 +261,10 @@ impl Query {
     /// not fit in the memory limit, and it was planned again with
     /// sort-merge joins. The handle stays valid after the query is gone.
     pub fn replanned(&self) -> Replanned {
-        self.replanned.clone()
+        match &self.plan {
+            Plan::Replannable(f) => f.replanned(),
+            Plan::Fixed(..) => Replanned::default(),
+        }
     }
 }
 
@@ -685,9 +678,7 @@ impl Session {
         let (mut state, plan) = df.into_parts();
         if let Some(limit) = options.memory_limit {
             let mut runtime = state.runtime_env().as_ref().clone();
-            let top = std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN);
-            runtime.memory_pool =
-                Arc::new(TrackConsumersPool::new(GreedyMemoryPool::new(limit), top));
+            runtime.memory_pool = limits::tracked_pool(GreedyMemoryPool::new(limit));
             // What functions may build is bounded by the same limit. (Set
             // before the state is built: its functions read the options the
             // state had when it was built.)
@@ -731,14 +722,12 @@ impl Session {
             options.memory_limit,
         ) {
             Some(f) => Plan::Replannable(f),
-            None => Plan::Fixed(physical),
+            None => Plan::Fixed(physical, task),
         };
         Ok(Query {
             schema,
             access,
             plan,
-            task,
-            replanned: Replanned::default(),
         })
     }
 
